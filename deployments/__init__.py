@@ -1,0 +1,1 @@
+"""Prefect deployment definitions (prefect.yaml) and cluster configuration."""

@@ -1,0 +1,1 @@
+"""Thin Prefect tasks: read parquet, call unimat_core / dft, write parquet, return paths + small summaries."""

@@ -1,0 +1,34 @@
+"""Shared fixtures. Prefect state goes to a project-local folder, never ~/.prefect."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PREFECT_HOME", str(REPO / ".prefect-test"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from pymatgen.core import Lattice, Structure  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def bundled_tables() -> dict[str, pd.DataFrame]:
+    """Every bundled structure, parsed once per session (both datasets, all splits)."""
+    from unimat_core.datasets import load_bundled
+
+    return {name: load_bundled(name).structures for name in ("perov_5", "carbon_24")}
+
+
+@pytest.fixture
+def nacl() -> Structure:
+    return Structure(Lattice.cubic(5.64), ["Na", "Na", "Cl", "Cl"],
+                     [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0], [0, 0.5, 0]])
+
+
+@pytest.fixture
+def perovskite() -> Structure:
+    return Structure(Lattice.cubic(3.9), ["Sr", "Ti", "O", "O", "O"],
+                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])

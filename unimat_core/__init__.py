@@ -1,0 +1,3 @@
+"""UniMat science core: representation, datasets, model, metrics. Never imports Prefect."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,192 @@
+"""Tensorized datasets on disk: .npy shards referenced from a parquet manifest.
+
+Layout of a tensor dataset folder:
+
+    spec.json                  UniMatSpec.as_dict() + the input hash it was built from
+    manifest.parquet           id, split, reduced_formula, n_sites, shard, row  (one row per crystal)
+    rejected.parquet           id, split, reason  (inputs that could not be encoded)
+    shards/coords-00000.npy    float32 [n, L, H, W, 3]
+    shards/lattice-00000.npy   float32 [n, 6]
+
+Why .npy shards and not parquet list columns: training reads the same dense float32 blocks
+every epoch; `np.load(mmap_mode="r")` maps them with no parsing or copying and
+`torch.from_numpy` shares the memory, whereas Arrow fixed-size lists would have to be
+flattened and reshaped per batch. The parquet manifest keeps the small, queryable metadata
+(which crystal is where, its split and formula) next to them.
+
+The folder is written under a temporary name and renamed when complete, so a killed job never
+leaves a half-written dataset that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from unimat_core.representation import UniMatSpec, encode
+from unimat_core.structure_table import read_structures, structures_of
+
+MANIFEST = "manifest.parquet"
+SPEC = "spec.json"
+REJECTED = "rejected.parquet"
+
+
+@dataclass
+class TensorizeSummary:
+    """Small result of a tensorize run (safe to pass between workflow steps)."""
+
+    path: str
+    n_encoded: int
+    n_rejected: int
+    n_shards: int
+    max_atoms_per_element: int
+    input_hash: str
+    reused: bool = False
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """Content hash of the columns that determine the tensors (ids, splits, structures)."""
+    digest = hashlib.sha256()
+    for column in ("id", "split", "structure"):
+        digest.update(pd.util.hash_pandas_object(frame[column], index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _existing(out_dir: Path, input_hash: str, spec: UniMatSpec | None) -> dict | None:
+    spec_file = out_dir / SPEC
+    if not (spec_file.exists() and (out_dir / MANIFEST).exists()):
+        return None
+    stored = json.loads(spec_file.read_text())
+    if stored.get("input_hash") != input_hash:
+        return None
+    if spec is not None and stored["spec"] != spec.as_dict():
+        return None
+    return stored
+
+
+def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec | None = None, shard_size: int = 4096) -> TensorizeSummary:
+    """Encode a structure table into a tensor dataset folder; reuse it if inputs and spec match.
+
+    With `spec=None` the spec is fitted to the data (smallest L that holds every crystal).
+    Crystals that cannot be encoded go to rejected.parquet with the reason.
+    """
+    out_dir = Path(out_dir)
+    input_hash = frame_hash(frame)
+    stored = _existing(out_dir, input_hash, spec)
+    if stored is not None:
+        manifest = pd.read_parquet(out_dir / MANIFEST, columns=["shard"])
+        rejected = pd.read_parquet(out_dir / REJECTED, columns=["id"])
+        return TensorizeSummary(str(out_dir), len(manifest), len(rejected), int(manifest["shard"].nunique()),
+                                stored["spec"]["max_atoms_per_element"], input_hash, reused=True)
+
+    structures = structures_of(frame)
+    if spec is None:
+        ordered = [s for s in structures if s.is_ordered]
+        spec = UniMatSpec.fit(ordered)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "shards").mkdir(parents=True)
+
+    ids = frame["id"].astype(str).tolist()
+    manifest_parts, rejected_parts, n_shards = [], [], 0
+    for start in range(0, len(structures), shard_size):
+        stop = min(start + shard_size, len(structures))
+        batch = encode(structures[start:stop], spec, ids=ids[start:stop], on_error="ignore")
+        sub = frame.iloc[start:stop]
+        if batch.failures:
+            rows = [f.index for f in batch.failures]
+            rejected_parts.append(pd.DataFrame({"id": [f.structure_id for f in batch.failures],
+                                                "split": sub["split"].iloc[rows].tolist(),
+                                                "reason": [f.reason for f in batch.failures]}))
+        if not len(batch):
+            continue
+        np.save(tmp / "shards" / f"coords-{n_shards:05d}.npy", batch.coords)
+        np.save(tmp / "shards" / f"lattice-{n_shards:05d}.npy", batch.lattice)
+        kept = sub.set_index("id").loc[batch.ids]
+        manifest_parts.append(pd.DataFrame({
+            "id": batch.ids, "split": kept["split"].to_numpy(), "reduced_formula": kept["reduced_formula"].to_numpy(),
+            "n_sites": kept["n_sites"].to_numpy(np.int32), "shard": np.int32(n_shards),
+            "row": np.arange(len(batch), dtype=np.int32),
+        }))
+        n_shards += 1
+
+    manifest = pd.concat(manifest_parts, ignore_index=True) if manifest_parts else pd.DataFrame(
+        {"id": [], "split": [], "reduced_formula": [], "n_sites": np.zeros(0, np.int32), "shard": np.zeros(0, np.int32), "row": np.zeros(0, np.int32)})
+    rejected = pd.concat(rejected_parts, ignore_index=True) if rejected_parts else pd.DataFrame({"id": [], "split": [], "reason": []}, dtype=str)
+    manifest.to_parquet(tmp / MANIFEST, index=False)
+    rejected.to_parquet(tmp / REJECTED, index=False)
+    (tmp / SPEC).write_text(json.dumps({"spec": spec.as_dict(), "input_hash": input_hash}, indent=1))
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.replace(out_dir)
+    return TensorizeSummary(str(out_dir), len(manifest), len(rejected), n_shards, spec.max_atoms_per_element, input_hash)
+
+
+def tensorize_file(structures_path: str | Path, out_dir: str | Path, spec: UniMatSpec | None = None, shard_size: int = 4096) -> TensorizeSummary:
+    return tensorize_frame(read_structures(structures_path), out_dir, spec=spec, shard_size=shard_size)
+
+
+class TensorDataset:
+    """Read side of a tensor dataset folder; shards are memory-mapped, never fully loaded."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / MANIFEST).exists():
+            raise FileNotFoundError(f"{self.path} is not a tensor dataset: {MANIFEST} is missing (run `unimat tensorize`)")
+        stored = json.loads((self.path / SPEC).read_text())
+        self.spec = UniMatSpec.from_dict(stored["spec"])
+        self.input_hash: str = stored["input_hash"]
+        self.manifest = pd.read_parquet(self.path / MANIFEST)
+        self._coords: dict[int, np.ndarray] = {}
+        self._lattice: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def _shard(self, shard: int) -> tuple[np.ndarray, np.ndarray]:
+        if shard not in self._coords:
+            self._coords[shard] = np.load(self.path / "shards" / f"coords-{shard:05d}.npy", mmap_mode="r")
+            self._lattice[shard] = np.load(self.path / "shards" / f"lattice-{shard:05d}.npy", mmap_mode="r")
+        return self._coords[shard], self._lattice[shard]
+
+    def select(self, split: str | None = None) -> pd.DataFrame:
+        return self.manifest if split is None else self.manifest[self.manifest["split"] == split]
+
+    def load(self, split: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Every crystal of a split in memory: (coords, lattice, ids)."""
+        rows = self.select(split)
+        return self._gather(rows)
+
+    def _gather(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        coords = np.empty((len(rows), *self.spec.shape), dtype=np.float32)
+        lattice = np.empty((len(rows), 6), dtype=np.float32)
+        shards = rows["shard"].to_numpy()
+        positions = np.arange(len(rows))
+        for shard in np.unique(shards):
+            mask = shards == shard
+            c, l = self._shard(int(shard))
+            take = rows["row"].to_numpy()[mask]
+            coords[positions[mask]] = c[take]
+            lattice[positions[mask]] = l[take]
+        return coords, lattice, rows["id"].tolist()
+
+    def iter_batches(self, batch_size: int, *, split: str | None = None, shuffle: bool = True, seed: int = 0,
+                     drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+        """One pass over a split in batches, reading only the rows each batch needs."""
+        rows = self.select(split)
+        order = np.random.default_rng(seed).permutation(len(rows)) if shuffle else np.arange(len(rows))
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            if drop_last and len(index) < batch_size:
+                return
+            yield self._gather(rows.iloc[index])
