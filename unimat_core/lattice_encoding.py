@@ -69,3 +69,22 @@ def reduced_volume_squared(parameters: np.ndarray) -> np.ndarray:
     """(V / abc)^2 for each row of [N, 6] parameters: <= 0 means the angles admit no cell."""
     ca, cb, cg = np.cos(np.radians(np.asarray(parameters, dtype=np.float64)[:, 3:])).T
     return 1 - ca**2 - cb**2 - cg**2 + 2 * ca * cb * cg
+
+
+def lattice_matrices(parameters: np.ndarray) -> np.ndarray:
+    """[N, 6] parameters -> [N, 3, 3] row-vector cell matrices, pymatgen's `Lattice.from_parameters`
+    convention (c along z, a in the xz plane), computed for the whole batch at once."""
+    parameters = np.asarray(parameters, dtype=np.float64)
+    a, b, c = parameters[:, 0], parameters[:, 1], parameters[:, 2]
+    alpha, beta, gamma = np.radians(parameters[:, 3:]).T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos_gamma_star = np.clip((np.cos(alpha) * np.cos(beta) - np.cos(gamma)) / (np.sin(alpha) * np.sin(beta)), -1, 1)
+    gamma_star = np.arccos(cos_gamma_star)
+    matrices = np.zeros((len(parameters), 3, 3))
+    matrices[:, 0, 0] = a * np.sin(beta)
+    matrices[:, 0, 2] = a * np.cos(beta)
+    matrices[:, 1, 0] = -b * np.sin(alpha) * np.cos(gamma_star)
+    matrices[:, 1, 1] = b * np.sin(alpha) * np.sin(gamma_star)
+    matrices[:, 1, 2] = b * np.cos(alpha)
+    matrices[:, 2, 2] = c
+    return matrices

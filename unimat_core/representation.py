@@ -21,7 +21,7 @@ import numpy as np
 from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.core.periodic_table import DummySpecies, Element
 
-from unimat_core.lattice_encoding import LatticeEncoding, reduced_volume_squared
+from unimat_core.lattice_encoding import LatticeEncoding, lattice_matrices, reduced_volume_squared
 from unimat_core.periodic_grid import PeriodicTableGrid
 
 OnError = Literal["raise", "warn", "ignore"]
@@ -133,12 +133,14 @@ class DecodedCrystal:
 
 def _structure_arrays(structure: Structure) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]] | str:
     """(atomic numbers, fractional coords, lattice parameters) of one crystal, or why it cannot be read."""
-    if not structure.is_ordered:
+    try:
+        species = structure.species  # one species per site, else AttributeError
+    except AttributeError:
         return "partial occupancy / disorder is not representable (each site needs one species, occupancy 1)"
-    dummies = [str(sp) for sp in structure.composition if isinstance(sp, DummySpecies)]
+    dummies = sorted({str(sp) for sp in species if isinstance(sp, DummySpecies)})
     if dummies:
         return f"dummy species {', '.join(dummies)} have no place on the periodic-table grid"
-    numbers = np.array(structure.atomic_numbers, dtype=np.int64)
+    numbers = np.array([sp.Z for sp in species], dtype=np.int64)
     return numbers, structure.frac_coords, structure.lattice.parameters
 
 
@@ -284,20 +286,20 @@ def decode_arrays(coords: np.ndarray, lattice: np.ndarray, spec: UniMatSpec) -> 
         raise ValueError(f"lattice must have shape [{coords.shape[0]}, 6], got {list(lattice.shape)}")
     n = coords.shape[0]
 
-    # [N, H, W, L, 3] so that nonzero() walks crystals, then grid cells, then slots.
-    by_cell = np.moveaxis(coords, 1, 3)
-    with np.errstate(invalid="ignore"):
-        occupied = by_cell.mean(axis=-1) > spec.null_threshold
-    occupied &= spec.grid.element_mask()[None, :, :, None]
-    non_finite_crystal = ~np.isfinite(coords).all(axis=(1, 2, 3, 4)) | ~np.isfinite(lattice).all(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # [N, L, H, W]; NaN/inf propagate. Three strided adds beat .sum(-1) over a length-3 axis ~10x.
+        slot_sum = coords[..., 0] + coords[..., 1] + coords[..., 2]
+        non_finite_crystal = ~np.isfinite(slot_sum.sum(axis=(1, 2, 3))) | ~np.isfinite(lattice).all(axis=1)
+        occupied = slot_sum > 3 * spec.null_threshold  # mean coordinate above the threshold
+    occupied &= spec.grid.element_mask()[None, None]
     occupied[non_finite_crystal] = False
 
-    crystal, row, col, _slot = np.nonzero(occupied)
+    crystal, slot, row, col = np.nonzero(occupied)
     numbers = spec.grid.cell_to_z[row, col]
-    frac = by_cell[occupied].astype(np.float64) % 1.0
-    # Sort by atomic number within each crystal (grid order differs for the f-block).
-    order = np.lexsort((numbers, crystal))
-    crystal, numbers, frac = crystal[order], numbers[order], frac[order]
+    # Order atoms by crystal, atomic number, then slot (nonzero walks slots before cells).
+    order = np.lexsort((slot, numbers, crystal))
+    crystal, numbers = crystal[order], numbers[order]
+    frac = coords[crystal, slot[order], row[order], col[order]].astype(np.float64) % 1.0
     offsets = np.r_[0, np.cumsum(np.bincount(crystal, minlength=n))]
 
     params = spec.lattice.decode(lattice)
@@ -333,13 +335,14 @@ def _site_species(z: int) -> Composition:
 def to_structures(arrays: DecodedArrays) -> list[DecodedCrystal]:
     """Build pymatgen Structures from `DecodedArrays` (the only per-crystal loop of decoding)."""
     out: list[DecodedCrystal] = []
+    matrices = lattice_matrices(arrays.lattice_parameters)
     for i, reason in enumerate(arrays.reasons):
         if reason is not None:
             out.append(DecodedCrystal(None, reason))
             continue
         lo, hi = arrays.offsets[i], arrays.offsets[i + 1]
         species = [_site_species(int(z)) for z in arrays.numbers[lo:hi]]
-        lattice = Lattice.from_parameters(*arrays.lattice_parameters[i])
+        lattice = Lattice(matrices[i])
         out.append(DecodedCrystal(Structure(lattice, species, arrays.frac_coords[lo:hi], validate_proximity=False)))
     return out
 

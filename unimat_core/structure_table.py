@@ -93,12 +93,17 @@ def records_to_frame(
             {"id": str(structure_id), **describe(structure), "structure": structure_to_json(structure),
              "split": row_split, "source": source}
         )
-    frame = pd.DataFrame(rows, columns=list(CORE_COLUMNS))
+    frame = conform(pd.DataFrame(rows, columns=list(CORE_COLUMNS)))
     for name, values in (properties or {}).items():
         if name in CORE_COLUMNS:
             raise StructureTableError(f"property {name!r} clashes with a core column")
         frame[name] = list(values)
     return frame
+
+
+def conform(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cast the core columns to the schema's dtypes (what reading the parquet back gives)."""
+    return frame.astype({"n_sites": "int32", "n_elements": "int32"})
 
 
 def validate_frame(frame: pd.DataFrame) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from pymatgen.core import Structure
 
-from unimat_core.structure_table import CORE_COLUMNS, describe, structure_to_json
+from unimat_core.structure_table import CORE_COLUMNS, conform, describe, structure_to_json
 
 REJECTED_COLUMNS = ("id", "split", "source", "reason", "raw")
 
@@ -100,7 +100,7 @@ def read_cdvae_csv(path: str | Path, *, split: str | None = None, source: str | 
     table.insert(0, "id", ids.iloc[good].tolist())
     table["split"] = split
     table["source"] = source
-    table = table[list(CORE_COLUMNS)]
+    table = conform(table[list(CORE_COLUMNS)])
     for name in properties.columns:
         table[name] = properties[name].iloc[good].to_numpy()
 

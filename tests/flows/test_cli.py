@@ -1,0 +1,67 @@
+"""The `unimat` CLI runs real Prefect flows (ephemeral server on SQLite under PREFECT_HOME)."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from flows.cli import main
+from unimat_core.datasets.bundled import bundled_csv_paths
+from unimat_core.structure_table import read_structures
+from unimat_core.tensor_store import TensorDataset
+
+
+@pytest.fixture
+def small_csv(tmp_path):
+    with gzip.open(bundled_csv_paths("perov_5")["test"], "rt") as fh:
+        frame = pd.read_csv(fh).head(40)
+    path = tmp_path / "test.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run `unimat` in its own process, as a user would (Prefect's console logging owns stdout)."""
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+                          env={**os.environ}, timeout=300)
+
+
+def _result(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    return json.loads(out[out.index("{") : out.rindex("}") + 1])
+
+
+def test_campaign_runs_fetch_and_tensorize_then_resumes(tmp_path, small_csv):
+    args = ["campaign", "--campaign", "t1", "--results-root", str(tmp_path / "runs"), "--source", str(small_csv)]
+    first = _result(run_cli(*args))
+    assert first["fetch"]["n_structures"] == 40 and not first["fetch"]["reused"]
+    assert first["tensorize"]["n_encoded"] == 40 and not first["tensorize"]["reused"]
+    table = read_structures(tmp_path / "runs" / "t1" / "fetch" / "structures.parquet")
+    assert len(table) == 40 and (table["split"] == "test").all()
+    assert len(TensorDataset(tmp_path / "runs" / "t1" / "tensorize" / "dataset")) == 40
+
+    second = _result(run_cli(*args))
+    assert second["fetch"]["reused"] and second["tensorize"]["reused"]
+
+
+def test_stage_without_its_input_names_the_missing_stage(tmp_path):
+    proc = run_cli("tensorize", "--campaign", "empty", "--results-root", str(tmp_path))
+    assert proc.returncode == 1
+    err = proc.stderr
+    assert "structures.parquet does not exist" in err and "`fetch` stage" in err
+
+
+def test_bad_parameters_fail_before_any_work(tmp_path, capsys):
+    start = time.perf_counter()
+    assert main(["fetch", "--campaign", "bad name!", "--results-root", str(tmp_path)]) == 2
+    assert main(["fetch", "--source", str(tmp_path / "missing.csv"), "--results-root", str(tmp_path)]) == 2
+    assert time.perf_counter() - start < 5
+    err = capsys.readouterr().err
+    assert "campaign" in err and "not found" in err
+    assert not any(tmp_path.iterdir())

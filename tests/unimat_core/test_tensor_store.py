@@ -1,0 +1,61 @@
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from unimat_core.representation import UniMatSpec, decode
+from unimat_core.structure_table import records_to_frame, structures_of, write_structures
+from unimat_core.tensor_store import TensorDataset, tensorize_file, tensorize_frame
+
+
+@pytest.fixture
+def small_table(bundled_tables):
+    good = bundled_tables["perov_5"].head(50)
+    disordered = Structure(Lattice.cubic(4), [{"Na": 0.5, "K": 0.5}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    bad = records_to_frame([disordered], ["disordered-1"], split="val", source="hand-made")
+    return pd.concat([good, bad], ignore_index=True)
+
+
+def test_tensorize_writes_shards_manifest_and_rejects(tmp_path, small_table):
+    summary = tensorize_frame(small_table, tmp_path / "ds", shard_size=16)
+    assert (summary.n_encoded, summary.n_rejected, summary.n_shards) == (50, 1, 4)
+    data = TensorDataset(tmp_path / "ds")
+    assert len(data) == 50 and data.spec.max_atoms_per_element == 3
+    rejected = pd.read_parquet(tmp_path / "ds" / "rejected.parquet")
+    assert rejected["id"].tolist() == ["disordered-1"] and "partial occupancy" in rejected["reason"][0]
+
+    coords, lattice, ids = data.load()
+    assert ids == small_table["id"].head(50).tolist()
+    originals = structures_of(small_table.head(50))
+    for original, crystal in zip(originals, decode(coords, lattice, data.spec)):
+        assert crystal.structure.composition == original.composition
+
+
+def test_tensorize_is_reused_when_inputs_match(tmp_path, small_table):
+    first = tensorize_frame(small_table, tmp_path / "ds")
+    again = tensorize_frame(small_table, tmp_path / "ds")
+    assert again.reused and again.input_hash == first.input_hash
+    changed = tensorize_frame(small_table.head(10), tmp_path / "ds")
+    assert not changed.reused and changed.n_encoded == 10
+    forced = tensorize_frame(small_table.head(10), tmp_path / "ds", spec=UniMatSpec(max_atoms_per_element=5))
+    assert not forced.reused and TensorDataset(tmp_path / "ds").spec.max_atoms_per_element == 5
+
+
+def test_batches_stream_every_crystal_once(tmp_path, small_table):
+    path = write_structures(small_table, tmp_path / "structures.parquet")
+    tensorize_file(path, tmp_path / "ds", shard_size=8)
+    data = TensorDataset(tmp_path / "ds")
+    seen = []
+    for coords, lattice, ids in data.iter_batches(7, shuffle=True, seed=3):
+        assert coords.shape[1:] == data.spec.shape and len(lattice) == len(ids) <= 7
+        seen.extend(ids)
+    assert sorted(seen) == sorted(data.manifest["id"]) and seen != data.manifest["id"].tolist()
+    full, _, ids = data.load()
+    first, _, first_ids = next(data.iter_batches(5, shuffle=False))
+    np.testing.assert_array_equal(first, full[:5])
+    assert len(data.select("val")) == 50 and len(data.select("test")) == 0
+
+
+def test_missing_dataset_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="unimat tensorize"):
+        TensorDataset(tmp_path)
