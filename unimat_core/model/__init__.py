@@ -1,0 +1,1 @@
+"""The UniMat diffusion model: denoiser network, Gaussian diffusion, training and generation."""

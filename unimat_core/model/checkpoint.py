@@ -1,0 +1,62 @@
+"""Complete, atomically written checkpoints, loaded with `weights_only=True`.
+
+A checkpoint holds everything needed to resume training or to sample: model and EMA
+weights, optimizer state, step and epoch position, best loss, the model / diffusion / UniMat
+configs and the package version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from unimat_core import __version__
+from unimat_core.model.config import DenoiserConfig, DiffusionConfig
+from unimat_core.model.denoiser import UniMatDenoiser
+from unimat_core.model.diffusion import GaussianDiffusion
+from unimat_core.representation import UniMatSpec
+
+CHECKPOINT_NAME = "last.pt"
+
+
+def save_checkpoint(path: Path, state: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({**state, "version": __version__}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: run `unimat train` first")
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to sample: EMA (or raw) weights, diffusion and the UniMat spec it was trained on."""
+
+    model: UniMatDenoiser
+    diffusion: GaussianDiffusion
+    spec: UniMatSpec
+    step: int
+
+
+def build_model(model_config: DenoiserConfig, spec: UniMatSpec) -> UniMatDenoiser:
+    return UniMatDenoiser(model_config, spec.max_atoms_per_element, spec.grid.height, spec.grid.width)
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu", use_ema: bool = True) -> LoadedModel:
+    state = load_checkpoint(path, device)
+    spec = UniMatSpec.from_dict(state["spec"])
+    model = build_model(DenoiserConfig.from_dict(state["model_config"]), spec)
+    model.load_state_dict(state["ema"] if use_ema else state["model"])
+    model.to(device).eval()
+    diffusion = GaussianDiffusion(DiffusionConfig.from_dict(state["diffusion_config"]), spec.null_value).to(device)
+    return LoadedModel(model, diffusion, spec, int(state["step"]))

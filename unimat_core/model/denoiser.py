@@ -1,0 +1,214 @@
+"""The UniMat denoiser: a U-Net over the periodic-table grid with factorised attention.
+
+Features live as [B, L, H, W, C] (slot, grid row, grid column, channel). Each block
+interleaves
+- a residual 3x3 convolution over the (H, W) grid, shared across slots: neighbouring
+  elements in the table share what they learn;
+- attention along L within each element cell: the atoms of one element coordinate;
+- attention across all H*W cells within each slot: elements coordinate with each other;
+- a channel MLP,
+all modulated (FiLM) by a global vector made of the timestep, the noisy lattice and the
+composition condition. Lower levels of the U-Net downsample the grid with strided convolutions.
+The lattice is denoised jointly: its prediction reads the pooled grid features.
+The composition condition (atom counts per element) is concatenated to the noisy input,
+as UniMat does, plus a flag channel that is 0 when the condition is dropped (classifier-free guidance).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unimat_core.model.config import DenoiserConfig
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps, [B] -> [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class FiLM(nn.Module):
+    """LayerNorm then per-channel scale and shift from the global vector."""
+
+    def __init__(self, channels: int, global_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, elementwise_affine=False)
+        self.to_scale_shift = nn.Linear(global_dim, 2 * channels)
+        nn.init.zeros_(self.to_scale_shift.weight)
+        nn.init.zeros_(self.to_scale_shift.bias)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.to_scale_shift(g).chunk(2, dim=-1)
+        shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+        return self.norm(x) * (1 + scale.view(shape)) + shift.view(shape)
+
+
+class GridConv(nn.Module):
+    """Residual 3x3 convolutions over the (H, W) grid, applied to every slot."""
+
+    def __init__(self, channels: int, global_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.film = FiLM(channels, global_dim)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        b, l, h, w, c = x.shape
+        y = F.silu(self.film(x, g)).reshape(b * l, h, w, c).permute(0, 3, 1, 2)
+        y = self.conv2(self.dropout(F.silu(self.conv1(y))))
+        return x + y.permute(0, 2, 3, 1).reshape(b, l, h, w, c)
+
+
+class AxisAttention(nn.Module):
+    """Self-attention along one factor: the L slots of a cell, or the H*W cells of a slot."""
+
+    def __init__(self, channels: int, heads: int, global_dim: int, over: str) -> None:
+        super().__init__()
+        if over not in ("slots", "grid"):
+            raise ValueError(over)
+        self.over = over
+        self.film = FiLM(channels, global_dim)
+        self.attention = nn.MultiheadAttention(channels, heads, batch_first=True)
+        nn.init.zeros_(self.attention.out_proj.weight)
+        nn.init.zeros_(self.attention.out_proj.bias)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        b, l, h, w, c = x.shape
+        y = self.film(x, g)
+        if self.over == "slots":
+            seq = y.permute(0, 2, 3, 1, 4).reshape(b * h * w, l, c)
+        else:
+            seq = y.reshape(b * l, h * w, c)
+        out, _ = self.attention(seq, seq, seq, need_weights=False)
+        if self.over == "slots":
+            out = out.reshape(b, h, w, l, c).permute(0, 3, 1, 2, 4)
+        else:
+            out = out.reshape(b, l, h, w, c)
+        return x + out
+
+
+class ChannelMLP(nn.Module):
+    def __init__(self, channels: int, global_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.film = FiLM(channels, global_dim)
+        self.net = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * channels, channels))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return x + self.net(self.film(x, g))
+
+
+class UniMatBlock(nn.Module):
+    def __init__(self, channels: int, config: DenoiserConfig, slots: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [GridConv(channels, config.time_dim, config.dropout)]
+        if config.slot_attention and slots > 1:
+            layers.append(AxisAttention(channels, config.heads, config.time_dim, "slots"))
+        if config.grid_attention:
+            layers.append(AxisAttention(channels, config.heads, config.time_dim, "grid"))
+        layers.append(ChannelMLP(channels, config.time_dim, config.dropout))
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x, g)
+        return x
+
+
+class Resample(nn.Module):
+    """Strided 3x3 conv (down) or nearest upsampling to a target size + 3x3 conv (up), per slot."""
+
+    def __init__(self, c_in: int, c_out: int, down: bool) -> None:
+        super().__init__()
+        self.down = down
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride=2 if down else 1, padding=1)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        b, l, h, w, c = x.shape
+        y = x.reshape(b * l, h, w, c).permute(0, 3, 1, 2)
+        if not self.down:
+            y = F.interpolate(y, size=size, mode="nearest")
+        y = self.conv(y)
+        return y.permute(0, 2, 3, 1).reshape(b, l, y.shape[2], y.shape[3], y.shape[1])
+
+
+class UniMatDenoiser(nn.Module):
+    """Predicts the noise (or v) of coords [B, L, H, W, 3] and lattice [B, 6] at timestep t.
+
+    `cond` is the composition grid [B, H, W] (atom counts divided by L) and `cond_flag` [B]
+    is 1 where the condition applies, 0 for unconditional samples.
+    """
+
+    def __init__(self, config: DenoiserConfig, slots: int, height: int, width: int) -> None:
+        super().__init__()
+        self.config = config
+        self.slots, self.height, self.width = slots, height, width
+        c0 = config.width
+        self.input = nn.Linear(3 + 2, c0)
+        self.cell_embedding = nn.Parameter(torch.randn(height, width, c0) * 0.02)
+        self.slot_embedding = nn.Parameter(torch.randn(slots, 1, 1, c0) * 0.02)
+        g = config.time_dim
+        self.time_mlp = nn.Sequential(nn.Linear(g, g), nn.SiLU(), nn.Linear(g, g))
+        self.lattice_mlp = nn.Sequential(nn.Linear(6, g), nn.SiLU(), nn.Linear(g, g))
+        self.cond_mlp = nn.Sequential(nn.Linear(height * width + 1, g), nn.SiLU(), nn.Linear(g, g))
+
+        widths = [c0 * m for m in config.channel_mults]
+        self.down_blocks = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        for level, c in enumerate(widths):
+            c_prev = widths[level - 1] if level else c0
+            self.downsamples.append(Resample(c_prev, c, down=True) if level else nn.Identity())
+            self.down_blocks.append(nn.ModuleList(UniMatBlock(c, config, slots) for _ in range(config.blocks_per_level)))
+        self.up_blocks = nn.ModuleList()
+        self.upsamples = nn.ModuleList()
+        self.skip_merges = nn.ModuleList()
+        for level in reversed(range(len(widths) - 1)):
+            c, c_low = widths[level], widths[level + 1]
+            self.upsamples.append(Resample(c_low, c, down=False))
+            self.skip_merges.append(nn.Linear(2 * c, c))
+            self.up_blocks.append(nn.ModuleList(UniMatBlock(c, config, slots) for _ in range(config.blocks_per_level)))
+
+        self.out_norm = nn.LayerNorm(c0)
+        self.coord_head = nn.Linear(c0, 3)
+        self.lattice_head = nn.Sequential(nn.Linear(c0 + g, g), nn.SiLU(), nn.Linear(g, 6))
+
+    def forward(self, coords: torch.Tensor, lattice: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                cond_flag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, l, h, w, _ = coords.shape
+        flag = cond_flag.float()
+        cond_in = (cond * flag[:, None, None]).to(coords.dtype)
+        cond_channels = torch.stack(
+            [cond_in[:, None].expand(b, l, h, w), flag[:, None, None, None].expand(b, l, h, w).to(coords.dtype)], dim=-1
+        )
+        x = self.input(torch.cat([coords, cond_channels], dim=-1)) + self.cell_embedding + self.slot_embedding
+
+        g = self.time_mlp(timestep_embedding(t, self.config.time_dim))
+        g = g + self.lattice_mlp(lattice) + self.cond_mlp(torch.cat([cond_in.reshape(b, -1), flag[:, None]], dim=-1))
+        g = F.silu(g)
+
+        skips = []
+        for downsample, blocks in zip(self.downsamples, self.down_blocks):
+            x = downsample(x)
+            for block in blocks:
+                x = block(x, g)
+            skips.append(x)
+        skips.pop()
+        for upsample, merge, blocks in zip(self.upsamples, self.skip_merges, self.up_blocks):
+            skip = skips.pop()
+            x = merge(torch.cat([upsample(x, size=skip.shape[2:4]), skip], dim=-1))
+            for block in blocks:
+                x = block(x, g)
+
+        x = self.out_norm(x)
+        pooled = x.mean(dim=(1, 2, 3))
+        return self.coord_head(x), self.lattice_head(torch.cat([pooled, g], dim=-1))

@@ -1,0 +1,189 @@
+"""Gaussian diffusion (DDPM) over UniMat tensors: training loss, DDPM/DDIM sampling, guidance.
+
+Coordinates live in [-1, 1) already (null = -1, atoms in [0, 1)), so they are diffused as is;
+lattice parameters are the normalised 6-vector of `LatticeEncoding`. Both share one timestep.
+
+Sampling uses the DDIM update with a chosen number of steps: eta=0 is the deterministic DDIM
+sampler, eta=1 the ancestral DDPM sampler (on all T steps it is exactly DDPM).
+Classifier-free guidance: eps = eps_c + w (eps_c - eps_u).
+Composition-conditioned sampling also pins slots that must be empty (inpainting): at every
+step they are reset to the null location noised to the current level, and at the end the
+requested number of atoms per element is enforced exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from unimat_core.model.config import DiffusionConfig
+
+
+def cosine_alpha_bar(timesteps: int, s: float = 0.008) -> torch.Tensor:
+    """Nichol & Dhariwal's cosine schedule: alpha_bar(t) for t = 1..T (float64)."""
+    steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_bar = f / f[0]
+    betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+    return torch.cumprod(1 - betas, dim=0)
+
+
+def linear_alpha_bar(timesteps: int) -> torch.Tensor:
+    betas = torch.linspace(1e-4, 0.02, timesteps, dtype=torch.float64)
+    return torch.cumprod(1 - betas, dim=0)
+
+
+@dataclass
+class Condition:
+    """Composition grid [B, H, W] (counts / L) and per-sample flag [B] (1 = conditioned)."""
+
+    grid: torch.Tensor
+    flag: torch.Tensor
+
+    @classmethod
+    def unconditional(cls, batch: int, height: int, width: int, device: torch.device) -> Condition:
+        return cls(torch.zeros(batch, height, width, device=device), torch.zeros(batch, device=device))
+
+
+@dataclass
+class Pinned:
+    """Known slots of composition-conditioned rows.
+
+    null_mask / atom_mask [B, L, H, W]: slots that must be empty / must hold an atom;
+    rows [B]: which samples are conditioned (the others are left as sampled).
+    """
+
+    null_mask: torch.Tensor
+    atom_mask: torch.Tensor
+    rows: torch.Tensor
+    null_value: float
+
+
+class GaussianDiffusion(nn.Module):
+    def __init__(self, config: DiffusionConfig, null_value: float = -1.0) -> None:
+        super().__init__()
+        self.config = config
+        self.null_value = null_value
+        schedule = cosine_alpha_bar if config.schedule == "cosine" else linear_alpha_bar
+        alpha_bar = schedule(config.timesteps)
+        self.register_buffer("alpha_bar", alpha_bar.float(), persistent=False)
+
+    @property
+    def timesteps(self) -> int:
+        return self.config.timesteps
+
+    def _ab(self, t: torch.Tensor, ndim: int) -> torch.Tensor:
+        return self.alpha_bar[t].view(-1, *([1] * (ndim - 1)))
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        ab = self._ab(t, x0.ndim)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    def _target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.config.prediction == "eps":
+            return noise
+        ab = self._ab(t, x0.ndim)
+        return ab.sqrt() * noise - (1 - ab).sqrt() * x0
+
+    def loss(self, model: nn.Module, coords: torch.Tensor, lattice: torch.Tensor, cond: Condition,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Denoising loss at uniformly drawn timesteps; returns (loss, parts for logging)."""
+        b = coords.shape[0]
+        t = torch.randint(0, self.timesteps, (b,), device=coords.device, generator=generator)
+        noise_c = torch.randn(coords.shape, device=coords.device, generator=generator)
+        noise_l = torch.randn(lattice.shape, device=coords.device, generator=generator)
+        pred_c, pred_l = model(self.q_sample(coords, t, noise_c), self.q_sample(lattice, t, noise_l), t, cond.grid, cond.flag)
+        # Atom slots are ~1% of the tensor; averaging atoms and empty slots separately keeps the
+        # loss from being dominated by the easy task of keeping empty slots at the null location.
+        err_c = (pred_c.float() - self._target(coords, noise_c, t)).pow(2).mean(dim=-1)
+        atoms = (coords.mean(dim=-1) > self.null_value / 2).float()
+        loss_atoms = (err_c * atoms).sum() / atoms.sum().clamp(min=1)
+        loss_empty = (err_c * (1 - atoms)).sum() / (1 - atoms).sum().clamp(min=1)
+        loss_c = self.config.atom_loss_weight * loss_atoms + loss_empty
+        loss_l = (pred_l.float() - self._target(lattice, noise_l, t)).pow(2).mean()
+        loss = loss_c + self.config.lattice_loss_weight * loss_l
+        return loss, {"loss": loss.item(), "loss_atoms": loss_atoms.item(), "loss_empty": loss_empty.item(),
+                      "loss_lattice": loss_l.item()}
+
+    def _eps_x0(self, model: nn.Module, x_c: torch.Tensor, x_l: torch.Tensor, t: int, cond: Condition,
+                guidance: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        b = x_c.shape[0]
+        tt = torch.full((b,), t, device=x_c.device, dtype=torch.long)
+        guided = guidance != 0 and bool(cond.flag.any())
+        if guided:
+            out_c, out_l = model(torch.cat([x_c, x_c]), torch.cat([x_l, x_l]), torch.cat([tt, tt]),
+                                 torch.cat([cond.grid, cond.grid]), torch.cat([cond.flag, torch.zeros_like(cond.flag)]))
+            (c_c, u_c), (c_l, u_l) = out_c.float().chunk(2), out_l.float().chunk(2)
+            out_c, out_l = c_c + guidance * (c_c - u_c), c_l + guidance * (c_l - u_l)
+        else:
+            out_c, out_l = (o.float() for o in model(x_c, x_l, tt, cond.grid, cond.flag))
+        ab = self.alpha_bar[t]
+        results = []
+        for x, out, clip in ((x_c, out_c, 1.0), (x_l, out_l, 6.0)):
+            if self.config.prediction == "eps":
+                eps = out
+                x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+            else:
+                x0 = ab.sqrt() * x - (1 - ab).sqrt() * out
+                eps = (1 - ab).sqrt() * x + ab.sqrt() * out
+            x0 = x0.clamp(-clip, clip)
+            eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()  # consistent with the clipped x0
+            results += [eps, x0]
+        return results[0], results[1], results[2], results[3]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        model: nn.Module,
+        shape: tuple[int, ...],
+        cond: Condition,
+        *,
+        steps: int = 50,
+        eta: float = 0.0,
+        guidance: float = 0.0,
+        pinned: Pinned | None = None,
+        generator: torch.Generator | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw coords [B, L, H, W, 3] and lattice [B, 6] with `steps` DDIM/DDPM updates."""
+        device = cond.grid.device
+        steps = max(1, min(steps, self.timesteps))
+        times = torch.linspace(self.timesteps - 1, 0, steps, dtype=torch.float64).round().long().unique_consecutive().tolist()
+        x_c = torch.randn(shape, device=device, generator=generator)
+        x_l = torch.randn((shape[0], 6), device=device, generator=generator)
+        for i, t in enumerate(times):
+            if pinned is not None:
+                x_c = self._pin(x_c, pinned, t, generator)
+            eps_c, x0_c, eps_l, x0_l = self._eps_x0(model, x_c, x_l, t, cond, guidance)
+            t_next = times[i + 1] if i + 1 < len(times) else -1
+            ab = self.alpha_bar[t]
+            ab_next = self.alpha_bar[t_next] if t_next >= 0 else torch.tensor(1.0, device=device)
+            sigma = eta * ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=0).sqrt()
+            direction = (1 - ab_next - sigma**2).clamp(min=0).sqrt()
+            x_c = ab_next.sqrt() * x0_c + direction * eps_c
+            x_l = ab_next.sqrt() * x0_l + direction * eps_l
+            if t_next >= 0 and eta > 0:
+                x_c = x_c + sigma * torch.randn(x_c.shape, device=device, generator=generator)
+                x_l = x_l + sigma * torch.randn(x_l.shape, device=device, generator=generator)
+            if progress is not None:
+                progress(i + 1, len(times))
+        if pinned is not None:
+            x_c = self._finalise(x_c, pinned)
+        return x_c, x_l
+
+    def _pin(self, x_c: torch.Tensor, pinned: Pinned, t: int, generator: torch.Generator | None) -> torch.Tensor:
+        noise = torch.randn(x_c.shape, device=x_c.device, generator=generator)
+        ab = self.alpha_bar[t]
+        null_noised = ab.sqrt() * pinned.null_value + (1 - ab).sqrt() * noise
+        return torch.where(pinned.null_mask[..., None], null_noised, x_c)
+
+    @staticmethod
+    def _finalise(x_c: torch.Tensor, pinned: Pinned) -> torch.Tensor:
+        """Exact composition: required atoms wrapped into [0, 1), every other slot null."""
+        atoms = torch.remainder(x_c, 1.0).clamp(max=1.0 - 1e-6)
+        exact = torch.where(pinned.atom_mask[..., None], atoms, torch.full_like(x_c, pinned.null_value))
+        return torch.where(pinned.rows.view(-1, 1, 1, 1, 1), exact, x_c)
