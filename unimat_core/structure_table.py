@@ -23,6 +23,7 @@ about 8x faster.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -64,9 +65,12 @@ def structure_from_json(text: str) -> Structure:
 def describe(structure: Structure) -> dict:
     """The derived core columns of one structure."""
     composition = structure.composition
+    with warnings.catch_warnings():  # pymatgen warns about noble gases lacking electronegativities
+        warnings.simplefilter("ignore", UserWarning)
+        reduced = composition.reduced_formula
     return {
         "formula": composition.formula,
-        "reduced_formula": composition.reduced_formula,
+        "reduced_formula": reduced,
         "chemsys": composition.chemical_system,
         "n_sites": len(structure),
         "n_elements": len(composition.elements),

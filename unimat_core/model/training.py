@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unimat_core.augment import augment
+from unimat_core.augment import permute_slots, translate
 from unimat_core.model.checkpoint import CHECKPOINT_NAME, build_model, load_checkpoint, save_checkpoint
 from unimat_core.model.config import DenoiserConfig, DiffusionConfig, preset
 from unimat_core.model.device import autocast, pick_device
@@ -47,13 +47,15 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 100
+    lr_decay_steps: int | None = None  # cosine decay horizon; None = max_steps (fix it to extend a run later)
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     max_steps: int = 2000
     max_minutes: float | None = None
     checkpoint_every: int = 100
     log_every: int = 10
-    augment: bool = True
+    augment: bool = True          # random slot permutation (atoms of one element are interchangeable)
+    augment_translate: bool = True  # random periodic shift of the origin
     seed: int = 0
     device: str = "auto"
 
@@ -94,7 +96,8 @@ def _lr(config: TrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to 10% over max_steps."""
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+    horizon = config.lr_decay_steps or config.max_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, horizon - config.warmup_steps))
     return float(config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress))))
 
 
@@ -164,8 +167,11 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
                     stopped_by = "max_minutes"
                     break
                 generator.manual_seed(config.seed * 1_000_003 + step)
-                if config.augment:  # per-batch seed: identical data after a resume
-                    coords_np = augment(coords_np, spec, np.random.default_rng([config.seed, epoch, index]))
+                rng = np.random.default_rng([config.seed, epoch, index])  # per batch: identical data after a resume
+                if config.augment:
+                    coords_np = permute_slots(coords_np, spec, rng)
+                if config.augment and config.augment_translate:
+                    coords_np = translate(coords_np, spec, rng)
                 coords = torch.from_numpy(np.ascontiguousarray(coords_np)).to(device)
                 lattice = torch.from_numpy(np.ascontiguousarray(lattice_np)).to(device)
                 grid = torch.from_numpy(composition_grid(coords_np, spec) / spec.max_atoms_per_element).to(device)
