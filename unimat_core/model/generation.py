@@ -154,38 +154,51 @@ def _write_part(frame: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
+def plan_batches(config: GenerateConfig, spec: UniMatSpec) -> list[list[str | None]]:
+    """The targets of every batch, validated up front (a bad composition fails before any work)."""
+    targets = _targets(config, spec)
+    return [targets[i : i + config.batch_size] for i in range(0, len(targets), config.batch_size)]
+
+
+def part_path(out_dir: str | Path, batch: int) -> Path:
+    return Path(out_dir) / f"part-{batch:05d}.parquet"
+
+
+def generate_part(config: GenerateConfig, batch: int, targets: Sequence[str | None], loaded: LoadedModel) -> dict:
+    """Sample, decode and write one batch (skipped if its part exists); returns a small summary."""
+    path = part_path(config.out_dir, batch)
+    if path.exists():
+        valid = pq.read_table(path, columns=["valid"]).column("valid").to_pylist()
+        return {"part": str(path), "n": len(valid), "n_valid": sum(valid), "skipped": True}
+    device = next(loaded.model.parameters()).device
+    generator = torch.Generator(device="cpu").manual_seed(config.seed * 1_000_003 + batch)
+    coords, lattice = sample_batch(loaded, targets, sampler=config.sampler, steps=config.steps, guidance=config.guidance,
+                                   generator=generator if device.type == "cpu" else None)
+    decoded = decode(coords, lattice, loaded.spec)
+    ids = [f"gen-{batch:05d}-{i:05d}" for i in range(len(targets))]
+    source = f"unimat:{Path(config.checkpoint).name}@step{loaded.step}"
+    frame = _rows(decoded, ids, targets, batch, source)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_part(frame, path)
+    return {"part": str(path), "n": len(frame), "n_valid": int(frame["valid"].sum()), "skipped": False}
+
+
 def generate(config: GenerateConfig, loaded: LoadedModel | None = None,
              on_batch: Callable[[int, int, int], None] | None = None) -> GenerateSummary:
     """Generate `num_samples` (or K per composition), writing one parquet part per batch."""
     device = pick_device(config.device)
     loaded = loaded or load_model(config.checkpoint, device, use_ema=config.use_ema)
-    spec = loaded.spec
-    targets = _targets(config, spec)
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = GenerateSummary(str(out))
+    batches = plan_batches(config, loaded.spec)
+    summary = GenerateSummary(config.out_dir)
     start = time.perf_counter()
-    n_batches = (len(targets) + config.batch_size - 1) // config.batch_size
-    source = f"unimat:{Path(config.checkpoint).name}@step{loaded.step}"
-    for b in range(n_batches):
-        path = out / f"part-{b:05d}.parquet"
-        batch_targets = targets[b * config.batch_size : (b + 1) * config.batch_size]
-        if path.exists():
-            summary.n_skipped_parts += 1
-            frame = pq.read_table(path, columns=["valid"]).to_pandas()
-        else:
-            generator = torch.Generator(device="cpu").manual_seed(config.seed * 1_000_003 + b)
-            coords, lattice = sample_batch(loaded, batch_targets, sampler=config.sampler, steps=config.steps,
-                                           guidance=config.guidance, generator=generator if device.type == "cpu" else None)
-            decoded = decode(coords, lattice, spec)
-            ids = [f"gen-{b:05d}-{i:05d}" for i in range(len(batch_targets))]
-            frame = _rows(decoded, ids, batch_targets, b, source)
-            _write_part(frame, path)
-        summary.parts.append(str(path))
-        summary.n_generated += len(frame)
-        summary.n_valid += int(frame["valid"].sum())
+    for b, targets in enumerate(batches):
+        part = generate_part(config, b, targets, loaded)
+        summary.parts.append(part["part"])
+        summary.n_generated += part["n"]
+        summary.n_valid += part["n_valid"]
+        summary.n_skipped_parts += int(part["skipped"])
         if on_batch is not None:
-            on_batch(b + 1, n_batches, summary.n_generated)
+            on_batch(b + 1, len(batches), summary.n_generated)
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -1,0 +1,178 @@
+"""UniMat model benchmarks: throughput per preset, and the 30-minute quality run.
+
+    python benchmarks/bench_model.py throughput [--dataset perov_5]
+        training samples/s, generation structures/s (DDIM and DDPM) and peak memory per preset;
+        each measurement runs in its own process so its peak RSS is its own.
+    python benchmarks/bench_model.py quality --dataset perov_5 --minutes 30 --num-samples 10000
+        trains `tiny` on the bundled val split for the wall-clock budget, generates, and evaluates
+        against the test split with unimat_core.metrics (when installed). Resumable: re-running
+        continues training / generation where it stopped. Work folder: benchmarks/runs/<dataset>/.
+
+Prints markdown tables; record them in benchmarks/RESULTS.md with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+RUNS = ROOT / "runs"
+
+
+def _dataset(name: str) -> Path:
+    """Bundled val+test tensorized once (cached on the input hash)."""
+    from unimat_core.datasets import load_bundled
+    from unimat_core.tensor_store import tensorize_frame
+
+    path = RUNS / name / "tensors"
+    tensorize_frame(load_bundled(name).structures, path)
+    return path
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_train(dataset: str, preset: str, batch_size: int, steps: int) -> dict:
+    from unimat_core.model.training import TrainConfig, train
+
+    out = RUNS / dataset / f"throughput-train-{preset}"
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    warm = TrainConfig(dataset=str(_dataset(dataset)), out_dir=str(out), preset=preset, split="val", batch_size=batch_size,
+                       max_steps=2, log_every=1, checkpoint_every=10_000)
+    train(warm)
+    start = time.perf_counter()
+    summary = train(TrainConfig.from_dict({**warm.as_dict(), "max_steps": 2 + steps}))
+    elapsed = time.perf_counter() - start
+    return {"samples_per_s": steps * batch_size / elapsed, "peak_mb": _peak_mb(), "checkpoint": summary.checkpoint}
+
+
+def measure_generate(dataset: str, preset: str, sampler: str, steps: int, batch_size: int, num: int) -> dict:
+    import torch
+
+    from unimat_core.model.checkpoint import load_model
+    from unimat_core.model.generation import sample_batch
+
+    ckpt = RUNS / dataset / f"throughput-train-{preset}" / "checkpoints"
+    loaded = load_model(ckpt, "cpu")
+    generator = torch.Generator().manual_seed(0)
+    sample_batch(loaded, [None] * 2, sampler=sampler, steps=2, generator=generator)  # warm-up
+    start = time.perf_counter()
+    done = 0
+    while done < num:
+        n = min(batch_size, num - done)
+        sample_batch(loaded, [None] * n, sampler=sampler, steps=steps, generator=generator)
+        done += n
+    elapsed = time.perf_counter() - start
+    return {"structures_per_s": num / elapsed, "peak_mb": _peak_mb()}
+
+
+def _child(kind: str, **kwargs) -> dict:
+    args = [sys.executable, __file__, "_child", kind, json.dumps(kwargs)]
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+PRESET_PLAN = {  # (train batch, train steps, generation batch, DDIM samples, DDPM samples)
+    "tiny": (64, 20, 256, 512, 16),
+    "small": (32, 10, 128, 128, 4),
+    "paper": (8, 3, 16, 16, 1),
+}
+
+
+def throughput(dataset: str, presets: list[str], ddim_steps: int) -> None:
+    rows = []
+    for preset in presets:
+        tb, ts, gb, n_ddim, n_ddpm = PRESET_PLAN[preset]
+        tr = _child("train", dataset=dataset, preset=preset, batch_size=tb, steps=ts)
+        ddim = _child("generate", dataset=dataset, preset=preset, sampler="ddim", steps=ddim_steps, batch_size=gb, num=n_ddim)
+        ddpm = _child("generate", dataset=dataset, preset=preset, sampler="ddpm", steps=1000, batch_size=gb, num=n_ddpm)
+        rows.append({
+            "preset": preset, "train batch": tb, "train samples/s": round(tr["samples_per_s"], 1),
+            "train peak RSS (MB)": round(tr["peak_mb"]),
+            f"DDIM-{ddim_steps} struct/s": round(ddim["structures_per_s"], 2),
+            "DDPM-1000 struct/s": round(ddpm["structures_per_s"], 3),
+            "generate peak RSS (MB)": round(max(ddim["peak_mb"], ddpm["peak_mb"])),
+            f"10k DDIM-{ddim_steps} (min)": round(10_000 / ddim["structures_per_s"] / 60, 1),
+        })
+    _print_machine()
+    import pandas as pd
+
+    print(f"dataset: {dataset}")
+    print(pd.DataFrame(rows).to_markdown(index=False))
+
+
+def quality(dataset: str, minutes: float, num_samples: int, ddim_steps: int, batch_size: int, lr_decay_steps: int,
+            translate: bool) -> None:
+    from unimat_core.model.generation import GenerateConfig, generate, read_generated
+    from unimat_core.model.training import TrainConfig, train
+
+    work = RUNS / dataset / "quality"
+    config = TrainConfig(dataset=str(_dataset(dataset)), out_dir=str(work / "train"), preset="tiny", split="val",
+                         batch_size=batch_size, max_steps=1_000_000, max_minutes=minutes, lr_decay_steps=lr_decay_steps,
+                         checkpoint_every=200, log_every=50, augment_translate=translate)
+    start = time.perf_counter()
+    summary = train(config)
+    print(f"train: {summary.as_dict()} ({time.perf_counter() - start:.0f} s this call)", flush=True)
+    start = time.perf_counter()
+    gen = generate(GenerateConfig(checkpoint=summary.checkpoint, out_dir=str(work / "generated"), num_samples=num_samples,
+                                  batch_size=500, steps=ddim_steps, sampler="ddim", device="cpu"))
+    print(f"generate: {gen.n_generated} structures, {gen.n_valid} decoded, {time.perf_counter() - start:.0f} s this call",
+          flush=True)
+    generated = read_generated(work / "generated")
+    print(f"decoded valid: {generated['valid'].mean():.4f}")
+    try:
+        from unimat_core import metrics  # noqa: F401  (issue 4)
+    except ImportError:
+        print("unimat_core.metrics not available: evaluation skipped")
+
+
+def _print_machine() -> None:
+    import torch
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        kind, kwargs = sys.argv[2], json.loads(sys.argv[3])
+        result = (measure_train if kind == "train" else measure_generate)(**kwargs)
+        print(json.dumps(result))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--dataset", default="perov_5")
+    t.add_argument("--presets", default="tiny,small,paper")
+    t.add_argument("--ddim-steps", type=int, default=50)
+    q = sub.add_parser("quality")
+    q.add_argument("--dataset", default="perov_5")
+    q.add_argument("--minutes", type=float, default=30)
+    q.add_argument("--num-samples", type=int, default=10_000)
+    q.add_argument("--ddim-steps", type=int, default=50)
+    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--lr-decay-steps", type=int, default=4000)
+    q.add_argument("--translate", action="store_true", help="also augment with random origin shifts")
+    args = parser.parse_args()
+    if args.mode == "throughput":
+        throughput(args.dataset, args.presets.split(","), args.ddim_steps)
+    else:
+        quality(args.dataset, args.minutes, args.num_samples, args.ddim_steps, args.batch_size, args.lr_decay_steps,
+                args.translate)
+
+
+if __name__ == "__main__":
+    main()
