@@ -1,17 +1,23 @@
-"""The discovery campaign: chains the stage tasks under one parent flow run."""
+"""The discovery campaign: runs the stage flows in order under one parent flow run.
+
+Each stage resumes on its own (finished outputs are reused), so re-running a campaign after a
+crash or with more stages only does what is missing.
+"""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from flows.params import CampaignParams
-from tasks.fetch import fetch_structures
-from tasks.tensorize import tensorize_structures
+from flows.stages import fetch_flow, generate_flow, tensorize_flow, train_flow
 
 
 @flow(name="discovery-campaign", log_prints=True)
 def discovery_campaign(params: CampaignParams = CampaignParams()) -> dict:
     layout = params.run.layout()
-    fetched = fetch_structures(params.source, layout)
-    tensors = tensorize_structures(layout, params.tensorize.max_atoms_per_element, params.tensorize.shard_size)
-    return {"campaign": params.run.campaign, "run_dir": str(layout.campaign_dir), "fetch": fetched, "tensorize": tensors}
+    results = {"campaign": params.run.campaign, "run_dir": str(layout.campaign_dir)}
+    results["fetch"] = fetch_flow(params.run, params.source)
+    results["tensorize"] = tensorize_flow(params.run, params.tensorize)
+    results["train"] = train_flow(params.run, params.train)
+    results["generate"] = generate_flow(params.run, params.generate)
+    return results

@@ -35,6 +35,29 @@ def _tensorize_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=4096)
 
 
+def _train_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "small", "paper"])
+    parser.add_argument("--max-steps", type=int, default=1500)
+    parser.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops cleanly with a checkpoint")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--train-split", default=None, help="split to train on (default: train, else val)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")
+
+
+def _generate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num-samples", type=int, default=200, help="unconditional samples")
+    parser.add_argument("--compositions", default="", help="comma-separated cell formulas, e.g. SrTiO3,Ba2Ti2O6 (conditional)")
+    parser.add_argument("--samples-per-composition", type=int, default=4)
+    parser.add_argument("--gen-batch-size", type=int, default=100)
+    parser.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
+    parser.add_argument("--steps", type=int, default=50, help="sampling steps (DDPM: 1000 for the exact sampler)")
+    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight")
+    parser.add_argument("--seed", type=int, default=0)
+    if not any(a.dest == "device" for a in parser._actions):
+        parser.add_argument("--device", default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unimat", description="UniMat materials discovery pipeline (Prefect flows).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,23 +67,45 @@ def build_parser() -> argparse.ArgumentParser:
     tensorize = sub.add_parser("tensorize", help="encode the fetched structures as UniMat tensors")
     _run_args(tensorize)
     _tensorize_args(tensorize)
+    train = sub.add_parser("train", help="train (or resume) the UniMat model on the tensorized dataset")
+    _run_args(train)
+    _train_args(train)
+    generate = sub.add_parser("generate", help="generate structures with the trained model")
+    _run_args(generate)
+    _generate_args(generate)
     campaign = sub.add_parser("campaign", help="run the discovery campaign (all stages, resuming finished ones)")
     _run_args(campaign)
     _source_args(campaign)
     _tensorize_args(campaign)
+    _train_args(campaign)
+    _generate_args(campaign)
     return parser
 
 
-def _params(args: argparse.Namespace):
-    from flows.params import CampaignParams, RunParams, TensorizeParams
+def _params(args: argparse.Namespace) -> dict:
+    """Validated flow parameters for the chosen subcommand (pydantic raises on bad values)."""
+    from flows.params import CampaignParams, GenerateParams, RunParams, TensorizeParams, TrainParams
     from unimat_core.datasets.source import DatasetSource
 
+    has = vars(args)
     run = RunParams(campaign=args.campaign, **({"results_root": args.results_root} if args.results_root else {}))
-    source = DatasetSource.parse(args.source, splits=tuple(s for s in args.splits.split(",") if s)) if hasattr(args, "source") else None
-    tensorize = TensorizeParams(max_atoms_per_element=args.max_atoms_per_element, shard_size=args.shard_size) if hasattr(args, "shard_size") else None
+    params: dict = {"run": run}
+    if "source" in has:
+        params["source"] = DatasetSource.parse(args.source, splits=tuple(s for s in args.splits.split(",") if s))
+    if "shard_size" in has:
+        params["tensorize"] = TensorizeParams(max_atoms_per_element=args.max_atoms_per_element, shard_size=args.shard_size)
+    if "preset" in has:
+        params["train"] = TrainParams(preset=args.preset, max_steps=args.max_steps, max_minutes=args.max_minutes,
+                                      batch_size=args.batch_size, learning_rate=args.learning_rate, split=args.train_split,
+                                      device=args.device)
+    if "sampler" in has:
+        params["generate"] = GenerateParams(
+            num_samples=args.num_samples, compositions=tuple(c for c in args.compositions.split(",") if c),
+            samples_per_composition=args.samples_per_composition, batch_size=args.gen_batch_size, sampler=args.sampler,
+            steps=args.steps, guidance=args.guidance, seed=args.seed, device=args.device)
     if args.command == "campaign":
-        return {"params": CampaignParams(run=run, source=source, tensorize=tensorize)}
-    return {k: v for k, v in {"run": run, "source": source, "tensorize": tensorize}.items() if v is not None}
+        return {"params": CampaignParams(**params)}
+    return params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _ensure_prefect_home()
     from flows.campaign import discovery_campaign
-    from flows.stages import fetch_flow, tensorize_flow
+    from flows.stages import fetch_flow, generate_flow, tensorize_flow, train_flow
 
-    flow = {"fetch": fetch_flow, "tensorize": tensorize_flow, "campaign": discovery_campaign}[args.command]
+    flow = {"fetch": fetch_flow, "tensorize": tensorize_flow, "train": train_flow, "generate": generate_flow,
+            "campaign": discovery_campaign}[args.command]
     try:
         result = flow(**params)
     except FileNotFoundError as exc:

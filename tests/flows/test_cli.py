@@ -38,16 +38,22 @@ def _result(proc: subprocess.CompletedProcess) -> dict:
 
 
 def test_campaign_runs_fetch_and_tensorize_then_resumes(tmp_path, small_csv):
-    args = ["campaign", "--campaign", "t1", "--results-root", str(tmp_path / "runs"), "--source", str(small_csv)]
+    args = ["campaign", "--campaign", "t1", "--results-root", str(tmp_path / "runs"), "--source", str(small_csv),
+            "--max-steps", "4", "--batch-size", "8", "--num-samples", "6", "--gen-batch-size", "4", "--steps", "3"]
     first = _result(run_cli(*args))
     assert first["fetch"]["n_structures"] == 40 and not first["fetch"]["reused"]
     assert first["tensorize"]["n_encoded"] == 40 and not first["tensorize"]["reused"]
+    assert first["train"]["step"] == 4 and first["train"]["resumed_from"] == 0
+    assert first["generate"]["n_generated"] == 6 and first["generate"]["n_parts"] == 2
+    parts = sorted((tmp_path / "runs" / "t1" / "generate").glob("part-*.parquet"))
+    assert [p.name for p in parts] == ["part-00000.parquet", "part-00001.parquet"]
     table = read_structures(tmp_path / "runs" / "t1" / "fetch" / "structures.parquet")
     assert len(table) == 40 and (table["split"] == "test").all()
     assert len(TensorDataset(tmp_path / "runs" / "t1" / "tensorize" / "dataset")) == 40
 
     second = _result(run_cli(*args))
     assert second["fetch"]["reused"] and second["tensorize"]["reused"]
+    assert second["train"]["resumed_from"] == 4 and second["generate"]["n_reused_parts"] == 2
 
 
 def test_stage_without_its_input_names_the_missing_stage(tmp_path):
@@ -65,3 +71,9 @@ def test_bad_parameters_fail_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "campaign" in err and "not found" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_generate_without_a_model_names_the_train_stage(tmp_path):
+    proc = run_cli("generate", "--campaign", "nomodel", "--results-root", str(tmp_path))
+    assert proc.returncode == 1
+    assert "last.pt does not exist" in proc.stderr and "`train` stage" in proc.stderr

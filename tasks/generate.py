@@ -1,0 +1,44 @@
+"""Generate stage: one task per batch, each writing its own parquet part as soon as it finishes."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from unimat_core.model.checkpoint import LoadedModel, load_model
+from unimat_core.model.device import pick_device
+from unimat_core.model.generation import GenerateConfig, generate_part, plan_batches
+
+_MODELS: dict[tuple[str, float, bool], LoadedModel] = {}
+_LOCK = threading.Lock()
+
+
+def cached_model(checkpoint: str, use_ema: bool, device: str) -> LoadedModel:
+    """One loaded model per worker process and checkpoint version (tasks of one flow share it)."""
+    path = Path(checkpoint)
+    path = path / "last.pt" if path.is_dir() else path
+    key = (str(path), path.stat().st_mtime, use_ema)
+    with _LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = load_model(path, pick_device(device), use_ema=use_ema)
+        return _MODELS[key]
+
+
+@task(name="plan-generation")
+def plan_generation(config: dict) -> list[list[str | None]]:
+    """Targets per batch (small: formulas or None); validates compositions before any sampling."""
+    generate_config = GenerateConfig.from_dict(config)
+    loaded = cached_model(generate_config.checkpoint, generate_config.use_ema, generate_config.device)
+    return plan_batches(generate_config, loaded.spec)
+
+
+@task(name="generate-batch", retries=1)
+def generate_batch(config: dict, batch: int, targets: list[str | None]) -> dict:
+    generate_config = GenerateConfig.from_dict(config)
+    loaded = cached_model(generate_config.checkpoint, generate_config.use_ema, generate_config.device)
+    part = generate_part(generate_config, batch, targets, loaded)
+    get_run_logger().info("batch %d: %d structures, %d decoded (%s)", batch, part["n"], part["n_valid"],
+                          "reused" if part["skipped"] else "new")
+    return part

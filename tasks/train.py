@@ -1,0 +1,38 @@
+"""Train stage: a long task that trains (or resumes) the UniMat model on the tensorized dataset."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from unimat_core.model.training import TrainConfig, train
+from unimat_core.run_layout import RunLayout
+from unimat_core.tensor_store import TensorDataset
+
+
+def training_split(dataset: str, requested: str | None) -> str | None:
+    """The requested split, else 'train' when the dataset has one, else 'val' (bundled sets lack train)."""
+    if requested:
+        return requested
+    splits = set(TensorDataset(dataset).manifest["split"])
+    return "train" if "train" in splits else "val" if "val" in splits else None
+
+
+@task(name="train-model")
+def train_model(layout: RunLayout, config: dict) -> dict:
+    """`config` holds TrainConfig fields other than dataset/out_dir; returns the TrainSummary as a dict."""
+    logger = get_run_logger()
+    dataset = str(layout.require(layout.tensors, made_by="tensorize"))
+    settings = {**config, "dataset": dataset, "out_dir": str(layout.stage_dir("train"))}
+    settings["split"] = training_split(dataset, settings.get("split"))
+    train_config = TrainConfig.from_dict(settings) if "model" in settings else TrainConfig(**settings)
+    progress = create_progress_artifact(progress=0.0, description=f"training steps of {layout.campaign}")
+
+    def on_log(row: dict) -> None:
+        logger.info("step %d loss %.4f (%.0f samples/s)", row["step"], row["loss"], row["samples_per_s"])
+        update_progress_artifact(progress, progress=min(100.0, 100.0 * row["step"] / train_config.max_steps))
+
+    summary = train(train_config, on_log=on_log)
+    update_progress_artifact(progress, progress=100.0)
+    logger.info("train: %s", summary.as_dict())
+    return summary.as_dict()
