@@ -1,0 +1,70 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from unimat_core.discovery_report import (
+    best_after_k,
+    convergence_plot,
+    markdown_report,
+    relaxations_to_reach,
+    summarise,
+)
+
+REFERENCE = {"SrTiO3": -8.000, "BaZrO3": -9.000}
+
+
+def toy_results() -> pd.DataFrame:
+    """Hand-made run: UniMat hits SrTiO3 at trial 2 and BaZrO3 at trial 1; random needs 4 and never."""
+    rows = []
+    energies = {
+        ("unimat", "SrTiO3"): [-7.90, -7.995, -7.80, -7.99],
+        ("unimat", "BaZrO3"): [-8.995, np.nan, -8.90, -8.80],
+        ("random", "SrTiO3"): [-7.50, -7.70, -7.60, -7.991],
+        ("random", "BaZrO3"): [-8.50, -8.60, -8.95, -8.70],
+    }
+    for (method, composition), values in energies.items():
+        for trial, energy in enumerate(values):
+            rows.append({"method": method, "composition": composition, "trial": trial, "energy_per_atom": energy,
+                         "matches_known": bool(np.isfinite(energy) and energy <= REFERENCE[composition] + 0.01),
+                         "seconds": 1.5})
+    return pd.DataFrame(rows)
+
+
+def test_relaxations_to_reach_counts_by_hand():
+    table = relaxations_to_reach(toy_results(), REFERENCE).set_index(["method", "composition"])
+    assert table.loc[("unimat", "SrTiO3"), "relaxations_to_reach"] == 2
+    assert table.loc[("unimat", "BaZrO3"), "relaxations_to_reach"] == 1
+    assert table.loc[("random", "SrTiO3"), "relaxations_to_reach"] == 4
+    assert np.isnan(table.loc[("random", "BaZrO3"), "relaxations_to_reach"])
+    assert table.loc[("unimat", "BaZrO3"), "failed"] == 1
+    assert table.loc[("unimat", "SrTiO3"), "match_rate"] == pytest.approx(0.5)
+    assert table.loc[("random", "SrTiO3"), "seconds"] == pytest.approx(6.0)
+
+
+def test_best_after_k_is_a_running_minimum():
+    curves = best_after_k(toy_results(), REFERENCE, ks=(1, 2, 4, 10)).set_index(["method", "composition", "k"])
+    assert curves.loc[("random", "SrTiO3", 1), "above_reference"] == pytest.approx(0.5)
+    assert curves.loc[("random", "SrTiO3", 2), "above_reference"] == pytest.approx(0.3)
+    assert curves.loc[("random", "SrTiO3", 4), "above_reference"] == pytest.approx(0.009)
+    assert curves.loc[("unimat", "BaZrO3", 2), "above_reference"] == pytest.approx(0.005)  # the NaN does not reset it
+    assert ("unimat", "SrTiO3", 10) not in curves.index  # beyond the budget
+
+
+def test_summary_head_to_head_and_report():
+    per_composition = relaxations_to_reach(toy_results(), REFERENCE)
+    summary = summarise(per_composition)
+    by_method = summary.set_index("method")
+    assert by_method.loc["unimat", "reached"] == 2 and by_method.loc["random", "reached"] == 1
+    assert by_method.loc["unimat", "median_relaxations_to_reach"] == pytest.approx(1.5)
+    assert by_method.loc["random", "median_relaxations_to_reach"] == pytest.approx(4.5)  # (4 + 5) / 2: never = budget + 1
+    head = summary.attrs["head_to_head"]
+    assert head["challenger_fewer"] == 2 and head["baseline_fewer"] == 0 and head["median_saving"] == pytest.approx(3.0)
+    report = markdown_report(summary, per_composition)
+    assert "UniMat needed fewer relaxations for 2" in report and "| SrTiO3" in report
+    png = convergence_plot(best_after_k(toy_results(), REFERENCE, ks=(1, 2, 4)))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_columns_are_named():
+    with pytest.raises(ValueError, match="seconds"):
+        relaxations_to_reach(toy_results().drop(columns=["seconds"]), REFERENCE)

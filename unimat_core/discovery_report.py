@@ -1,0 +1,125 @@
+"""Scoring of the discovery benchmark: how fast does each method find the known ground state?
+
+Input: one row per relaxation, columns
+    method            e.g. "unimat" or "random"
+    composition       target cell formula
+    trial             0-based order in which the method proposed it
+    energy_per_atom   after relaxation (eV/atom); NaN when the relaxation failed
+    matches_known     relaxed structure matches the known structure (StructureMatcher)
+    seconds           compute time of proposing + relaxing this candidate
+and one reference energy per composition (the known structure relaxed with the same calculator).
+
+Everything here is plain pandas so the numbers can be checked by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from io import BytesIO
+
+import numpy as np
+import pandas as pd
+
+RESULT_COLUMNS = ("method", "composition", "trial", "energy_per_atom", "matches_known", "seconds")
+DEFAULT_KS = (1, 2, 5, 10, 20, 50, 100)
+
+
+def _check(results: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in RESULT_COLUMNS if c not in results.columns]
+    if missing:
+        raise ValueError(f"discovery results lack column(s) {missing}")
+    return results.sort_values(["method", "composition", "trial"]).reset_index(drop=True)
+
+
+def best_after_k(results: pd.DataFrame, reference: Mapping[str, float], ks: Iterable[int] = DEFAULT_KS) -> pd.DataFrame:
+    """Lowest energy found within the first k relaxations, minus the reference (eV/atom), per method/composition."""
+    results = _check(results)
+    rows = []
+    for (method, composition), group in results.groupby(["method", "composition"], sort=True):
+        running = group["energy_per_atom"].fillna(np.inf).cummin().to_numpy()
+        for k in ks:
+            if k <= len(running):
+                best = running[k - 1]
+                rows.append({"method": method, "composition": composition, "k": k,
+                             "best_energy_per_atom": best if np.isfinite(best) else np.nan,
+                             "above_reference": best - reference[composition] if np.isfinite(best) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def relaxations_to_reach(results: pd.DataFrame, reference: Mapping[str, float], tolerance: float = 0.010) -> pd.DataFrame:
+    """1-based count of relaxations until one lands within `tolerance` eV/atom of the reference (NaN: never)."""
+    results = _check(results)
+    rows = []
+    for (method, composition), group in results.groupby(["method", "composition"], sort=True):
+        hit = np.flatnonzero(group["energy_per_atom"].to_numpy() <= reference[composition] + tolerance)
+        rows.append({"method": method, "composition": composition, "budget": len(group),
+                     "relaxations_to_reach": float(hit[0] + 1) if len(hit) else np.nan,
+                     "match_rate": float(group["matches_known"].mean()),
+                     "failed": int(group["energy_per_atom"].isna().sum()),
+                     "seconds": float(group["seconds"].sum())})
+    return pd.DataFrame(rows)
+
+
+def summarise(per_composition: pd.DataFrame, challenger: str = "unimat", baseline: str = "random") -> pd.DataFrame:
+    """Per method: reached fraction, median/mean relaxations to reach, match rate, compute time; plus head-to-head wins.
+
+    A composition not reached counts as budget + 1 relaxations for the head-to-head comparison.
+    """
+    table = per_composition.copy()
+    table["effective"] = table["relaxations_to_reach"].fillna(table["budget"] + 1)
+    rows = []
+    for method, group in table.groupby("method", sort=True):
+        rows.append({"method": method, "compositions": len(group),
+                     "reached": int(group["relaxations_to_reach"].notna().sum()),
+                     "median_relaxations_to_reach": float(group["effective"].median()),
+                     "mean_relaxations_to_reach": float(group["effective"].mean()),
+                     "match_rate": float(group["match_rate"].mean()),
+                     "total_seconds": float(group["seconds"].sum())})
+    summary = pd.DataFrame(rows)
+    pivot = table.pivot(index="composition", columns="method", values="effective")
+    if {challenger, baseline} <= set(pivot.columns):
+        diff = pivot[baseline] - pivot[challenger]
+        summary.attrs["head_to_head"] = {
+            "challenger_fewer": int((diff > 0).sum()), "ties": int((diff == 0).sum()), "baseline_fewer": int((diff < 0).sum()),
+            "median_saving": float(diff.median()), "iqr_saving": [float(diff.quantile(0.25)), float(diff.quantile(0.75))],
+        }
+    return summary
+
+
+def markdown_report(summary: pd.DataFrame, per_composition: pd.DataFrame, tolerance: float = 0.010) -> str:
+    lines = ["# Discovery benchmark: conditional UniMat vs random structure search", "",
+             f"Reached = a relaxation within {tolerance * 1000:.0f} meV/atom of the known structure's energy "
+             "(same calculator).", "", summary.to_markdown(index=False, floatfmt=".3g"), ""]
+    head = summary.attrs.get("head_to_head")
+    if head:
+        lines += [f"Head to head over {sum(head[k] for k in ('challenger_fewer', 'ties', 'baseline_fewer'))} compositions: "
+                  f"UniMat needed fewer relaxations for {head['challenger_fewer']}, the same for {head['ties']}, more for "
+                  f"{head['baseline_fewer']}; median saving {head['median_saving']:.1f} relaxations "
+                  f"(IQR {head['iqr_saving'][0]:.1f} to {head['iqr_saving'][1]:.1f}).", ""]
+    lines += ["## Per composition", "", per_composition.to_markdown(index=False, floatfmt=".3g")]
+    return "\n".join(lines) + "\n"
+
+
+def convergence_plot(curves: pd.DataFrame) -> bytes:
+    """PNG: median (and quartiles) over compositions of best-energy-above-reference vs k, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for method, group in curves.groupby("method", sort=True):
+        stats = group.groupby("k")["above_reference"].quantile([0.25, 0.5, 0.75]).unstack()
+        ax.plot(stats.index, stats[0.5] * 1000, marker="o", label=method)
+        ax.fill_between(stats.index, stats[0.25] * 1000, stats[0.75] * 1000, alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("relaxations k")
+    ax.set_ylabel("best energy above known (meV/atom)")
+    ax.axhline(10, color="grey", lw=0.8, ls="--")
+    ax.legend()
+    ax.set_title("Lowest energy found after k relaxations (median, IQR)")
+    buffer = BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
