@@ -1,0 +1,197 @@
+"""Reference hulls and candidate scoring: formation energy, energy above hull, decomposition energy.
+
+A reference hull is a table (id, composition, energy_per_atom, source) stored as parquet.
+Candidates are grouped by chemical system; each system gets one pymatgen `PhaseDiagram` built
+from the reference entries whose elements lie inside it, and systems are scored in parallel.
+
+Definitions (per atom, eV):
+- formation_energy_per_atom: against the reference's lowest elemental energies;
+- decomposition_energy: the candidate's energy minus the reference hull energy at its
+  composition (pymatgen's phase-separation energy for an entry outside the diagram): negative
+  when the candidate is below the hull the other phases make, i.e. a new hull phase;
+- e_above_hull: max(decomposition_energy, 0), the distance above the hull that includes it;
+- stable: decomposition_energy <= 0; metastable: decomposition_energy <= 0.1 (`metastable_cutoff`).
+Candidates whose elements are missing from the reference get NaN scores and `missing_elements`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+from pymatgen.core import Composition, Element
+
+REFERENCE_COLUMNS = ("id", "composition", "energy_per_atom", "source")
+TOLERANCE = 1e-8
+
+
+class HullError(ValueError):
+    """A reference or candidate table that cannot be scored."""
+
+
+def make_reference(ids: Iterable[str], compositions: Iterable[str], energies_per_atom: Iterable[float],
+                   source: str | Iterable[str]) -> pd.DataFrame:
+    ids, compositions, energies = list(ids), list(compositions), list(energies_per_atom)
+    sources = [source] * len(ids) if isinstance(source, str) else list(source)
+    frame = pd.DataFrame({"id": ids, "composition": compositions, "energy_per_atom": energies, "source": sources})
+    return validate_reference(frame)
+
+
+def validate_reference(frame: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in REFERENCE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise HullError(f"reference table lacks column(s) {missing}; needs {list(REFERENCE_COLUMNS)}")
+    frame = frame[list(REFERENCE_COLUMNS)].copy()
+    frame["energy_per_atom"] = frame["energy_per_atom"].astype(float)
+    bad = ~np.isfinite(frame["energy_per_atom"])
+    if bad.any():
+        raise HullError(f"non-finite reference energies for ids {frame.loc[bad, 'id'].head(5).tolist()}")
+    frame["id"] = frame["id"].astype(str)
+    return frame.reset_index(drop=True)
+
+
+def write_reference(frame: pd.DataFrame, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    validate_reference(frame).to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def read_reference(path: str | Path) -> pd.DataFrame:
+    """A user-supplied reference: parquet or CSV with id, composition, energy_per_atom, source."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"reference hull {path} does not exist")
+    frame = pd.read_csv(path) if path.suffix.lower() in (".csv", ".gz") else pd.read_parquet(path)
+    return validate_reference(frame)
+
+
+def reference_from_relaxed(relaxed: pd.DataFrame, elemental: pd.DataFrame | None = None, *,
+                           converged_only: bool = True) -> pd.DataFrame:
+    """Reference from relaxed structure tables (dft.batch output) made with one calculator."""
+    frames = [relaxed] + ([elemental] if elemental is not None else [])
+    table = pd.concat(frames, ignore_index=True)
+    keep = np.isfinite(table["energy_per_atom"].astype(float))
+    if converged_only:
+        keep &= table["converged"].astype(bool)
+    table = table[keep]
+    calculators = set(table["calculator"])
+    if len(calculators) > 1:
+        raise HullError(f"reference mixes calculators {sorted(calculators)}; energies must share one")
+    return make_reference(table["id"], table["formula"], table["energy_per_atom"],
+                          [f"relaxed:{c}" for c in table["calculator"]])
+
+
+def _entries(reference: pd.DataFrame) -> list[PDEntry]:
+    entries = []
+    for rid, comp, epa in zip(reference["id"], reference["composition"], reference["energy_per_atom"]):
+        composition = Composition(comp)
+        entries.append(PDEntry(composition, epa * composition.num_atoms, name=rid, attribute=rid))
+    return entries
+
+
+def _score_system(chemsys: str, candidates: pd.DataFrame, entries: list[PDEntry],
+                  metastable_cutoff: float) -> list[dict]:
+    elements = set(chemsys.split("-"))
+    missing = sorted(elements - present_elementals(entries))
+    rows = []
+    if missing:
+        for cid in candidates["id"]:
+            rows.append({"id": cid, "missing_elements": ",".join(missing)})
+        return rows
+    diagram = PhaseDiagram([e for e in entries if {str(x) for x in e.composition.elements} <= elements])
+    for cid, comp, epa in zip(candidates["id"], candidates["composition"], candidates["energy_per_atom"]):
+        composition = Composition(comp)
+        entry = PDEntry(composition, float(epa) * composition.num_atoms, name=cid)
+        hull_energy = diagram.get_hull_energy_per_atom(composition)
+        decomposition = float(epa) - hull_energy
+        rows.append({
+            "id": cid,
+            "formation_energy_per_atom": float(diagram.get_form_energy_per_atom(entry)),
+            "decomposition_energy": decomposition,
+            "e_above_hull": max(decomposition, 0.0),
+            "stable": bool(decomposition <= TOLERANCE),
+            "metastable": bool(decomposition <= metastable_cutoff + TOLERANCE),
+            "missing_elements": "",
+        })
+    return rows
+
+
+def present_elementals(entries: list[PDEntry]) -> set[str]:
+    """Elements that have an elemental reference entry (needed for a phase diagram)."""
+    return {str(e.composition.elements[0]) for e in entries if len(e.composition.elements) == 1}
+
+
+def score_candidates(candidates: pd.DataFrame, reference: pd.DataFrame, *, metastable_cutoff: float = 0.1,
+                     n_workers: int = 1) -> pd.DataFrame:
+    """Score candidates (columns id, composition or formula, energy_per_atom) against a reference."""
+    reference = validate_reference(reference)
+    cand = candidates.copy()
+    if "composition" not in cand.columns:
+        if "formula" not in cand.columns:
+            raise HullError("candidates need a 'composition' or 'formula' column")
+        cand["composition"] = cand["formula"]
+    cand["id"] = cand["id"].astype(str)
+    finite = np.isfinite(cand["energy_per_atom"].astype(float))
+    cand["chemsys"] = [Composition(c).chemical_system for c in cand["composition"]]
+    ref_elements = [frozenset(str(el) for el in Composition(c).elements) for c in reference["composition"]]
+    all_entries = _entries(reference)
+
+    jobs = []
+    for chemsys, group in cand[finite].groupby("chemsys", sort=False):
+        elements = set(chemsys.split("-"))
+        entries = [e for e, els in zip(all_entries, ref_elements) if els <= elements]
+        jobs.append((chemsys, group[["id", "composition", "energy_per_atom"]], entries, metastable_cutoff))
+    if n_workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(min(n_workers, os.cpu_count() or 1)) as pool:
+            results = list(pool.map(_score_system_args, jobs, chunksize=max(1, len(jobs) // (4 * n_workers))))
+    else:
+        results = [_score_system(*job) for job in jobs]
+    scored = pd.DataFrame([row for rows in results for row in rows])
+    columns = ["formation_energy_per_atom", "decomposition_energy", "e_above_hull", "stable", "metastable",
+               "missing_elements"]
+    out = cand[["id", "composition", "chemsys", "energy_per_atom"]].merge(
+        scored if len(scored) else pd.DataFrame(columns=["id", *columns]), on="id", how="left")
+    out.loc[~finite.values, "missing_elements"] = ""
+    out["score_error"] = np.where(~finite.values, "no finite energy", "")
+    out["stable"] = out["stable"].eq(True)
+    out["metastable"] = out["metastable"].eq(True)
+    out["missing_elements"] = out["missing_elements"].fillna("")
+    return out
+
+
+def _score_system_args(job: tuple) -> list[dict]:
+    return _score_system(*job)
+
+
+def sun_summary(scores: pd.DataFrame, *, unique: pd.Series | None = None, novel: pd.Series | None = None,
+                use_metastable: bool = False) -> dict:
+    """Stable / unique / novel counts and rates over all scored candidates.
+
+    `unique` and `novel` are boolean Series indexed like `scores` (from the evaluation stage);
+    when absent they count as all-True and the summary says so in `uniqueness_known`/`novelty_known`.
+    """
+    total = len(scores)
+    stable = scores["metastable" if use_metastable else "stable"].astype(bool).to_numpy()
+    uniq = np.ones(total, bool) if unique is None else unique.astype(bool).to_numpy()
+    nov = np.ones(total, bool) if novel is None else novel.astype(bool).to_numpy()
+    sun = stable & uniq & nov
+    rate = (lambda n: n / total if total else float("nan"))
+    return {
+        "n_candidates": total, "n_stable": int(stable.sum()), "n_unique": int(uniq.sum()),
+        "n_novel": int(nov.sum()), "n_sun": int(sun.sum()), "stable_rate": rate(stable.sum()),
+        "unique_rate": rate(uniq.sum()), "novel_rate": rate(nov.sum()), "sun_rate": rate(sun.sum()),
+        "stability_criterion": "metastable (<= cutoff)" if use_metastable else "stable (<= 0 eV/atom)",
+        "uniqueness_known": unique is not None, "novelty_known": novel is not None,
+    }
+
+
+def element_symbols(chemsys: str) -> list[str]:
+    return [str(Element(s)) for s in chemsys.split("-")]
