@@ -145,7 +145,7 @@ def relax_atoms(structure: Structure, built: BuiltCalculator, config: RelaxConfi
             energy = float(final.get_potential_energy())
             max_force = float(np.linalg.norm(optimizable.get_forces(), axis=1).max())
             steps = int(dyn.nsteps)
-        relaxed = AseAtomsAdaptor.get_structure(final)
+        relaxed = AseAtomsAdaptor.get_structure(final.copy())  # .copy() drops the calculator
         result.structure = relaxed
         result.energy, result.energy_per_atom = energy, energy / len(final)
         result.max_force, result.steps = max_force, steps
