@@ -37,6 +37,7 @@ def test_emt_relaxes_rattled_cu_back_to_fcc():
 
 def test_chgnet_relaxes_perturbed_nacl_to_equilibrium():
     """CHGNet 0.3.0's rocksalt NaCl lattice is ~5.69 A (PBE-like, exp. 5.64); start 4% strained."""
+    pytest.importorskip("chgnet", reason="needs the `mlip` extra (make EXTRAS must include mlip)")
     primitive = Structure(Lattice.from_parameters(4.15, 4.15, 4.15, 60, 60, 60), ["Na", "Cl"],
                           [[0, 0, 0], [0.52, 0.49, 0.5]])
     result = relax_structure(primitive, CalculatorConfig("chgnet", device="cpu"),
