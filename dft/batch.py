@@ -28,6 +28,7 @@ from unimat_core.structure_table import (
     write_structures,
 )
 
+EXTERNAL = ("gpaw", "vasp", "espresso")  # not built in-process; relax_structure routes them
 PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
 RELAXED_SOURCE = "relax"
 
@@ -97,7 +98,7 @@ def _init_worker(calculator: CalculatorConfig, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    _WORKER_CALC = calculator if calculator.name == "gpaw" else build_calculator(calculator)
+    _WORKER_CALC = calculator if calculator.name in EXTERNAL else build_calculator(calculator)
 
 
 def _worker_relax(rows: pd.DataFrame, config: RelaxConfig) -> list[RelaxResult]:
@@ -141,7 +142,7 @@ def relax_table(
         counts["failed"] += sum(not r.converged for r in results)
 
     if len(todo) and n_workers == 1:
-        built = calculator if calculator.name == "gpaw" else build_calculator(calculator)
+        built = calculator if calculator.name in EXTERNAL else build_calculator(calculator)
         for rows in _chunks(todo, chunk_size):
             write(rows, _relax_rows(rows, built, config))
     elif len(todo):

@@ -173,5 +173,11 @@ def relax_structure(
         from dft.gpaw_runner import GpawConfig, relax_gpaw
 
         return relax_gpaw(structure, GpawConfig.from_options(calculator.options), config)
+    if isinstance(calculator, CalculatorConfig) and calculator.name in ("vasp", "espresso"):
+        from dft.cluster import ClusterConfig, cluster_relax_result
+
+        cluster = ClusterConfig(code=calculator.name, relax_cell=config.relax_cell, fmax=config.fmax,
+                                max_steps=config.max_steps, **calculator.options)
+        return cluster_relax_result(structure, cluster)
     built = calculator if isinstance(calculator, BuiltCalculator) else build_calculator(calculator)
     return relax_atoms(structure, built, config)
