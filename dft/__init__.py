@@ -1,1 +1,15 @@
-"""The energy side, no Prefect: calculators, relaxation, reference hulls, formation and decomposition energies."""
+"""The energy side, no Prefect: calculators, relaxation, reference hulls, formation and decomposition energies.
+
+Public entry points (plain functions; tasks/ wrap them):
+
+- `dft.calculators`: `CalculatorConfig(name="chgnet"|"sevennet"|"emt"|"gpaw"|"vasp"|"espresso")`,
+  `build_calculator`, `register_calculator`, `CalculatorUnavailable`.
+- `dft.relax`: `RelaxConfig`, `relax_structure(structure, calculator, config) -> RelaxResult`.
+- `dft.batch`: `relax_table(frame, out_dir, calculator=, config=, chunk_size=, n_workers=) -> BatchSummary`,
+  `read_relaxed(out_dir)`, `finished_ids(out_dir)`.
+- `dft.elemental`: `elemental_references(elements, calculator, config)` (same-calculator hull corners).
+- `dft.hull`: `reference_from_relaxed`, `read_reference`/`write_reference`, `score_candidates`, `sun_summary`.
+- `dft.mp_reference`: `reference_from_mp(chemical_systems, api_key=None)`.
+- `dft.gpaw_runner`: `GpawConfig`, `relax_gpaw` (Debian GPAW in a subprocess); `dft.cluster`:
+  `ClusterConfig`, `cluster_inputs`, `cluster_relax` (VASP / Quantum ESPRESSO through quacc).
+"""
