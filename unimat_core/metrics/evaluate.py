@@ -1,0 +1,299 @@
+"""Evaluate generated structures against a reference split: the CDVAE metrics + uniqueness/novelty.
+
+Protocol (CDVAE `scripts/compute_metrics.py`): validity over all generated rows (a row without a
+structure is invalid with its reason); EMDs of density and element count on a seeded random
+subset of `n_eval` valid structures against the whole reference split; coverage with the
+per-dataset cutoffs. CDVAE's script computes coverage over *all* generated crystals (precision
+divided by the number generated), which is our default `coverage_on="all"`; `"subset"`
+computes fingerprints and coverage only on the `n_eval` subset (much faster, but COV-R then
+depends on n_eval and is not comparable with published tables).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from unimat_core.metrics import cache
+from unimat_core.metrics.analysis import Analysis, analyse_structures, check_structures
+from unimat_core.metrics.cdvae_constants import COV_CUTOFFS, DEFAULT_DATASET
+from unimat_core.metrics.coverage import coverage
+from unimat_core.metrics.distributions import emd, eval_subset
+from unimat_core.metrics.parallel import WorkerPool
+from unimat_core.metrics.uniqueness import MatcherSettings, uniqueness_novelty
+
+log = logging.getLogger(__name__)
+
+COVERAGE_MODES = ("all", "subset")
+PER_STRUCTURE_COLUMNS = ("id", "valid_struct", "valid_comp", "valid", "unique", "novel", "reason", "reduced_formula",
+                         "density", "n_elements", "fingerprint_ok", "in_eval")
+
+
+class MetricsError(ValueError):
+    """Inputs the evaluation cannot work with (no structure column, empty reference, bad config)."""
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    dataset: str | None = None  # "perov_5" | "carbon_24" | "mp_20" -> CDVAE cutoffs; None -> perov_5 unless given
+    struct_cutoff: float | None = None
+    comp_cutoff: float | None = None
+    n_eval: int = 1000  # seeded subset of valid structures for EMDs (and coverage with coverage_on="subset")
+    seed: int = 0
+    n_workers: int = 2  # process pool for fingerprints and structure matching
+    cache_dir: str | None = None  # reference fingerprint cache (keyed by dataset hash)
+    coverage_on: str = "all"  # "all" generated (CDVAE's script) | "subset" (the n_eval subset only)
+    ltol: float = 0.2  # StructureMatcher tolerances for uniqueness/novelty (pymatgen defaults)
+    stol: float = 0.3
+    angle_tol: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.dataset is not None and self.dataset not in COV_CUTOFFS:
+            raise MetricsError(f"unknown dataset {self.dataset!r} for coverage cutoffs; known: {sorted(COV_CUTOFFS)}")
+        if self.coverage_on not in COVERAGE_MODES:
+            raise MetricsError(f"coverage_on must be one of {COVERAGE_MODES}, not {self.coverage_on!r}")
+        if self.n_eval < 1:
+            raise MetricsError(f"n_eval must be >= 1, not {self.n_eval}")
+
+    @property
+    def cutoffs(self) -> tuple[float, float]:
+        """(struct, comp) cutoffs: explicit values win, else the dataset's (perov_5 when unset)."""
+        struct, comp = COV_CUTOFFS[self.dataset or DEFAULT_DATASET]
+        return (struct if self.struct_cutoff is None else self.struct_cutoff,
+                comp if self.comp_cutoff is None else self.comp_cutoff)
+
+    @property
+    def matcher(self) -> MatcherSettings:
+        return MatcherSettings(ltol=self.ltol, stol=self.stol, angle_tol=self.angle_tol)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> MetricsConfig:
+        data = dict(data or {})
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise MetricsError(f"unknown metrics option(s) {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class MetricsResult:
+    per_structure: pd.DataFrame  # PER_STRUCTURE_COLUMNS
+    summary: dict  # numbers only: fractions in 0..1, distances, counts, seconds
+    config: MetricsConfig = field(default_factory=MetricsConfig)
+    reason_counts: dict[str, int] = field(default_factory=dict)  # invalid rows by kind of reason
+
+    def markdown(self) -> str:
+        s = self.summary
+        pct = lambda key: "n/a" if not np.isfinite(s.get(key, np.nan)) else f"{100 * s[key]:.2f} %"  # noqa: E731
+        num = lambda key: "n/a" if not np.isfinite(s.get(key, np.nan)) else f"{s[key]:.4f}"  # noqa: E731
+        lines = [
+            f"## Generation metrics ({self.config.dataset or DEFAULT_DATASET} cutoffs: struct "
+            f"{s['struct_cutoff']}, comp {s['comp_cutoff']}; coverage on {self.config.coverage_on})",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            f"| generated | {s['n_generated']} |",
+            f"| structural validity | {pct('struct_validity')} |",
+            f"| compositional validity | {pct('comp_validity')} |",
+            f"| validity | {pct('validity')} ({s['n_valid']} valid) |",
+            f"| COV-R | {pct('cov_recall')} |",
+            f"| COV-P | {pct('cov_precision')} |",
+            f"| EMD density (g/cm^3) | {num('emd_density')} (on {s['n_eval']} valid vs {s['n_reference_used']} reference) |",
+            f"| EMD # elements | {num('emd_n_elements')} |",
+            f"| uniqueness | {pct('uniqueness')} |",
+            f"| novelty | {pct('novelty')} |",
+            f"| fingerprint failures | {s['n_fingerprint_failures']} |",
+        ]
+        if self.reason_counts:
+            lines += ["", "| why invalid | rows |", "|---|---|"]
+            lines += [f"| {reason} | {count} |" for reason, count in self.reason_counts.items()]
+        return "\n".join(lines) + "\n"
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its numbers and formulas, to count rows by kind."""
+    kinds = []
+    for part in reason.split("; "):
+        part = re.sub(r"^\S+ fails SMACT", "fails SMACT", part)
+        part = re.sub(r"(?<![A-Za-z])[-+]?\d[\d.e+-]*", "#", part)
+        kinds.append(part.split(": ")[0] if part.startswith(("unreadable", "CrystalNN failed", "fingerprint failed",
+                                                              "no SMACT data")) else part)
+    return "; ".join(kinds)
+
+
+def _prior_reasons(generated: pd.DataFrame) -> list[str | None]:
+    """Rows the generator already marked invalid (valid=False) keep its reason."""
+    if "valid" not in generated.columns:
+        return [None] * len(generated)
+    reasons = generated["reason"] if "reason" in generated.columns else pd.Series([None] * len(generated))
+    out = []
+    for flag, reason in zip(generated["valid"], reasons):
+        bad = flag is not None and not pd.isna(flag) and not bool(flag)
+        out.append((f"generation: {reason}" if isinstance(reason, str) and reason else "generation: invalid")
+                   if bad else None)
+    return out
+
+
+def _reference_analysis(reference: pd.DataFrame, config: MetricsConfig, pool: WorkerPool) -> tuple[Analysis, bool]:
+    """Reference checks + fingerprints of every row, from the on-disk cache when possible."""
+    key = cache.table_key(reference["id"] if "id" in reference else reference.index, reference["structure"])
+    if config.cache_dir:
+        cached = cache.load(config.cache_dir, key)
+        if cached is not None and len(cached) == len(reference):
+            return cached, True
+    analysis = analyse_structures(reference["structure"].tolist(), workers=pool)
+    if config.cache_dir:
+        cache.save(config.cache_dir, key, analysis)
+    return analysis, False
+
+
+def _fraction(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator else float("nan")
+
+
+def evaluate_structures(generated: pd.DataFrame, reference: pd.DataFrame, training: pd.DataFrame | None = None,
+                        config: MetricsConfig = MetricsConfig()) -> MetricsResult:
+    """Metrics of `generated` against `reference` (and novelty against `training`), see module doc."""
+    with WorkerPool(config.n_workers) as pool:
+        return _evaluate(generated, reference, training, config, pool)
+
+
+def _evaluate(generated: pd.DataFrame, reference: pd.DataFrame, training: pd.DataFrame | None, config: MetricsConfig,
+              pool: WorkerPool) -> MetricsResult:
+    for name, table in (("generated", generated), ("reference", reference), ("training", training)):
+        if table is not None and "structure" not in table.columns:
+            raise MetricsError(f"{name} table has no 'structure' column (expected the structure-table schema)")
+    if len(reference) == 0:
+        raise MetricsError("reference table is empty")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    texts = generated["structure"].tolist()
+    ids = generated["id"].astype(str).tolist() if "id" in generated.columns else [str(i) for i in range(len(generated))]
+    checked = check_structures(texts, _prior_reasons(generated), pool)
+    timings["seconds_check"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    if config.coverage_on == "all":
+        gen = analyse_structures(texts, workers=pool, checked=checked)
+        eval_rows = eval_subset(gen.frame["valid"].to_numpy(), config.n_eval, config.seed)
+    else:
+        subset = eval_subset((checked["valid_struct"] & checked["valid_comp"]).to_numpy(), config.n_eval, config.seed)
+        gen = analyse_structures(texts, workers=pool, fingerprint_rows=subset, checked=checked)
+        eval_rows = subset[gen.frame["valid"].to_numpy()[subset]]
+    timings["seconds_fingerprints"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    ref, reference_cached = _reference_analysis(reference, config, pool)
+    timings["seconds_reference"] = time.perf_counter() - start
+    ref_ok = ref.frame["fingerprint_ok"].to_numpy()
+    if not ref_ok.any():
+        raise MetricsError("no reference structure could be fingerprinted")
+
+    frame = gen.frame
+    valid = frame["valid"].to_numpy()
+    struct_cutoff, comp_cutoff = config.cutoffs
+    if config.coverage_on == "all":
+        cov_rows, n_cov = np.flatnonzero(frame["fingerprint_ok"].to_numpy()), len(frame)
+    else:
+        cov_rows, n_cov = eval_rows, len(subset)
+    cov = coverage(gen.struct_fp[cov_rows], gen.comp_fp[cov_rows], ref.struct_fp[ref_ok], ref.comp_fp[ref_ok],
+                   struct_cutoff, comp_cutoff, n_generated=n_cov)
+    ref_rows = ref.frame["has_structure"].to_numpy()
+    emd_density = emd(frame["density"].to_numpy()[eval_rows], ref.frame["density"].to_numpy()[ref_rows])
+    emd_n_elements = emd(frame["n_elements"].to_numpy()[eval_rows], ref.frame["n_elements"].to_numpy()[ref_rows])
+
+    start = time.perf_counter()
+    valid_rows = np.flatnonzero(valid)
+    train_texts = train_formulas = None
+    if training is not None:
+        train_texts = training["structure"].tolist()
+        train_formulas = (training["reduced_formula"].tolist() if "reduced_formula" in training.columns
+                          else check_structures(train_texts, workers=pool)["reduced_formula"].tolist())
+    unique_v, novel_v = uniqueness_novelty([texts[i] for i in valid_rows], frame["reduced_formula"].iloc[valid_rows].tolist(),
+                                           train_texts, train_formulas, config.matcher, pool)
+    timings["seconds_matching"] = time.perf_counter() - start
+    unique = pd.array([pd.NA] * len(frame), dtype="boolean")
+    novel = pd.array([pd.NA] * len(frame), dtype="boolean")
+    unique[valid_rows] = unique_v
+    if novel_v is not None:
+        novel[valid_rows] = novel_v
+    in_eval = np.zeros(len(frame), dtype=bool)
+    in_eval[eval_rows] = True
+
+    per_structure = pd.DataFrame({
+        "id": ids, "valid_struct": frame["valid_struct"], "valid_comp": frame["valid_comp"], "valid": frame["valid"],
+        "unique": unique, "novel": novel, "reason": frame["reason"], "reduced_formula": frame["reduced_formula"],
+        "density": frame["density"], "n_elements": frame["n_elements"], "fingerprint_ok": frame["fingerprint_ok"],
+        "in_eval": in_eval,
+    }, columns=list(PER_STRUCTURE_COLUMNS))
+    n = len(frame)
+    n_valid = int(valid.sum())
+    summary = {
+        "n_generated": n,
+        "n_with_structure": int(frame["has_structure"].sum()),
+        "n_valid": n_valid,
+        "n_eval": len(eval_rows),
+        "n_reference": len(reference),
+        "n_reference_used": int(ref_ok.sum()),
+        "n_training": 0 if training is None else len(training),
+        "n_fingerprint_failures": int((frame["fingerprinted"] & ~frame["fingerprint_ok"]).sum()),
+        "struct_validity": _fraction(frame["valid_struct"].sum(), n),
+        "comp_validity": _fraction(frame["valid_comp"].sum(), n),
+        "validity": _fraction(n_valid, n),
+        **cov,
+        "emd_density": emd_density,
+        "emd_n_elements": emd_n_elements,
+        "n_unique": int(unique_v.sum()),
+        "uniqueness": _fraction(unique_v.sum(), n_valid),
+        "n_novel": -1 if novel_v is None else int(novel_v.sum()),
+        "novelty": float("nan") if novel_v is None else _fraction(novel_v.sum(), n_valid),
+        "struct_cutoff": float(struct_cutoff),
+        "comp_cutoff": float(comp_cutoff),
+        "reference_cached": float(reference_cached),
+        **timings,
+    }
+    kinds = Counter(_reason_kind(r) for r, ok in zip(frame["reason"], valid) if not ok and isinstance(r, str))
+    return MetricsResult(per_structure, summary, config, dict(kinds.most_common(12)))
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def write_metrics(result: MetricsResult, out_dir: str | Path) -> dict:
+    """per_structure.parquet, summary.parquet (one row), summary.md, config.json; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"per_structure": out / "per_structure.parquet", "summary": out / "summary.parquet",
+             "markdown": out / "summary.md", "config": out / "config.json"}
+    _atomic_write(paths["per_structure"], lambda p: result.per_structure.to_parquet(p, index=False))
+    summary = pa.Table.from_pylist([result.summary])  # NaN stays NaN (pandas would turn it into null)
+    _atomic_write(paths["summary"], lambda p: pq.write_table(summary, p))
+    _atomic_write(paths["markdown"], lambda p: p.write_text(result.markdown()))
+    config = {"config": result.config.as_dict(), "reason_counts": result.reason_counts}
+    _atomic_write(paths["config"], lambda p: p.write_text(json.dumps(config, indent=2)))
+    return {key: str(path) for key, path in paths.items()}
+
+
+def read_metrics(out_dir: str | Path) -> MetricsResult:
+    """The result `write_metrics` wrote (to compare runs or re-render the markdown)."""
+    out = Path(out_dir)
+    meta = json.loads((out / "config.json").read_text())
+    summary = pq.read_table(out / "summary.parquet").to_pylist()[0]  # keeps ints as ints
+    return MetricsResult(pd.read_parquet(out / "per_structure.parquet"), summary,
+                         MetricsConfig.from_dict(meta["config"]), meta["reason_counts"])
