@@ -13,13 +13,18 @@ No symmetry is imposed (AIRSS's plain mode); every structure has exactly the req
 from __future__ import annotations
 
 import math
+import time
+import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.core.periodic_table import Element
 
 from unimat_core.lattice_encoding import reduced_volume_squared
+from unimat_core.structure_table import CORE_COLUMNS, describe, structure_to_json
 
 
 class RandomStructureError(RuntimeError):
@@ -116,3 +121,39 @@ def min_distance_ratio(structure: Structure) -> float:
     ratios = distances / (radii[:, None] + radii[None, :])
     self_image = min(structure.lattice.get_lll_reduced_lattice().abc) / (2 * radii.max())
     return float(min(ratios.min(), self_image)) if len(structure) > 1 else self_image
+
+
+CANDIDATE_EXTRA = ("valid", "reason", "target_formula", "trial", "seconds")
+
+
+def candidate_rng(seed: int, formula: str, trial: int) -> np.random.Generator:
+    """A generator keyed by (seed, formula, trial): each candidate is reproducible on its own, whatever else is asked for."""
+    return np.random.default_rng([seed, zlib.crc32(formula.encode()), trial])
+
+
+def random_candidates(formulas: Sequence[str], n_per: int, seed: int = 0,
+                      config: RandomStructureConfig = RandomStructureConfig(), id_prefix: str = "random") -> pd.DataFrame:
+    """`n_per` random crystals per formula as one structure table (ids `<prefix>-<formula>-<trial>`).
+
+    Extra columns: valid, reason, target_formula, trial, seconds (time to build that candidate).
+    A candidate that cannot be built (bad formula, no room under the distance rule) is a row with
+    valid=False, no structure and the reason: one hard formula never costs the others their candidates.
+    """
+    if n_per < 1:
+        raise ValueError("n_per must be >= 1")
+    rows = []
+    for formula in formulas:
+        for trial in range(n_per):
+            start = time.perf_counter()
+            row = {"id": f"{id_prefix}-{formula}-{trial:03d}", "split": "", "source": "random_structures",
+                   "target_formula": formula, "trial": trial}
+            try:
+                structure = random_structure(formula, candidate_rng(seed, formula, trial), config)
+            except (RandomStructureError, ValueError) as exc:
+                row.update(formula=None, reduced_formula=None, chemsys=None, n_sites=0, n_elements=0, structure=None,
+                           valid=False, reason=f"{type(exc).__name__}: {exc}")
+            else:
+                row.update(describe(structure), structure=structure_to_json(structure), valid=True, reason="")
+            rows.append({**row, "seconds": time.perf_counter() - start})
+    frame = pd.DataFrame(rows, columns=[*CORE_COLUMNS, *CANDIDATE_EXTRA])
+    return frame.astype({"n_sites": "int32", "n_elements": "int32", "trial": "int32", "valid": bool})

@@ -35,3 +35,25 @@ def test_impossible_rules_fail_clearly():
     with pytest.raises(ValueError, match="not an integer"):
         random_structure("NaCl0.5", np.random.default_rng(0))
     assert RandomStructureConfig.from_dict(crowded.as_dict()) == crowded
+
+
+def test_random_candidates_table_records_failures_and_is_keyed_per_candidate():
+    from unimat_core.random_structures import random_candidates
+    from unimat_core.structure_table import structure_from_json, validate_frame
+
+    config = RandomStructureConfig()
+    table = random_candidates(["Cu3Au", "Sr1Ti1O3", "NaCl0.5"], 3, seed=4, config=config)
+    validate_frame(table)
+    assert len(table) == 9 and table["trial"].tolist() == [0, 1, 2] * 3
+    good = table[table["target_formula"] != "NaCl0.5"]
+    assert good["valid"].all() and (good["reason"] == "").all() and (good["seconds"] > 0).all()
+    for formula, text in zip(good["target_formula"], good["structure"]):
+        structure = structure_from_json(text)
+        assert structure.composition == Composition(formula)
+        assert min_distance_ratio(structure) >= config.min_distance_factor - 1e-9
+    bad = table[table["target_formula"] == "NaCl0.5"]
+    assert not bad["valid"].any() and bad["structure"].isna().all()
+    assert bad["reason"].str.contains("not an integer").all()
+    # each candidate depends only on (seed, formula, trial): asking for fewer formulas changes nothing
+    alone = random_candidates(["Sr1Ti1O3"], 2, seed=4, config=config)
+    assert alone["structure"].tolist() == table.loc[table["target_formula"] == "Sr1Ti1O3", "structure"].tolist()[:2]
