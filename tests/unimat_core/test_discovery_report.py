@@ -68,3 +68,19 @@ def test_summary_head_to_head_and_report():
 def test_missing_columns_are_named():
     with pytest.raises(ValueError, match="seconds"):
         relaxations_to_reach(toy_results().drop(columns=["seconds"]), REFERENCE)
+
+
+def test_curve_summary_and_ks_for_a_budget():
+    from unimat_core.discovery_report import curve_summary, ks_up_to
+
+    assert ks_up_to(20) == (1, 2, 5, 10, 20) and ks_up_to(3) == (1, 2, 3)
+    curves = best_after_k(toy_results(), REFERENCE, ks=ks_up_to(4))
+    table = curve_summary(curves).set_index(["method", "k"])
+    # random after 4: SrTiO3 at +9 meV, BaZrO3 at +50 meV; after 1: +500 and +500
+    assert table.loc[("random", 4), "median_above_meV"] == pytest.approx((9 + 50) / 2)
+    assert table.loc[("random", 4), "reached_fraction"] == pytest.approx(0.5)
+    assert table.loc[("unimat", 1), "reached_fraction"] == pytest.approx(0.5)  # BaZrO3 at +5 meV on trial 1
+    assert table.loc[("unimat", 2), "reached_fraction"] == pytest.approx(1.0)
+    per_composition = relaxations_to_reach(toy_results(), REFERENCE)
+    report = markdown_report(summarise(per_composition), per_composition, curves=curves)
+    assert "Lowest energy found after k relaxations" in report and "median_above_meV" in report
