@@ -1,6 +1,8 @@
 """`unimat` command line: every subcommand runs its Prefect flow.
 
-Parameters are validated (pydantic) before Prefect starts, so a typo fails in milliseconds.
+Options left out keep the pydantic defaults of the flow's parameters (for `campaign`, the demo
+defaults of `CampaignParams`). Parameters are validated before Prefect starts, so a typo fails in
+milliseconds and nothing is written.
 """
 
 from __future__ import annotations
@@ -13,10 +15,35 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+S = argparse.SUPPRESS  # absent options are absent from the namespace: the pydantic default applies
+
+# option dest -> (parameter group, field)
+FIELDS: dict[str, tuple[str, str]] = {
+    "max_atoms_per_element": ("tensorize", "max_atoms_per_element"), "shard_size": ("tensorize", "shard_size"),
+    "preset": ("train", "preset"), "max_steps": ("train", "max_steps"), "max_minutes": ("train", "max_minutes"),
+    "batch_size": ("train", "batch_size"), "learning_rate": ("train", "learning_rate"),
+    "train_split": ("train", "split"), "train_device": ("train", "device"),
+    "num_samples": ("generate", "num_samples"), "compositions": ("generate", "compositions"),
+    "samples_per_composition": ("generate", "samples_per_composition"), "gen_batch_size": ("generate", "batch_size"),
+    "sampler": ("generate", "sampler"), "steps": ("generate", "steps"), "guidance": ("generate", "guidance"),
+    "seed": ("generate", "seed"), "gen_device": ("generate", "device"),
+    "calculator": ("relax", "calculator"), "calculator_model": ("relax", "model"), "fmax": ("relax", "fmax"),
+    "relax_steps": ("relax", "max_steps"), "optimizer": ("relax", "optimizer"), "time_limit": ("relax", "time_limit_s"),
+    "chunk_size": ("relax", "chunk_size"), "max_sites": ("relax", "max_sites"), "relax_device": ("relax", "device"),
+    "reference": ("score", "reference"), "reference_size": ("score", "reference_size"),
+    "metastable_cutoff": ("score", "metastable_cutoff"), "use_metastable": ("score", "use_metastable"),
+    "eval_dataset": ("evaluate", "dataset"), "struct_cutoff": ("evaluate", "struct_cutoff"),
+    "comp_cutoff": ("evaluate", "comp_cutoff"), "n_eval": ("evaluate", "n_eval"),
+    "eval_workers": ("evaluate", "n_workers"), "cache_dir": ("evaluate", "cache_dir"),
+}
+LISTS = {"compositions"}  # comma-separated on the command line
+
 
 def _ensure_prefect_home() -> None:
     """Keep Prefect's database and settings inside the project unless the user chose otherwise."""
     os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / ".prefect"))
+    # the temporary server's first start (database migrations) can exceed Prefect's 20 s on a busy machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
@@ -31,80 +58,136 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _tensorize_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-atoms-per-element", type=int, default=None, help="UniMat L (default: fitted to the data)")
-    parser.add_argument("--shard-size", type=int, default=4096)
+    parser.add_argument("--max-atoms-per-element", type=int, default=S, help="UniMat L (default: fitted to the data)")
+    parser.add_argument("--shard-size", type=int, default=S, help="structures per tensor shard (4096)")
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="tiny", choices=["tiny", "small", "paper"])
-    parser.add_argument("--max-steps", type=int, default=1500)
-    parser.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops cleanly with a checkpoint")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--train-split", default=None, help="split to train on (default: train, else val)")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cuda or cpu")
+    parser.add_argument("--preset", default=S, choices=["tiny", "small", "paper"], help="model size (tiny)")
+    parser.add_argument("--max-steps", type=int, default=S, help="training steps (1500)")
+    parser.add_argument("--max-minutes", type=float, default=S,
+                        help="wall-clock budget; stops cleanly with a checkpoint (campaign default 6)")
+    parser.add_argument("--batch-size", type=int, default=S, help="training batch size (64)")
+    parser.add_argument("--learning-rate", type=float, default=S)
+    parser.add_argument("--train-split", default=S, help="split to train on (default: train, else val)")
+    parser.add_argument("--device", dest="train_device", default=S, help="auto (cuda if available), cuda or cpu")
 
 
-def _generate_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--num-samples", type=int, default=200, help="unconditional samples")
-    parser.add_argument("--compositions", default="", help="comma-separated cell formulas, e.g. SrTiO3,Ba2Ti2O6 (conditional)")
-    parser.add_argument("--samples-per-composition", type=int, default=4)
-    parser.add_argument("--gen-batch-size", type=int, default=100)
-    parser.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
-    parser.add_argument("--steps", type=int, default=50, help="sampling steps (DDPM: 1000 for the exact sampler)")
-    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight")
-    parser.add_argument("--seed", type=int, default=0)
-    if not any(a.dest == "device" for a in parser._actions):
-        parser.add_argument("--device", default="auto")
+def _generate_args(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
+    parser.add_argument("--num-samples", type=int, default=S, help="unconditional samples (200; campaign 64)")
+    parser.add_argument("--compositions", default=S, help="comma-separated cell formulas, e.g. SrTiO3,Ba2Ti2O6 (conditional)")
+    parser.add_argument("--samples-per-composition", type=int, default=S)
+    parser.add_argument("--gen-batch-size", type=int, default=S, help="samples per generation task (100; campaign 32)")
+    parser.add_argument("--sampler", default=S, choices=["ddim", "ddpm"])
+    parser.add_argument("--steps", type=int, default=S, help="sampling steps (50; DDPM: 1000 for the exact sampler)")
+    parser.add_argument("--guidance", type=float, default=S, help="classifier-free guidance weight (1.0)")
+    parser.add_argument("--seed", type=int, default=S)
+    if device:
+        parser.add_argument("--device", dest="gen_device", default=S, help="auto, cuda or cpu")
+
+
+def _relax_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calculator", default=S, help="chgnet (default), sevennet, emt, gpaw, vasp, espresso")
+    parser.add_argument("--calculator-model", default=S, help="model name of the calculator (chgnet 0.3.0, sevennet 7net-0)")
+    parser.add_argument("--fmax", type=float, default=S, help="force threshold, eV/A (0.05)")
+    parser.add_argument("--relax-steps", type=int, default=S, help="optimizer step limit per structure (300)")
+    parser.add_argument("--optimizer", default=S, choices=["FIRE", "BFGS"])
+    parser.add_argument("--time-limit", type=float, default=S, help="seconds per structure (120; campaign 60)")
+    parser.add_argument("--chunk-size", type=int, default=S, help="structures per relax task / part file (10)")
+    parser.add_argument("--max-sites", type=int, default=S, help="cells with more sites are recorded as skipped (64)")
+
+
+def _score_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reference", default=S,
+                        help="offline (default: elemental + training subset relaxed with the same calculator), "
+                             "mp (needs MP_API_KEY), or a parquet/CSV path (id, composition, energy_per_atom, source)")
+    parser.add_argument("--reference-size", type=int, default=S, help="training structures in the offline reference (24)")
+    parser.add_argument("--metastable-cutoff", type=float, default=S, help="eV/atom above the hull (0.1)")
+    parser.add_argument("--use-metastable", action="store_true", default=S, help="S.U.N. counts metastable as stable")
+
+
+def _evaluate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eval-dataset", default=S, help="metric cutoffs of perov_5 | carbon_24 | mp_20 (default: the source)")
+    parser.add_argument("--struct-cutoff", type=float, default=S)
+    parser.add_argument("--comp-cutoff", type=float, default=S)
+    parser.add_argument("--n-eval", type=int, default=S, help="valid samples for coverage/EMD (1000)")
+    parser.add_argument("--eval-workers", type=int, default=S, help="fingerprint processes (2)")
+    parser.add_argument("--cache-dir", default=S, help="fingerprint cache (default: <results-root>/.cache/fingerprints)")
+
+
+STAGE_ARGS = {"tensorize": [_tensorize_args], "train": [_train_args], "generate": [_generate_args],
+              "relax": [_relax_args], "score": [_relax_args, _score_args], "evaluate": [_evaluate_args]}
+HELP = {"fetch": "load a dataset into <campaign>/fetch/structures.parquet",
+        "tensorize": "encode the fetched structures as UniMat tensors",
+        "train": "train (or resume) the UniMat model on the tensorized dataset",
+        "generate": "generate structures with the trained model",
+        "relax": "relax the generated structures (chunked, resumable)",
+        "score": "reference hull, formation/decomposition energies, S.U.N. (calculator options = the relax stage's)",
+        "evaluate": "benchmark metrics of the generated structures vs the fetched test split"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unimat", description="UniMat materials discovery pipeline (Prefect flows).")
     sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("fetch", help="load a dataset into <campaign>/fetch/structures.parquet")
+    fetch = sub.add_parser("fetch", help=HELP["fetch"])
     _run_args(fetch)
     _source_args(fetch)
-    tensorize = sub.add_parser("tensorize", help="encode the fetched structures as UniMat tensors")
-    _run_args(tensorize)
-    _tensorize_args(tensorize)
-    train = sub.add_parser("train", help="train (or resume) the UniMat model on the tensorized dataset")
-    _run_args(train)
-    _train_args(train)
-    generate = sub.add_parser("generate", help="generate structures with the trained model")
-    _run_args(generate)
-    _generate_args(generate)
+    for stage, adders in STAGE_ARGS.items():
+        stage_parser = sub.add_parser(stage, help=HELP[stage])
+        _run_args(stage_parser)
+        for add in adders:
+            add(stage_parser)
     campaign = sub.add_parser("campaign", help="run the discovery campaign (all stages, resuming finished ones)")
     _run_args(campaign)
     _source_args(campaign)
     _tensorize_args(campaign)
     _train_args(campaign)
-    _generate_args(campaign)
+    _generate_args(campaign, device=False)
+    _relax_args(campaign)
+    _score_args(campaign)
+    _evaluate_args(campaign)
+    campaign.add_argument("--stop-after", default=S, choices=["fetch", "tensorize", "train", "generate", "relax",
+                                                              "score", "evaluate"], help="last stage to run (evaluate)")
     return parser
+
+
+def _groups(args: argparse.Namespace) -> dict[str, dict]:
+    """Given options as {group: {field: value}}."""
+    groups: dict[str, dict] = {}
+    for dest, value in vars(args).items():
+        if dest in FIELDS:
+            group, field = FIELDS[dest]
+            if dest in LISTS:
+                value = tuple(v for v in value.split(",") if v)
+            groups.setdefault(group, {})[field] = value
+    if "train_device" in vars(args) and args.command == "campaign":  # one --device for the whole campaign
+        groups.setdefault("generate", {})["device"] = args.train_device
+    return groups
 
 
 def _params(args: argparse.Namespace) -> dict:
     """Validated flow parameters for the chosen subcommand (pydantic raises on bad values)."""
-    from flows.params import CampaignParams, GenerateParams, RunParams, TensorizeParams, TrainParams
+    from flows import params as p
     from unimat_core.datasets.source import DatasetSource
 
-    has = vars(args)
-    run = RunParams(campaign=args.campaign, **({"results_root": args.results_root} if args.results_root else {}))
+    models = {"tensorize": p.TensorizeParams, "train": p.TrainParams, "generate": p.GenerateParams,
+              "relax": p.RelaxParams, "score": p.ScoreParams, "evaluate": p.EvaluateParams}
+    run = p.RunParams(campaign=args.campaign, **({"results_root": args.results_root} if args.results_root else {}))
+    given = _groups(args)
     params: dict = {"run": run}
-    if "source" in has:
+    if "source" in vars(args):
         params["source"] = DatasetSource.parse(args.source, splits=tuple(s for s in args.splits.split(",") if s))
-    if "shard_size" in has:
-        params["tensorize"] = TensorizeParams(max_atoms_per_element=args.max_atoms_per_element, shard_size=args.shard_size)
-    if "preset" in has:
-        params["train"] = TrainParams(preset=args.preset, max_steps=args.max_steps, max_minutes=args.max_minutes,
-                                      batch_size=args.batch_size, learning_rate=args.learning_rate, split=args.train_split,
-                                      device=args.device)
-    if "sampler" in has:
-        params["generate"] = GenerateParams(
-            num_samples=args.num_samples, compositions=tuple(c for c in args.compositions.split(",") if c),
-            samples_per_composition=args.samples_per_composition, batch_size=args.gen_batch_size, sampler=args.sampler,
-            steps=args.steps, guidance=args.guidance, seed=args.seed, device=args.device)
     if args.command == "campaign":
-        return {"params": CampaignParams(**params)}
+        defaults = p.CampaignParams()
+        for group, model in models.items():
+            base = getattr(defaults, group).model_dump()
+            params[group] = model(**{**base, **given.get(group, {})})
+        if "stop_after" in vars(args):
+            params["stop_after"] = args.stop_after
+        return {"params": p.CampaignParams(**params)}
+    for group in {"score": ["relax", "score"]}.get(args.command, [args.command]):
+        if group in models:
+            params[group] = models[group](**given.get(group, {}))
     return params
 
 
@@ -117,10 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _ensure_prefect_home()
     from flows.campaign import discovery_campaign
-    from flows.stages import fetch_flow, generate_flow, tensorize_flow, train_flow
+    from flows import stages
 
-    flow = {"fetch": fetch_flow, "tensorize": tensorize_flow, "train": train_flow, "generate": generate_flow,
-            "campaign": discovery_campaign}[args.command]
+    flow = {"fetch": stages.fetch_flow, "tensorize": stages.tensorize_flow, "train": stages.train_flow,
+            "generate": stages.generate_flow, "relax": stages.relax_flow, "score": stages.score_flow,
+            "evaluate": stages.evaluate_flow, "campaign": discovery_campaign}[args.command]
     try:
         result = flow(**params)
     except FileNotFoundError as exc:
@@ -129,8 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2, default=str))
     run = params["params"].run if "params" in params else params["run"]
     print(f"\nResults: {run.layout().campaign_dir}")
-    print("Inspect runs in the Prefect UI: `make ui` (starts `prefect server` on http://127.0.0.1:4200) and run with "
-          "PREFECT_API_URL=http://127.0.0.1:4200/api to send runs there.")
+    if os.environ.get("PREFECT_API_URL"):
+        print(f"Runs, logs and artifacts are in the Prefect UI served by {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
+    else:
+        home = os.environ["PREFECT_HOME"]
+        print(f"Runs, logs and artifacts were recorded in Prefect's database under {home}. To browse them: `make ui` "
+              "(starts `prefect server` on that database), then open http://127.0.0.1:4200 (Runs, Artifacts). "
+              "With the server up, export PREFECT_API_URL=http://127.0.0.1:4200/api to send new runs to it live.")
     return 0
 
 

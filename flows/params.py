@@ -89,13 +89,113 @@ class GenerateParams(BaseModel):
         return {**self.model_dump(), "compositions": list(self.compositions), "checkpoint": checkpoint, "out_dir": out_dir}
 
 
+class RelaxParams(BaseModel):
+    """Relaxation of the generated candidates (and of the offline reference, so energies share a calculator)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calculator: str = "chgnet"
+    model: str | None = None  # calculator-specific model name (chgnet "0.3.0", sevennet "7net-0")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    fmax: float = Field(default=0.05, gt=0)
+    max_steps: int = Field(default=300, ge=1)
+    optimizer: Literal["FIRE", "BFGS"] = "FIRE"
+    relax_cell: bool = True
+    time_limit_s: float = Field(default=120.0, gt=0)
+    chunk_size: int = Field(default=10, ge=1)
+    max_sites: int | None = Field(default=64, ge=1)  # larger cells are recorded as skipped, not relaxed
+
+    @field_validator("calculator")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from dft.calculators import available_calculators
+
+        if value not in available_calculators():
+            raise ValueError(f"unknown calculator {value!r}; known: {available_calculators()}")
+        return value
+
+    def calculator_config(self) -> dict:
+        """dft.calculators.CalculatorConfig fields (a plain dict: chunk tasks get only small arguments)."""
+        return {"name": self.calculator, "device": self.device, "model": self.model, "options": {}, "cpu_threads": 1}
+
+    def relax_config(self) -> dict:
+        """dft.relax.RelaxConfig fields."""
+        return {"fmax": self.fmax, "max_steps": self.max_steps, "optimizer": self.optimizer,
+                "relax_cell": self.relax_cell, "time_limit_s": self.time_limit_s}
+
+
+class ScoreParams(BaseModel):
+    """Reference hull and stability scoring.
+
+    `reference`: "offline" (elemental prototypes + `reference_size` training structures, all relaxed with
+    the relax stage's calculator), "mp" (Materials Project, needs MP_API_KEY and network) or a path to a
+    parquet/CSV table with id, composition, energy_per_atom, source.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    reference: str = "offline"
+    reference_size: int = Field(default=24, ge=0)
+    seed: int = 0
+    metastable_cutoff: float = Field(default=0.1, ge=0)
+    use_metastable: bool = False  # S.U.N. with "stable" = on/below the hull (Matbench Discovery) by default
+    elements_per_task: int = Field(default=8, ge=1)
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        if value in ("offline", "mp"):
+            return value
+        path = Path(value)
+        if not path.exists():
+            raise ValueError(f"reference must be 'offline', 'mp' or an existing parquet/CSV file; {value!r} not found")
+        return str(path.resolve())
+
+    @property
+    def kind(self) -> str:
+        return self.reference if self.reference in ("offline", "mp") else "file"
+
+
+class EvaluateParams(BaseModel):
+    """Benchmark metrics (CDVAE protocol + uniqueness/novelty); cutoffs default to the dataset's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = None  # default: the fetched source's name (perov_5, carbon_24, mp_20)
+    struct_cutoff: float | None = Field(default=None, gt=0)
+    comp_cutoff: float | None = Field(default=None, gt=0)
+    n_eval: int = Field(default=1000, ge=1)
+    seed: int = 0
+    n_workers: int = Field(default=2, ge=1)
+    cache_dir: str | None = None  # default: <results_root>/.cache/fingerprints (shared by campaigns)
+
+    def metrics_config(self, dataset: str | None, results_root: str) -> dict:
+        """Fields of unimat_core.metrics.evaluate.MetricsConfig."""
+        config = self.model_dump()
+        config["dataset"] = self.dataset or dataset
+        config["cache_dir"] = self.cache_dir or str(Path(results_root).resolve() / ".cache" / "fingerprints")
+        return {k: v for k, v in config.items() if v is not None}
+
+
+Stage = Literal["fetch", "tensorize", "train", "generate", "relax", "score", "evaluate"]
+
+
 class CampaignParams(BaseModel):
-    """Everything a discovery campaign needs; the defaults are the README's demo."""
+    """Everything a discovery campaign needs; the defaults are the README's demo (`make demo`).
+
+    Demo sizing (2 CPU cores, under 20 minutes in total): the tiny model trained for at most
+    `train.max_minutes`, 64 samples, CHGNet relaxations capped at 300 steps / 60 s each, and a
+    24-structure offline reference.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     run: RunParams = RunParams()
     source: DatasetSource = DatasetSource()
     tensorize: TensorizeParams = TensorizeParams()
-    train: TrainParams = TrainParams()
-    generate: GenerateParams = GenerateParams()
+    train: TrainParams = TrainParams(max_steps=1500, max_minutes=6.0)
+    generate: GenerateParams = GenerateParams(num_samples=64, batch_size=32)
+    relax: RelaxParams = RelaxParams(time_limit_s=60.0)
+    score: ScoreParams = ScoreParams()
+    evaluate: EvaluateParams = EvaluateParams(n_eval=1000)
+    stop_after: Stage = "evaluate"

@@ -1,15 +1,27 @@
-"""One Prefect flow per stage; each runs alone on an existing run folder."""
+"""One Prefect flow per stage; each runs alone on an existing run folder.
+
+Chunked stages (generate, relax, the score stage's reference relaxations) fan out with `.map()` on the
+flow's task runner: threads by default, `relax_flow.with_options(task_runner=DaskTaskRunner(...))` on
+a Dask cluster. Mapped tasks only get paths, ids and config dicts.
+"""
 
 from __future__ import annotations
 
 from prefect import flow, unmapped
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.params import GenerateParams, RunParams, TensorizeParams, TrainParams
+from flows.params import EvaluateParams, GenerateParams, RelaxParams, RunParams, ScoreParams, TensorizeParams, TrainParams
 from tasks.fetch import fetch_structures
 from tasks.generate import generate_batch, plan_generation
+from tasks.relax import plan_relax, relax_chunk, relax_report
+from tasks.score import (build_reference, elemental_chunk, elemental_dir, plan_reference, reference_relax_dir,
+                         score_relaxed, summarize_sun)
 from tasks.tensorize import tensorize_structures
 from tasks.train import train_model
 from unimat_core.datasets.source import DatasetSource
+
+# Two chunks at a time locally: one per core of a small machine (relaxations use one torch thread each).
+LOCAL_RUNNER = ThreadPoolTaskRunner(max_workers=2)
 
 
 @flow(name="fetch", log_prints=True)
@@ -31,10 +43,66 @@ def train_flow(run: RunParams = RunParams(), train: TrainParams = TrainParams())
 def generate_flow(run: RunParams = RunParams(), generate: GenerateParams = GenerateParams()) -> dict:
     """Fan out one task per batch on the flow's task runner; parts land as batches finish."""
     layout = run.layout()
-    checkpoint = layout.require(layout.stage_dir("train") / "checkpoints" / "last.pt", made_by="train")
-    config = generate.core_config(str(checkpoint), str(layout.stage_dir("generate")))
+    checkpoint = layout.require(layout.train_checkpoint, made_by="train")
+    config = generate.core_config(str(checkpoint), str(layout.generated))
     batches = plan_generation(config)
     futures = generate_batch.map(unmapped(config), list(range(len(batches))), batches)
     parts = [f.result() for f in futures]
     return {"out_dir": config["out_dir"], "n_parts": len(parts), "n_generated": sum(p["n"] for p in parts),
             "n_valid": sum(p["n_valid"] for p in parts), "n_reused_parts": sum(p["skipped"] for p in parts)}
+
+
+@flow(name="relax", log_prints=True, task_runner=LOCAL_RUNNER)
+def relax_flow(run: RunParams = RunParams(), relax: RelaxParams = RelaxParams()) -> dict:
+    """Relax every validly decoded generated structure not yet relaxed, one part file per chunk."""
+    layout = run.layout()
+    layout.require_parts(layout.generated, made_by="generate")
+    plan = plan_relax(str(layout.generated), str(layout.relaxed), relax.chunk_size)
+    futures = relax_chunk.map(unmapped(str(layout.generated)), plan["chunks"], plan["parts"],
+                              unmapped(relax.calculator_config()), unmapped(relax.relax_config()),
+                              unmapped(relax.max_sites))
+    chunks = futures.result()
+    return {**relax_report(layout, plan["n_done_before"], chunks), "n_chunks": len(chunks)}
+
+
+@flow(name="score", log_prints=True, task_runner=LOCAL_RUNNER)
+def score_flow(run: RunParams = RunParams(), relax: RelaxParams = RelaxParams(), score: ScoreParams = ScoreParams()
+               ) -> dict:
+    """Build (or reuse) the reference hull, score the relaxed candidates, summarise S.U.N."""
+    layout = run.layout()
+    layout.require_parts(layout.relaxed, made_by="relax")
+    calculator = relax.calculator_config()
+    reference: dict = {"kind": score.kind}
+    elements: list[str] = []
+    if score.kind == "offline":
+        plan = plan_reference(layout, score.reference_size, score.seed, relax.calculator)
+        elements = plan["elements"]
+        groups = [elements[i:i + score.elements_per_task] for i in range(0, len(elements), score.elements_per_task)]
+        elemental = elemental_chunk.map(groups, unmapped(str(elemental_dir(layout, calculator))),
+                                        unmapped(calculator), unmapped(relax.relax_config()))
+        pieces = str(reference_relax_dir(layout, calculator))
+        train_plan = plan_relax(str(layout.structures), pieces, relax.chunk_size, plan["train_ids"]) \
+            if plan["train_ids"] else {"chunks": [], "parts": []}
+        training = relax_chunk.map(unmapped(str(layout.structures)), train_plan["chunks"], train_plan["parts"],
+                                   unmapped(calculator), unmapped(relax.relax_config()))
+        failed = {k: v for r in elemental.result() for k, v in r["failed"].items()}
+        reference.update(n_training_relaxed=sum(c["n"] for c in training.result() if not c["skipped"]),
+                         elements_failed=sorted(failed))
+    reference.update(build_reference(layout, score.kind, score.reference if score.kind == "file" else None,
+                                     elements, calculator))
+    scores = score_relaxed(layout, score.metastable_cutoff)
+    sun = summarize_sun(layout, score.use_metastable)
+    return {"reference": reference, "scores": scores, "sun": sun}
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate_flow(run: RunParams = RunParams(), evaluate: EvaluateParams = EvaluateParams()) -> dict:
+    """Benchmark metrics of the generated structures vs the fetched held-out split (novelty vs the training split)."""
+    from tasks.evaluate import evaluate_generated
+    from tasks.evaluate_inputs import split_tables
+
+    layout = run.layout()
+    inputs = split_tables(layout)
+    config = evaluate.metrics_config(inputs["dataset"], run.results_root)
+    return evaluate_generated(inputs["generated_dir"], inputs["reference_path"], inputs["training_path"], config,
+                              str(layout.stage_dir("evaluate")))

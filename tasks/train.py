@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+
+from tasks.artifacts import artifact_key, file_links, inline_image, loss_curve_png
 
 from unimat_core.model.training import TrainConfig, train
 from unimat_core.run_layout import RunLayout
@@ -16,6 +20,15 @@ def training_split(dataset: str, requested: str | None) -> str | None:
         return requested
     splits = set(TensorDataset(dataset).manifest["split"])
     return "train" if "train" in splits else "val" if "val" in splits else None
+
+
+def training_split_of(layout: RunLayout) -> str | None:
+    """The split the campaign's model was trained on (train/config.json, else the train stage's choice
+    for the tensorized data); None = every row (also when neither exists yet)."""
+    config = layout.stage_dir("train") / "config.json"
+    if config.exists():
+        return json.loads(config.read_text()).get("split")
+    return training_split(str(layout.tensors), None) if layout.tensors.exists() else None
 
 
 @task(name="train-model")
@@ -35,4 +48,19 @@ def train_model(layout: RunLayout, config: dict) -> dict:
     summary = train(train_config, on_log=on_log)
     update_progress_artifact(progress, progress=100.0)
     logger.info("train: %s", summary.as_dict())
+    publish_loss_curve(layout, summary.as_dict())
     return summary.as_dict()
+
+
+def publish_loss_curve(layout: RunLayout, summary: dict) -> None:
+    """The loss curve as `train/loss.png` and a markdown artifact with it inline."""
+    png = loss_curve_png(layout.train_metrics, layout.stage_dir("train") / "loss.png")
+    create_markdown_artifact(
+        key=artifact_key(layout.campaign, "train"),
+        markdown=(f"### Training of {layout.campaign}\n\n* steps: {summary['step']} (resumed from "
+                  f"{summary['resumed_from']}, stopped by {summary['stopped_by']})\n* last loss: "
+                  f"{summary['last_loss']:.4f}, best logged loss: {summary['best_loss']:.4f}\n\n"
+                  + inline_image(png, "training loss") + file_links({"checkpoint": layout.train_checkpoint,
+                                                                     "metrics": layout.train_metrics,
+                                                                     "loss curve": png or ""})),
+        description="train stage summary")

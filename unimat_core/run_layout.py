@@ -45,8 +45,47 @@ class RunLayout:
     def tensors(self) -> Path:
         return self.stage_dir("tensorize") / "dataset"
 
+    @property
+    def train_checkpoint(self) -> Path:
+        return self.stage_dir("train") / "checkpoints" / "last.pt"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.stage_dir("train") / "metrics.csv"
+
+    @property
+    def generated(self) -> Path:
+        """Folder of `part-*.parquet` written by the generate stage (invalid decodes included)."""
+        return self.stage_dir("generate")
+
+    @property
+    def relaxed(self) -> Path:
+        """Folder of `part-*.parquet` written by the relax stage."""
+        return self.stage_dir("relax")
+
+    @property
+    def reference(self) -> Path:
+        return self.stage_dir("score") / "reference.parquet"
+
+    @property
+    def scores(self) -> Path:
+        return self.stage_dir("score") / "scores.parquet"
+
+    @property
+    def per_structure_metrics(self) -> Path:
+        """Evaluate stage's per-structure table (valid, unique, novel, reason)."""
+        return self.stage_dir("evaluate") / "per_structure.parquet"
+
     def require(self, path: Path, made_by: str) -> Path:
         """Fail fast, naming the missing file and the stage that makes it."""
         if not path.exists():
             raise MissingStageOutput(f"{path} does not exist: run the `{made_by}` stage for campaign {self.campaign!r} first")
         return path
+
+    def require_parts(self, folder: Path, made_by: str) -> list[Path]:
+        """The `part-*.parquet` files of a stage folder; fail fast when there are none."""
+        parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+        if not parts:
+            raise MissingStageOutput(f"{folder}/part-*.parquet does not exist: run the `{made_by}` stage for campaign "
+                                     f"{self.campaign!r} first")
+        return parts

@@ -1,0 +1,52 @@
+"""The campaign's closing artifact: per-stage timings, headline numbers and links to every output."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from tasks.artifacts import artifact_key, file_links
+from unimat_core.run_layout import RunLayout
+
+
+def _headline(stage: str, result: dict) -> str:
+    pick = {
+        "fetch": ("n_structures", "reused"), "tensorize": ("n_encoded", "reused"),
+        "train": ("step", "last_loss", "stopped_by"), "generate": ("n_generated", "n_valid"),
+        "relax": ("n_relaxed", "n_converged", "n_failed"), "score": (),
+        "evaluate": (),
+    }[stage]
+    if stage == "score":
+        scores = result.get("scores", {})
+        return ", ".join(f"{k}={scores.get(k)}" for k in ("n_scored", "n_stable", "n_metastable"))
+    if stage == "evaluate":
+        return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in list(result.items())[:8] if not isinstance(v, (dict, list)))
+    return ", ".join(f"{k}={result.get(k)}" for k in pick if k in result)
+
+
+@task(name="campaign-summary")
+def publish_campaign_summary(layout: RunLayout, results: dict) -> str:
+    """Markdown artifact of the whole campaign; returns its key."""
+    rows = "".join(f"| {stage} | {seconds:g} | {_headline(stage, results.get(stage) or {})} |\n"
+                   for stage, seconds in results["seconds"].items())
+    sun = results.get("sun") or (results.get("score") or {}).get("sun")
+    sun_text = (f"\n**S.U.N.**: {sun['n_sun']} of {sun['n_candidates']} candidates ({sun['sun_rate']:.1%}); stable "
+                f"{sun['n_stable']}, unique {sun['n_unique']}, novel {sun['n_novel']} "
+                f"({'uniqueness/novelty from evaluate' if sun['uniqueness_known'] else 'uniqueness/novelty not known'}).\n"
+                if sun else "")
+    score_dir = layout.stage_dir("score")
+    files = file_links({
+        "structures": layout.structures, "tensors": layout.tensors, "checkpoint": layout.train_checkpoint,
+        "training metrics": layout.train_metrics, "loss curve": layout.stage_dir("train") / "loss.png",
+        "generated parts": layout.generated, "relaxed parts": layout.relaxed, "reference hull": layout.reference,
+        "scores": layout.scores, "S.U.N.": score_dir / "sun.json",
+        "decomposition-energy histogram": score_dir / "decomposition_energy.png",
+        "metrics": layout.stage_dir("evaluate"),
+    })
+    key = artifact_key(layout.campaign, "campaign")
+    create_markdown_artifact(
+        key=key, description="discovery campaign summary",
+        markdown=(f"## Campaign {layout.campaign}\n\nRun folder: `{layout.campaign_dir}`\n\n"
+                  f"| stage | seconds | result |\n|---|---|---|\n{rows}{sun_text}\n### Files\n\n{files}"))
+    return key

@@ -1,0 +1,165 @@
+"""Relax stage: chunked relaxation of generated (or any) structure tables into `part-XXXXX.parquet`.
+
+The flow plans chunks of ids (small lists) and maps `relax_chunk` over them, so the chunks run on
+whatever task runner the flow has (threads locally, a Dask cluster remotely). Each chunk reads its
+rows from the input parquet itself, relaxes them with dft's relaxation and writes one part file
+atomically, named by the plan: a chunk killed mid-way leaves no part, and the next plan relaxes
+exactly the ids that are in no part yet (dft.batch.finished_ids).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as ds
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from dft.batch import EXTERNAL, PART_RE, finished_ids, read_relaxed, results_to_frame
+from dft.calculators import BuiltCalculator, CalculatorConfig, build_calculator
+from dft.relax import RelaxConfig, RelaxResult, relax_structure
+from tasks.artifacts import artifact_key, file_links, histogram_png, inline_image
+from unimat_core.run_layout import RunLayout
+from unimat_core.structure_table import structure_from_json, write_structures
+
+# Built calculators are expensive (CHGNet: ~1 s and a model in memory) and not thread-safe, so
+# each worker process keeps a small pool: a chunk borrows one, and returns it when done.
+_POOL: dict[str, list[BuiltCalculator]] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _borrow(config: CalculatorConfig) -> BuiltCalculator | CalculatorConfig:
+    if config.name in EXTERNAL:  # gpaw / vasp / espresso run outside this process
+        return config
+    key = json.dumps(config.as_dict(), sort_keys=True)
+    with _POOL_LOCK:
+        free = _POOL.setdefault(key, [])
+        if free:
+            return free.pop()
+    return build_calculator(config)
+
+
+def _give_back(config: CalculatorConfig, built: BuiltCalculator | CalculatorConfig) -> None:
+    if isinstance(built, BuiltCalculator):
+        with _POOL_LOCK:
+            _POOL.setdefault(json.dumps(config.as_dict(), sort_keys=True), []).append(built)
+
+
+def _input_files(source: str | Path) -> list[Path]:
+    source = Path(source)
+    return sorted(source.glob("part-*.parquet")) if source.is_dir() else [source]
+
+
+def read_rows(source: str | Path, ids: list[str] | None = None, *, valid_only: bool = True) -> pd.DataFrame:
+    """Rows of a structure table (a file, or a folder of parts) with a structure, optionally only `ids`."""
+    dataset = ds.dataset([str(p) for p in _input_files(source)], format="parquet")
+    filt = ds.field("structure").is_valid()
+    if valid_only and "valid" in dataset.schema.names:
+        filt &= ds.field("valid") == True  # noqa: E712 - an Arrow expression, not a Python comparison
+    if ids is not None:
+        filt &= ds.field("id").isin(ids)
+    return dataset.to_table(filter=filt).to_pandas()
+
+
+def plan_chunks(source: str | Path, out_dir: str | Path, chunk_size: int, ids: list[str] | None = None) -> dict:
+    """Chunks of ids still to relax and the part file each will write (resume = skip finished ids)."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    out = Path(out_dir)
+    candidates = read_rows(source, ids)["id"].tolist()
+    done = finished_ids(out) if out.is_dir() else set()
+    todo = [i for i in candidates if i not in done]
+    existing = [int(m.group(1)) for p in out.glob("part-*.parquet") if (m := PART_RE.match(p.name))]
+    first = max(existing, default=-1) + 1
+    chunks = [todo[k:k + chunk_size] for k in range(0, len(todo), chunk_size)]
+    parts = [str(out / f"part-{first + k:05d}.parquet") for k in range(len(chunks))]
+    return {"chunks": chunks, "parts": parts, "n_candidates": len(candidates), "n_done_before": len(candidates) - len(todo)}
+
+
+@task(name="plan-relax")
+def plan_relax(source: str, out_dir: str, chunk_size: int, ids: list[str] | None = None) -> dict:
+    """Which ids each chunk relaxes (small lists of strings) and the part each chunk writes."""
+    plan = plan_chunks(source, out_dir, chunk_size, ids)
+    get_run_logger().info("relax plan: %d candidates, %d already relaxed, %d chunks of <= %d", plan["n_candidates"],
+                          plan["n_done_before"], len(plan["chunks"]), chunk_size)
+    return plan
+
+
+def _too_big(structure, max_sites: int | None, calculator: str) -> RelaxResult | None:
+    """A recorded refusal for cells beyond `max_sites` (e.g. a barely trained model's 200-atom soup)."""
+    if max_sites is None or len(structure) <= max_sites:
+        return None
+    return RelaxResult(structure=structure, calculator=calculator,
+                       error=f"skipped: {len(structure)} sites > max_sites {max_sites}")
+
+
+def relax_ids(source: str | Path, ids: list[str], part: str | Path, calculator: dict, relax: dict,
+              max_sites: int | None = None) -> dict:
+    """Relax `ids` of `source` and write them to `part`; per-structure failures are rows, not exceptions."""
+    part = Path(part)
+    if part.exists():  # finished by an earlier (retried or resumed) run
+        converged = pd.read_parquet(part, columns=["converged"])["converged"].astype(bool)
+        return {"part": str(part), "n": len(converged), "n_converged": int(converged.sum()),
+                "n_failed": int((~converged).sum()), "skipped": True}
+    rows = read_rows(source, ids).set_index("id", drop=False).loc[ids].reset_index(drop=True)
+    calc_config = CalculatorConfig.from_dict(calculator)
+    relax_config = RelaxConfig.from_dict(relax)
+    built = _borrow(calc_config)
+    try:
+        results = []
+        for text in rows["structure"]:
+            structure = structure_from_json(text)
+            results.append(_too_big(structure, max_sites, calc_config.name)
+                           or relax_structure(structure, built, relax_config))
+    finally:
+        _give_back(calc_config, built)
+    write_structures(results_to_frame(rows, results), part)
+    converged = sum(r.converged for r in results)
+    return {"part": str(part), "n": len(results), "n_converged": converged, "n_failed": len(results) - converged,
+            "skipped": False}
+
+
+@task(name="relax-chunk", retries=1)
+def relax_chunk(source: str, ids: list[str], part: str, calculator: dict, relax: dict,
+                max_sites: int | None = None) -> dict:
+    """One chunk: small arguments only (paths, ids, config dicts), so it ships to any worker."""
+    summary = relax_ids(source, ids, part, calculator, relax, max_sites)
+    get_run_logger().info("%s: %d structures, %s", Path(part).name, summary["n"],
+                          "already written" if summary["skipped"] else f"{summary['n_converged']} converged")
+    return summary
+
+
+def relaxed_summary(out_dir: str | Path) -> dict:
+    """Counts over every part of a relax folder, with the most common failure reasons."""
+    frame = read_relaxed(out_dir)
+    reasons = Counter(str(e).split(":")[0] for e in frame["error"] if e)
+    return {"out_dir": str(out_dir), "n_relaxed": len(frame), "n_converged": int(frame["converged"].sum()),
+            "n_failed": int((~frame["converged"].astype(bool)).sum()), "failure_reasons": dict(reasons.most_common(5)),
+            "median_steps": float(frame["steps"].median()), "total_wall_s": round(float(frame["wall_time_s"].sum()), 1),
+            "calculators": sorted(set(frame["calculator"]) - {""})}
+
+
+@task(name="relax-report")
+def relax_report(layout: RunLayout, n_done_before: int, chunks: list[dict]) -> dict:
+    """Summary of the relax folder + a markdown artifact (counts, failure reasons, step histogram, files)."""
+    summary = {**relaxed_summary(layout.relaxed), "n_done_before": n_done_before,
+               "n_relaxed_now": sum(c["n"] for c in chunks if not c["skipped"])}
+    frame = read_relaxed(layout.relaxed)
+    png = histogram_png(frame["steps"], layout.relaxed / "steps.png", title="optimizer steps per structure",
+                        xlabel="steps")
+    reasons = "".join(f"* {k}: {v}\n" for k, v in summary["failure_reasons"].items()) or "* none\n"
+    create_markdown_artifact(
+        key=artifact_key(layout.campaign, "relax"),
+        markdown=(f"### Relaxation of {layout.campaign}\n\n* relaxed: {summary['n_relaxed']} "
+                  f"({summary['n_relaxed_now']} in this run, {n_done_before} resumed), converged: "
+                  f"{summary['n_converged']}, not converged: {summary['n_failed']}\n"
+                  f"* calculator: {', '.join(summary['calculators'])}; median steps {summary['median_steps']:g}, "
+                  f"total relaxation time {summary['total_wall_s']:g} s\n\n#### Failure reasons\n\n{reasons}\n"
+                  + inline_image(png, "steps histogram") + "#### Files\n\n"
+                  + file_links({p.name: p for p in sorted(layout.relaxed.glob("part-*.parquet"))})),
+        description="relax stage summary")
+    return summary

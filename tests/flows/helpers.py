@@ -1,0 +1,73 @@
+"""Tiny, hand-checkable run folders for stage tests: EMT metals (Cu/Al/Ni/Pd/Ag/Au/Pt) only.
+
+`make_run` writes what the fetch and generate stages would have written (same schemas), so the
+relax/score stages can be tested in seconds without training a model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Lattice, Structure
+
+from unimat_core.run_layout import RunLayout
+from unimat_core.structure_table import CORE_COLUMNS, describe, records_to_frame, structure_to_json, write_structures
+
+FCC = {"Cu": 3.61, "Al": 4.05, "Ni": 3.52, "Pd": 3.89, "Ag": 4.09, "Au": 4.08, "Pt": 3.92}
+
+
+def fcc_cell(species: list[str], a: float, rattle: float, seed: int) -> Structure:
+    coords = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]], float)
+    rng = np.random.default_rng(seed)
+    coords += rng.normal(0, rattle / a, coords.shape)
+    return Structure(Lattice.cubic(a * (1 + rng.normal(0, 0.01))), species, coords)
+
+
+def candidates(n: int, *, seed: int = 0, supercell: int = 1) -> list[Structure]:
+    """Rattled fcc cells: pure metals and Cu/Au-Ag/Ni-Al style binaries."""
+    recipes = [["Cu"] * 4, ["Cu", "Cu", "Cu", "Au"], ["Al", "Ni", "Ni", "Ni"], ["Ag", "Au", "Ag", "Au"],
+               ["Pt", "Pt", "Pd", "Pd"], ["Ni"] * 4]
+    out = []
+    for i in range(n):
+        species = recipes[i % len(recipes)]
+        a = float(np.mean([FCC[s] for s in species]))
+        structure = fcc_cell(species, a, 0.05, seed + i)
+        if supercell > 1:
+            structure.make_supercell(supercell)
+        out.append(structure)
+    return out
+
+
+def write_generated(layout: RunLayout, structures: list[Structure], *, n_invalid: int = 1, per_part: int = 4,
+                    prefix: str = "gen") -> list[str]:
+    """Generate-stage parts: valid rows plus `n_invalid` failed decodes (structure None, a reason)."""
+    rows = []
+    for i, s in enumerate(structures):
+        rows.append({"id": f"{prefix}-{i:05d}", **describe(s), "structure": structure_to_json(s), "split": "",
+                     "source": "test", "valid": True, "reason": "", "target_formula": None, "batch": i // per_part})
+    for j in range(n_invalid):
+        rows.append({"id": f"{prefix}-bad-{j}", "formula": None, "reduced_formula": None, "chemsys": None,
+                     "n_sites": 0, "n_elements": 0, "structure": None, "split": "", "source": "test",
+                     "valid": False, "reason": "no atoms decoded", "target_formula": None, "batch": 0})
+    frame = pd.DataFrame(rows, columns=[*CORE_COLUMNS, "valid", "reason", "target_formula", "batch"])
+    frame = frame.astype({"n_sites": "int32", "n_elements": "int32", "batch": "int32", "valid": bool})
+    layout.generated.mkdir(parents=True, exist_ok=True)
+    for part, start in enumerate(range(0, len(frame), per_part)):
+        frame.iloc[start:start + per_part].to_parquet(layout.generated / f"part-{part:05d}.parquet", index=False)
+    return [r["id"] for r in rows if r["valid"]]
+
+
+def write_fetched(layout: RunLayout, n: int = 6, *, seed: int = 100) -> Path:
+    """A fetched table ("train" split) of rattled EMT metals and binaries."""
+    structures = candidates(n, seed=seed)
+    frame = records_to_frame(structures, [f"train-{i}" for i in range(n)], split="train", source="test")
+    return write_structures(frame, layout.structures)
+
+
+def make_run(root: Path, campaign: str, n_candidates: int = 6, **kwargs) -> RunLayout:
+    layout = RunLayout(Path(root), campaign)
+    write_fetched(layout)
+    write_generated(layout, candidates(n_candidates, **kwargs), prefix=f"{campaign}-gen")
+    return layout

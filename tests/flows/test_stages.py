@@ -1,0 +1,96 @@
+"""Relax and score stage flows on tiny EMT run folders (real Prefect, real EMT, real pymatgen hulls)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from prefect.artifacts import Artifact
+
+from dft.batch import read_relaxed
+from flows.params import RelaxParams, RunParams, ScoreParams
+from flows.stages import relax_flow, score_flow
+from tests.flows.helpers import make_run
+from unimat_core.run_layout import MissingStageOutput, RunLayout
+
+EMT = RelaxParams(calculator="emt", chunk_size=2, max_steps=200, time_limit_s=30)
+
+
+def test_relax_without_generated_structures_fails_fast_naming_generate(tmp_path):
+    with pytest.raises(MissingStageOutput, match=r"generate/part-\*\.parquet does not exist.*`generate` stage"):
+        relax_flow(RunParams(campaign="nothing", results_root=str(tmp_path)), EMT)
+    assert not (tmp_path / "nothing" / "relax").exists()
+
+
+def test_relax_flow_relaxes_valid_rows_in_chunks_and_resumes(tmp_path):
+    layout = make_run(tmp_path, "r", n_candidates=5)
+    run = RunParams(campaign="r", results_root=str(tmp_path))
+    first = relax_flow(run, EMT)
+    assert first["n_relaxed"] == 5 and first["n_converged"] == 5 and first["n_chunks"] == 3
+    frame = read_relaxed(layout.relaxed)
+    assert sorted(frame["id"]) == [f"r-gen-{i:05d}" for i in range(5)]  # the invalid decode is not relaxed
+    parts = sorted(layout.relaxed.glob("part-*.parquet"))
+    mtimes = [p.stat().st_mtime_ns for p in parts]
+
+    second = relax_flow(run, EMT)
+    assert second["n_done_before"] == 5 and second["n_relaxed_now"] == 0 and second["n_chunks"] == 0
+    assert [p.stat().st_mtime_ns for p in sorted(layout.relaxed.glob("part-*.parquet"))] == mtimes
+    assert Artifact.get("r-relax") is not None
+
+
+def test_score_with_a_user_reference_gives_hand_checked_energies(tmp_path):
+    layout = make_run(tmp_path, "s", n_candidates=2)  # s-gen-00000: Cu4, s-gen-00001: Cu3Au
+    run = RunParams(campaign="s", results_root=str(tmp_path))
+    relax_flow(run, EMT)
+    reference = tmp_path / "hull.csv"
+    pd.DataFrame({"id": ["cu", "au"], "composition": ["Cu", "Au"], "energy_per_atom": [-0.1, 0.2],
+                  "source": "hand"}).to_csv(reference, index=False)
+    result = score_flow(run, EMT, ScoreParams(reference=str(reference)))
+    assert result["reference"]["n_entries"] == 2
+
+    energies = read_relaxed(layout.relaxed).set_index("id")["energy_per_atom"]
+    scores = pd.read_parquet(layout.scores).set_index("id")
+    cu, cu3au = energies["s-gen-00000"], energies["s-gen-00001"]
+    assert scores.loc["s-gen-00000", "decomposition_energy"] == pytest.approx(cu + 0.1)
+    assert scores.loc["s-gen-00001", "formation_energy_per_atom"] == pytest.approx(cu3au - (0.75 * -0.1 + 0.25 * 0.2))
+    for sid in scores.index:
+        d = scores.loc[sid, "decomposition_energy"]
+        assert scores.loc[sid, "e_above_hull"] == pytest.approx(max(d, 0.0))
+        assert scores.loc[sid, "stable"] == (d <= 1e-8)
+    sun = json.loads((layout.stage_dir("score") / "sun.json").read_text())
+    assert sun["n_candidates"] == 2 and sun["n_stable"] == int(scores["stable"].sum())
+    assert not sun["uniqueness_known"]
+    table = Artifact.get("s-top-candidates")
+    assert table is not None and "formation_energy_per_atom" in str(table.data)
+
+
+def test_offline_reference_uses_the_candidates_calculator_and_is_reused(tmp_path):
+    layout = make_run(tmp_path, "o", n_candidates=4)
+    run = RunParams(campaign="o", results_root=str(tmp_path))
+    relax_flow(run, EMT)
+    result = score_flow(run, EMT, ScoreParams(reference_size=3, elements_per_task=3))
+    reference = pd.read_parquet(layout.reference)
+    assert set(reference["source"]) == {"relaxed:emt"}
+    elementals = {p.stem for p in (layout.stage_dir("score") / "elemental" / "emt").glob("*.parquet")}
+    assert {"Cu", "Au", "Al", "Ni"} <= elementals <= {"Cu", "Au", "Al", "Ni", "Ag", "Pt", "Pd"}
+    assert result["reference"]["n_training_relaxed"] == 3
+    scores = pd.read_parquet(layout.scores)
+    assert np.isfinite(scores["decomposition_energy"]).all() and (scores["missing_elements"] == "").all()
+    # every elemental reference sits on the hull it defines: pure-element candidates are at or above it
+    pure = scores[scores["composition"].str.fullmatch(r"[A-Z][a-z]?\d*")]
+    assert (pure["decomposition_energy"] >= -1e-6).all()
+
+    again = score_flow(run, EMT, ScoreParams(reference_size=3, elements_per_task=3))
+    assert again["reference"]["n_training_relaxed"] == 0  # training subset already relaxed: resumed
+
+
+def test_score_rejects_a_reference_from_another_calculator(tmp_path):
+    layout = make_run(tmp_path, "m", n_candidates=1)
+    run = RunParams(campaign="m", results_root=str(tmp_path))
+    relax_flow(run, EMT)
+    score_flow(run, EMT, ScoreParams(reference_size=1))
+    before = RunLayout(tmp_path, "m").scores.stat().st_mtime_ns
+    with pytest.raises(ValueError, match=r"relaxed with \['emt'\].*'chgnet'"):
+        score_flow(run, EMT.model_copy(update={"calculator": "chgnet"}), ScoreParams(reference_size=1))
+    assert layout.scores.stat().st_mtime_ns == before
+    assert not (layout.stage_dir("score") / "elemental" / "chgnet").exists()
