@@ -39,6 +39,13 @@ PER_STRUCTURE_COLUMNS = ("id", "valid_struct", "valid_comp", "valid", "unique", 
                          "density", "n_elements", "fingerprint_ok", "in_eval")
 
 
+DATASET_ALIASES = {"mp20": "mp_20", "mp": "mp_20", "carbon": "carbon_24", "perovskite": "perov_5"}  # CDVAE's names
+
+
+def dataset_key(name: str) -> str:
+    return DATASET_ALIASES.get(name, name)
+
+
 class MetricsError(ValueError):
     """Inputs the evaluation cannot work with (no structure column, empty reference, bad config)."""
 
@@ -58,8 +65,10 @@ class MetricsConfig:
     angle_tol: float = 5.0
 
     def __post_init__(self) -> None:
-        if self.dataset is not None and self.dataset not in COV_CUTOFFS:
-            raise MetricsError(f"unknown dataset {self.dataset!r} for coverage cutoffs; known: {sorted(COV_CUTOFFS)}")
+        explicit = self.struct_cutoff is not None and self.comp_cutoff is not None
+        if self.dataset is not None and dataset_key(self.dataset) not in COV_CUTOFFS and not explicit:
+            raise MetricsError(f"unknown dataset {self.dataset!r} for coverage cutoffs; known: {sorted(COV_CUTOFFS)} "
+                               "(or give both struct_cutoff and comp_cutoff)")
         if self.coverage_on not in COVERAGE_MODES:
             raise MetricsError(f"coverage_on must be one of {COVERAGE_MODES}, not {self.coverage_on!r}")
         if self.n_eval < 1:
@@ -68,7 +77,7 @@ class MetricsConfig:
     @property
     def cutoffs(self) -> tuple[float, float]:
         """(struct, comp) cutoffs: explicit values win, else the dataset's (perov_5 when unset)."""
-        struct, comp = COV_CUTOFFS[self.dataset or DEFAULT_DATASET]
+        struct, comp = COV_CUTOFFS.get(dataset_key(self.dataset or DEFAULT_DATASET), (None, None))
         return (struct if self.struct_cutoff is None else self.struct_cutoff,
                 comp if self.comp_cutoff is None else self.comp_cutoff)
 

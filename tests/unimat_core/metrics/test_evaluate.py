@@ -145,8 +145,10 @@ def test_config_round_trips_and_rejects_bad_values():
     assert MetricsConfig.from_dict(config.as_dict()) == config
     assert config.cutoffs == (0.2, 4.0)
     assert MetricsConfig(struct_cutoff=0.3).cutoffs == (0.3, 4.0)  # perov_5 comp cutoff by default
+    assert MetricsConfig(dataset="mp20").cutoffs == (0.4, 10.0)  # CDVAE's own dataset names work too
+    assert MetricsConfig(dataset="my_csv", struct_cutoff=0.3, comp_cutoff=5).cutoffs == (0.3, 5)
     with pytest.raises(MetricsError, match="unknown dataset"):
-        MetricsConfig(dataset="mp20")
+        MetricsConfig(dataset="my_csv")
     with pytest.raises(MetricsError, match="unknown metrics option"):
         MetricsConfig.from_dict({"n_evals": 3})
 

@@ -1,0 +1,53 @@
+"""Evaluate stage: benchmark metrics of a generation folder against a reference split."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from unimat_core.metrics import MetricsConfig, evaluate_structures, write_metrics
+from unimat_core.model.generation import read_generated
+from unimat_core.structure_table import read_structures
+
+SUMMARY_KEYS = ("n_generated", "n_valid", "n_eval", "struct_validity", "comp_validity", "validity", "cov_recall",
+                "cov_precision", "emd_density", "emd_n_elements", "uniqueness", "novelty")
+
+
+def _table(path: str, split: str | None) -> pd.DataFrame:
+    frame = read_structures(path)
+    if split is None:
+        return frame
+    chosen = frame[frame["split"] == split].reset_index(drop=True)
+    if chosen.empty:
+        raise ValueError(f"{path} has no rows with split {split!r} (splits: {sorted(frame['split'].unique())})")
+    return chosen
+
+
+def _artifact_key(out_dir: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    parts = Path(out_dir).resolve().parts[-2:]
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(("metrics", *parts)).lower()).strip("-")
+
+
+@task(name="evaluate-generated")
+def evaluate_generated(generated_dir: str, reference_path: str, training_path: str | None, config: dict, out_dir: str,
+                       reference_split: str | None = None, training_split: str | None = None) -> dict:
+    """Read parquet, compute the metrics, write per_structure/summary parquet + markdown; return paths + headline."""
+    logger = get_run_logger()
+    metrics_config = MetricsConfig.from_dict(config)
+    source = Path(generated_dir)
+    generated = read_generated(source) if source.is_dir() else pd.read_parquet(source)
+    reference = _table(reference_path, reference_split)
+    training = _table(training_path, training_split) if training_path else None
+    logger.info("evaluate: %d generated vs %d reference%s", len(generated), len(reference),
+                f", novelty vs {len(training)} training" if training is not None else "")
+    result = evaluate_structures(generated, reference, training, metrics_config)
+    paths = write_metrics(result, out_dir)
+    create_markdown_artifact(key=_artifact_key(out_dir), markdown=result.markdown(), description="generation metrics")
+    headline = {key: result.summary[key] for key in SUMMARY_KEYS}
+    logger.info("evaluate: %s", ", ".join(f"{k}={v:.4g}" for k, v in headline.items()))
+    return {**paths, "out_dir": str(out_dir), **headline}

@@ -1,0 +1,51 @@
+"""tasks.evaluate as a real Prefect task (ephemeral server): parquet in, metrics parquet + artifact out."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # busy 2-core box: slow first start
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from prefect import flow  # noqa: E402
+
+from tasks.evaluate import evaluate_generated  # noqa: E402
+from tests.unimat_core.metrics.conftest import cubic_perovskite, rocksalt, table_of  # noqa: E402
+from unimat_core.structure_table import write_structures  # noqa: E402
+
+
+def _generation_folder(path) -> None:
+    """Two parts like unimat_core.model.generation writes: decoded rows and one failed decode."""
+    path.mkdir(parents=True)
+    good = table_of([rocksalt(), rocksalt(5.7), cubic_perovskite()], prefix="gen-")
+    good["valid"], good["reason"] = True, None
+    bad = good.iloc[:1].copy()
+    bad[["id", "structure", "valid", "reason"]] = ["gen-bad", None, False, "no atoms decoded"]
+    good.to_parquet(path / "part-00000.parquet", index=False)
+    bad.to_parquet(path / "part-00001.parquet", index=False)
+
+
+@pytest.mark.slow  # Prefect's temporary server: ~20 s to start, more on a busy box
+def test_evaluate_generated_writes_metrics_and_returns_a_small_summary(tmp_path):
+    _generation_folder(tmp_path / "generate")
+    reference = table_of([rocksalt(), cubic_perovskite(), cubic_perovskite(species=("Ba", "Ti", "O"))], prefix="ref-")
+    reference["split"] = ["test", "test", "val"]
+    write_structures(reference, tmp_path / "structures.parquet")
+    write_structures(table_of([cubic_perovskite()], prefix="train-"), tmp_path / "training.parquet")
+
+    @flow
+    def run() -> dict:
+        return evaluate_generated(str(tmp_path / "generate"), str(tmp_path / "structures.parquet"),
+                                  str(tmp_path / "training.parquet"), {"n_workers": 1, "dataset": "perov_5"},
+                                  str(tmp_path / "evaluate"), reference_split="test")
+
+    summary = run()
+    assert summary["n_generated"] == 4 and summary["n_valid"] == 3
+    assert summary["validity"] == 0.75
+    assert summary["uniqueness"] == 2 / 3  # the 5.7 A rock salt duplicates the first
+    assert summary["novelty"] == 2 / 3  # both rock salts are new (the duplicate too); SrTiO3 is in training
+    rows = pd.read_parquet(summary["per_structure"]).set_index("id")
+    assert rows.loc["gen-bad", "reason"] == "generation: no atoms decoded"
+    assert pd.read_parquet(summary["summary"])["n_reference"].item() == 2  # the test split only
+    assert "COV-R" in open(summary["markdown"]).read()
