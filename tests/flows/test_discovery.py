@@ -1,0 +1,152 @@
+"""Discovery benchmark flow on a 2-composition EMT toy run: real Prefect, a really trained (tiny) UniMat
+model, real random search, real EMT relaxations and StructureMatcher. Known structures are built by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from prefect.artifacts import Artifact
+from pydantic import ValidationError
+from pymatgen.core import Lattice, Structure
+
+from dft.calculators import CalculatorConfig
+from dft.relax import RelaxConfig, relax_structure
+from flows.discovery import DiscoveryParams, discovery_benchmark
+from flows.params import RelaxParams, RunParams
+from tasks.discovery import DiscoverySettingsMismatch, check_settings
+from unimat_core.model.config import DenoiserConfig
+from unimat_core.model.training import TrainConfig, train
+from unimat_core.structure_table import records_to_frame, write_structures
+from unimat_core.tensor_store import tensorize_frame
+
+K = 3
+TARGETS = ("Cu3Au1", "Cu1Au1")
+EMT = RelaxParams(calculator="emt", fmax=0.05, max_steps=25, time_limit_s=20, chunk_size=4)
+
+
+def cu3au(a: float = 3.75) -> Structure:
+    """L1_2 Cu3Au."""
+    return Structure(Lattice.cubic(a), ["Au", "Cu", "Cu", "Cu"], [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+def cuau(a: float = 2.80, c: float = 3.67) -> Structure:
+    """L1_0 CuAu, primitive tetragonal cell."""
+    return Structure(Lattice.tetragonal(a, c), ["Cu", "Au"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """Known structures (hand-built) and a tiny model trained for a few steps on strained copies of them."""
+    root = tmp_path_factory.mktemp("discovery")
+    rng = np.random.default_rng(0)
+    training = []
+    for i in range(8):
+        s = (cu3au if i % 2 == 0 else cuau)()
+        s.apply_strain(rng.uniform(-0.03, 0.03, 3))
+        s.perturb(0.05)
+        training.append(s)
+    frame = records_to_frame(training, [f"train-{i}" for i in range(8)], split="train", source="toy")
+    tensorize_frame(frame, root / "tensors")
+    summary = train(TrainConfig(dataset=str(root / "tensors"), out_dir=str(root / "train"), max_steps=10, batch_size=4,
+                                learning_rate=3e-3, warmup_steps=5, augment=False, augment_translate=False,
+                                checkpoint_every=10, log_every=5, device="cpu",
+                                model=DenoiserConfig(width=16, blocks_per_level=1, heads=2, time_dim=32)))
+    known = records_to_frame([cu3au(), cuau(), cuau(2.9, 3.5)], ["cu3au-l12", "cuau-l10", "cuau-strained"],
+                             split="test", source="hand")
+    known_path = write_structures(known, root / "known.parquet")
+    return root, summary.checkpoint, known_path
+
+
+def params(toy, campaign: str = "toy") -> tuple[RunParams, DiscoveryParams]:
+    root, checkpoint, known = toy
+    run = RunParams(campaign=campaign, results_root=str(root / "runs"))
+    discovery = DiscoveryParams(checkpoint=checkpoint, compositions=TARGETS, known=str(known),
+                                relaxations_per_composition=K, steps=5, batch_size=4, device="cpu", seed=1)
+    return run, discovery
+
+
+@pytest.mark.slow
+def test_discovery_benchmark_toy_run_is_consistent_and_resumes(toy):
+    run, discovery = params(toy)
+    result = discovery_benchmark(run, discovery, EMT)
+    folder = run.layout().campaign_dir / "discovery"
+    for name in ("report.md", "results.parquet", "per_composition.parquet", "curves.parquet", "summary.parquet",
+                 "settings.json", "targets.parquet"):
+        assert (folder / name).exists(), name
+    assert (folder / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result["targets"]["compositions"] == list(TARGETS) and result["targets"]["n_known"] == 3
+    assert result["n_scored"] == 2 and result["unscored"] == []
+
+    # counts: K proposals per composition and method, each relaxed once if it was a usable structure
+    results = pd.read_parquet(folder / "results.parquet")
+    assert len(results) == 2 * len(TARGETS) * K
+    for (method, composition), group in results.groupby(["method", "composition"]):
+        assert group["trial"].tolist() == list(range(K))
+        assert (group["relaxed"] == group["valid"]).all()  # every usable candidate was relaxed, nothing else
+    assert result["relaxed_now"]["known"] == 3
+    assert result["relaxed_now"]["unimat"] + result["relaxed_now"]["random"] == int(results["valid"].sum())
+    assert result["candidates"]["random"]["n_valid"] == len(TARGETS) * K  # room for 2-4 metal atoms: all built
+    assert (results["seconds"] >= 0).all() and (results.loc[results["relaxed"], "seconds"] > 0).all()
+
+    # the reference is the lowest known energy, as relaxing the hand-built structures directly gives
+    relax = RelaxConfig(**EMT.relax_config())
+    direct = {"Cu3Au1": relax_structure(cu3au(), CalculatorConfig("emt"), relax).energy_per_atom,
+              "Cu1Au1": min(relax_structure(s, CalculatorConfig("emt"), relax).energy_per_atom
+                            for s in (cuau(), cuau(2.9, 3.5)))}
+    per_composition = pd.read_parquet(folder / "per_composition.parquet")
+    for composition, energy in direct.items():
+        rows = per_composition[per_composition["composition"] == composition]
+        assert rows["known_energy_per_atom"].to_numpy() == pytest.approx(energy, abs=1e-6)
+
+    # best after k is a running minimum, and relaxations-to-reach agrees with the trial energies
+    curves = pd.read_parquet(folder / "curves.parquet")
+    assert sorted(curves["k"].unique()) == [1, 2, 3]
+    for _, group in curves.groupby(["method", "composition"]):
+        values = group.sort_values("k")["best_energy_per_atom"].fillna(1e9).to_numpy()  # NaN: nothing relaxed yet
+        assert (np.diff(values) <= 1e-12).all()
+    for row in per_composition.itertuples():
+        trials = results[(results["method"] == row.method) & (results["composition"] == row.composition)]
+        hits = np.flatnonzero(trials["energy_per_atom"].to_numpy() <= row.known_energy_per_atom + 0.010)
+        assert (row.relaxations_to_reach == hits[0] + 1) if len(hits) else np.isnan(row.relaxations_to_reach)
+        assert row.budget == K and row.failed == int(trials["energy_per_atom"].isna().sum())
+        assert row.seconds == pytest.approx(trials["seconds"].sum())
+    summary = pd.read_parquet(folder / "summary.parquet").set_index("method")
+    assert sorted(summary.index) == ["random", "unimat"] and (summary["compositions"] == 2).all()
+
+    report = (folder / "report.md").read_text()
+    assert "Cu3Au1" in report and "Lowest energy found after k relaxations" in report
+    markdown = Artifact.get("toy-discovery-report")
+    assert markdown is not None and "convergence.png" in markdown.data
+    table = Artifact.get("toy-discovery-per-composition")
+    assert table is not None and "relaxations_to_reach" in str(table.data)
+
+    # a rerun reuses every candidate and relaxation, and gives the same numbers
+    parts = sorted(folder.glob("relaxed/*/chunk-*/part-*.parquet"))
+    mtimes = [p.stat().st_mtime_ns for p in parts]
+    again = discovery_benchmark(run, discovery, EMT)
+    assert again["n_chunks"] == 0 and again["targets"]["reused"] and again["candidates"]["random"]["reused"]
+    assert result["candidates"]["unimat"]["reused_parts"] == 0 and again["candidates"]["unimat"]["reused_parts"] == 2
+    assert [p.stat().st_mtime_ns for p in sorted(folder.glob("relaxed/*/chunk-*/part-*.parquet"))] == mtimes
+    pd.testing.assert_frame_equal(pd.read_parquet(folder / "results.parquet"), results)
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    check_settings(tmp_path, {"k": 3, "seed": 1})
+    check_settings(tmp_path, {"k": 3, "seed": 1})  # same settings: fine
+    with pytest.raises(DiscoverySettingsMismatch, match=r"different settings \(k\)"):
+        check_settings(tmp_path, {"k": 5, "seed": 1})
+    assert json.loads((tmp_path / "settings.json").read_text()) == {"k": 3, "seed": 1}
+
+
+def test_bad_parameters_fail_before_any_work(tmp_path):
+    with pytest.raises(ValidationError, match="not a chemical formula"):
+        DiscoveryParams(compositions=("Cu3Au", "Xx9!"))
+    with pytest.raises(ValidationError):
+        DiscoveryParams(relaxations_per_composition=0)
+    run = RunParams(campaign="nomodel", results_root=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="`train` stage"):
+        discovery_benchmark.fn(run, DiscoveryParams(), EMT)
+    assert not (tmp_path / "nomodel" / "discovery").exists()
