@@ -36,7 +36,7 @@ def discovery_campaign(params: CampaignParams = CampaignParams()) -> dict:
         start = time.perf_counter()
         results[stage] = steps[stage]()
         results["seconds"][stage] = round(time.perf_counter() - start, 1)
-    if "score" in results and "evaluate" in results:
+    if "evaluate" in results and "sun" in (results.get("score") or {}):
         results["sun"] = summarize_sun(layout, params.score.use_metastable)
     publish_campaign_summary(layout, results)
     return results

@@ -169,6 +169,16 @@ class EvaluateParams(BaseModel):
     n_workers: int = Field(default=2, ge=1)
     cache_dir: str | None = None  # default: <results_root>/.cache/fingerprints (shared by campaigns)
 
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str | None) -> str | None:
+        from unimat_core.metrics.cdvae_constants import COV_CUTOFFS
+        from unimat_core.metrics.evaluate import dataset_key
+
+        if value is not None and dataset_key(value) not in COV_CUTOFFS:
+            raise ValueError(f"no coverage cutoffs for dataset {value!r}; known: {sorted(COV_CUTOFFS)}")
+        return value
+
     def metrics_config(self, dataset: str | None, results_root: str) -> dict:
         """Fields of unimat_core.metrics.evaluate.MetricsConfig."""
         config = self.model_dump()
@@ -183,9 +193,9 @@ Stage = Literal["fetch", "tensorize", "train", "generate", "relax", "score", "ev
 class CampaignParams(BaseModel):
     """Everything a discovery campaign needs; the defaults are the README's demo (`make demo`).
 
-    Demo sizing (2 CPU cores, under 20 minutes in total): the tiny model trained for at most
-    `train.max_minutes`, 64 samples, CHGNet relaxations capped at 300 steps / 60 s each, and a
-    24-structure offline reference.
+    Demo sizing (2 shared CPU cores, under 20 minutes in total): the tiny model trained for at most
+    7 minutes (batch 32: more steps in the budget), 64 samples, CHGNet relaxations capped at 200
+    steps / 30 s each, and a 24-structure offline reference.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -193,9 +203,9 @@ class CampaignParams(BaseModel):
     run: RunParams = RunParams()
     source: DatasetSource = DatasetSource()
     tensorize: TensorizeParams = TensorizeParams()
-    train: TrainParams = TrainParams(max_steps=1500, max_minutes=6.0)
+    train: TrainParams = TrainParams(max_steps=1500, max_minutes=7.0, batch_size=32)
     generate: GenerateParams = GenerateParams(num_samples=64, batch_size=32)
-    relax: RelaxParams = RelaxParams(time_limit_s=60.0)
+    relax: RelaxParams = RelaxParams(time_limit_s=30.0, max_steps=200)
     score: ScoreParams = ScoreParams()
     evaluate: EvaluateParams = EvaluateParams(n_eval=1000)
     stop_after: Stage = "evaluate"

@@ -11,6 +11,8 @@ from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import EvaluateParams, GenerateParams, RelaxParams, RunParams, ScoreParams, TensorizeParams, TrainParams
+from tasks.evaluate import evaluate_generated
+from tasks.evaluate_inputs import evaluate_inputs
 from tasks.fetch import fetch_structures
 from tasks.generate import generate_batch, plan_generation
 from tasks.relax import plan_relax, relax_chunk, relax_report
@@ -70,6 +72,9 @@ def score_flow(run: RunParams = RunParams(), relax: RelaxParams = RelaxParams(),
                ) -> dict:
     """Build (or reuse) the reference hull, score the relaxed candidates, summarise S.U.N."""
     layout = run.layout()
+    if layout.relaxed.is_dir() and not any(layout.relaxed.glob("part-*.parquet")):
+        print(f"score: the relax stage of {run.campaign!r} had no valid generated structure; nothing to score")
+        return {"skipped": "no relaxed candidates"}
     layout.require_parts(layout.relaxed, made_by="relax")
     calculator = relax.calculator_config()
     reference: dict = {"kind": score.kind}
@@ -98,11 +103,9 @@ def score_flow(run: RunParams = RunParams(), relax: RelaxParams = RelaxParams(),
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(run: RunParams = RunParams(), evaluate: EvaluateParams = EvaluateParams()) -> dict:
     """Benchmark metrics of the generated structures vs the fetched held-out split (novelty vs the training split)."""
-    from tasks.evaluate import evaluate_generated
-    from tasks.evaluate_inputs import split_tables
-
     layout = run.layout()
-    inputs = split_tables(layout)
+    inputs = evaluate_inputs(layout)
     config = evaluate.metrics_config(inputs["dataset"], run.results_root)
-    return evaluate_generated(inputs["generated_dir"], inputs["reference_path"], inputs["training_path"], config,
-                              str(layout.stage_dir("evaluate")))
+    return evaluate_generated(inputs["generated_dir"], inputs["structures"], inputs["structures"], config,
+                              str(layout.stage_dir("evaluate")), reference_split=inputs["reference_split"],
+                              training_split=inputs["training_split"])

@@ -84,6 +84,7 @@ def plan_chunks(source: str | Path, out_dir: str | Path, chunk_size: int, ids: l
 def plan_relax(source: str, out_dir: str, chunk_size: int, ids: list[str] | None = None) -> dict:
     """Which ids each chunk relaxes (small lists of strings) and the part each chunk writes."""
     plan = plan_chunks(source, out_dir, chunk_size, ids)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)  # the stage ran, even with nothing to relax
     get_run_logger().info("relax plan: %d candidates, %d already relaxed, %d chunks of <= %d", plan["n_candidates"],
                           plan["n_done_before"], len(plan["chunks"]), chunk_size)
     return plan
@@ -135,6 +136,9 @@ def relax_chunk(source: str, ids: list[str], part: str, calculator: dict, relax:
 
 def relaxed_summary(out_dir: str | Path) -> dict:
     """Counts over every part of a relax folder, with the most common failure reasons."""
+    if not any(Path(out_dir).glob("part-*.parquet")):  # nothing valid was generated
+        return {"out_dir": str(out_dir), "n_relaxed": 0, "n_converged": 0, "n_failed": 0, "failure_reasons": {},
+                "median_steps": 0.0, "total_wall_s": 0.0, "calculators": []}
     frame = read_relaxed(out_dir)
     reasons = Counter(str(e).split(":")[0] for e in frame["error"] if e)
     return {"out_dir": str(out_dir), "n_relaxed": len(frame), "n_converged": int(frame["converged"].sum()),
@@ -148,8 +152,8 @@ def relax_report(layout: RunLayout, n_done_before: int, chunks: list[dict]) -> d
     """Summary of the relax folder + a markdown artifact (counts, failure reasons, step histogram, files)."""
     summary = {**relaxed_summary(layout.relaxed), "n_done_before": n_done_before,
                "n_relaxed_now": sum(c["n"] for c in chunks if not c["skipped"])}
-    frame = read_relaxed(layout.relaxed)
-    png = histogram_png(frame["steps"], layout.relaxed / "steps.png", title="optimizer steps per structure",
+    steps = read_relaxed(layout.relaxed)["steps"] if summary["n_relaxed"] else []
+    png = histogram_png(steps, layout.relaxed / "steps.png", title="optimizer steps per structure",
                         xlabel="steps")
     reasons = "".join(f"* {k}: {v}\n" for k, v in summary["failure_reasons"].items()) or "* none\n"
     create_markdown_artifact(

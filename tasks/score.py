@@ -61,7 +61,8 @@ def choose_training_subset(layout: RunLayout, size: int, seed: int, candidate_fo
 
 @task(name="plan-reference")
 def plan_reference(layout: RunLayout, size: int, seed: int, calculator: str) -> dict:
-    """Elements needing a same-calculator elemental reference, and the training ids to relax (small lists).
+    """Elements needing a same-calculator elemental reference (those of converged candidates and of the
+    training subset), and the training ids to relax (small lists).
 
     Fails fast when the candidates were relaxed with another calculator: energies on one hull must share one.
     """
@@ -70,7 +71,8 @@ def plan_reference(layout: RunLayout, size: int, seed: int, calculator: str) -> 
     if used and used != [calculator]:
         raise ValueError(f"candidates of {layout.campaign!r} were relaxed with {used}, the reference would use "
                          f"{calculator!r}: score with the relax stage's calculator (--calculator {used[0]})")
-    finite = candidates[np.isfinite(candidates["energy_per_atom"].astype(float))]
+    # converged candidates only: an unconverged energy never counts as stable, so its elements need no corners
+    finite = candidates[np.isfinite(candidates["energy_per_atom"].astype(float)) & candidates["converged"].astype(bool)]
     train_ids = choose_training_subset(layout, size, seed, finite["formula"])
     formulas = read_structures(layout.structures, columns=["id", "formula"]).set_index("id").loc[train_ids, "formula"]
     elements = sorted(_elements(finite["formula"]) | _elements(formulas))

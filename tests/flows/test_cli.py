@@ -37,10 +37,14 @@ def _result(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(out[out.index("{") : out.rindex("}") + 1])
 
 
-def test_campaign_runs_fetch_and_tensorize_then_resumes(tmp_path, small_csv):
+@pytest.mark.slow
+def test_campaign_runs_all_stages_then_resumes(tmp_path, small_csv):
     args = ["campaign", "--campaign", "t1", "--results-root", str(tmp_path / "runs"), "--source", str(small_csv),
-            "--max-steps", "4", "--batch-size", "8", "--num-samples", "6", "--gen-batch-size", "4", "--steps", "3"]
+            "--max-steps", "4", "--batch-size", "8", "--num-samples", "6", "--gen-batch-size", "4", "--steps", "3",
+            "--calculator", "chgnet", "--relax-steps", "15", "--time-limit", "20", "--reference-size", "2",
+            "--n-eval", "6", "--eval-workers", "1"]
     first = _result(run_cli(*args))
+    assert list(first["seconds"]) == ["fetch", "tensorize", "train", "generate", "relax", "score", "evaluate"]
     assert first["fetch"]["n_structures"] == 40 and not first["fetch"]["reused"]
     assert first["tensorize"]["n_encoded"] == 40 and not first["tensorize"]["reused"]
     assert first["train"]["step"] == 4 and first["train"]["resumed_from"] == 0
@@ -50,10 +54,27 @@ def test_campaign_runs_fetch_and_tensorize_then_resumes(tmp_path, small_csv):
     table = read_structures(tmp_path / "runs" / "t1" / "fetch" / "structures.parquet")
     assert len(table) == 40 and (table["split"] == "test").all()
     assert len(TensorDataset(tmp_path / "runs" / "t1" / "tensorize" / "dataset")) == 40
+    # every validly decoded sample is relaxed (or recorded as skipped/failed with its reason)
+    assert first["relax"]["n_relaxed"] == first["generate"]["n_valid"]
+    if first["relax"]["n_relaxed"]:
+        scores = pd.read_parquet(tmp_path / "runs" / "t1" / "score" / "scores.parquet")
+        assert len(scores) == first["relax"]["n_relaxed"]
+        assert first["sun"]["n_candidates"] == len(scores) and first["sun"]["uniqueness_known"]
+    assert first["evaluate"]["n_generated"] == 6
+    assert (tmp_path / "runs" / "t1" / "evaluate" / "per_structure.parquet").exists()
+    assert (tmp_path / "runs" / "t1" / "train" / "loss.png").exists()
 
     second = _result(run_cli(*args))
     assert second["fetch"]["reused"] and second["tensorize"]["reused"]
     assert second["train"]["resumed_from"] == 4 and second["generate"]["n_reused_parts"] == 2
+    assert second["relax"]["n_relaxed_now"] == 0 and second["relax"]["n_done_before"] == first["relax"]["n_relaxed"]
+
+
+def test_campaign_stop_after_runs_only_the_first_stages(tmp_path, small_csv):
+    result = _result(run_cli("campaign", "--campaign", "t2", "--results-root", str(tmp_path), "--source",
+                             str(small_csv), "--stop-after", "tensorize"))
+    assert list(result["seconds"]) == ["fetch", "tensorize"]
+    assert sorted(p.name for p in (tmp_path / "t2").iterdir()) == ["fetch", "tensorize"]
 
 
 def test_stage_without_its_input_names_the_missing_stage(tmp_path):
@@ -70,6 +91,25 @@ def test_bad_parameters_fail_before_any_work(tmp_path, capsys):
     assert time.perf_counter() - start < 5
     err = capsys.readouterr().err
     assert "campaign" in err and "not found" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_relax_without_generated_structures_names_the_generate_stage(tmp_path):
+    proc = run_cli("relax", "--campaign", "nogen", "--results-root", str(tmp_path), "--calculator", "emt")
+    assert proc.returncode == 1
+    assert "generate/part-*.parquet does not exist" in proc.stderr and "`generate` stage" in proc.stderr
+
+
+def test_bad_stage_parameters_fail_before_any_work(tmp_path, capsys):
+    root = ["--results-root", str(tmp_path)]
+    assert main(["relax", *root, "--calculator", "nosuchcalc"]) == 2
+    assert main(["relax", *root, "--chunk-size", "0"]) == 2
+    assert main(["score", *root, "--reference", str(tmp_path / "nohull.csv")]) == 2
+    assert main(["evaluate", *root, "--eval-dataset", "nosuchset"]) == 2
+    assert main(["campaign", *root, "--fmax", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown calculator 'nosuchcalc'" in err and "chunk_size" in err and "nohull.csv" in err
+    assert "nosuchset" in err and "fmax" in err
     assert not any(tmp_path.iterdir())
 
 
