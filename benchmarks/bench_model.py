@@ -5,7 +5,7 @@
         each measurement runs in its own process so its peak RSS is its own.
     python benchmarks/bench_model.py quality --dataset perov_5 --minutes 30 --num-samples 10000
         trains `tiny` on the bundled val split for the wall-clock budget, generates, and evaluates
-        against the test split with unimat_core.metrics (when installed). Resumable: re-running
+        against the test split with unimat_core.metrics (novelty vs the val split). Resumable: re-running
         continues training / generation where it stopped. Work folder: benchmarks/runs/<dataset>/.
 
 Prints markdown tables; record them in benchmarks/RESULTS.md with the machine.
@@ -133,10 +133,24 @@ def quality(dataset: str, minutes: float, num_samples: int, ddim_steps: int, bat
           flush=True)
     generated = read_generated(work / "generated")
     print(f"decoded valid: {generated['valid'].mean():.4f}")
-    try:
-        from unimat_core import metrics  # noqa: F401  (issue 4)
-    except ImportError:
-        print("unimat_core.metrics not available: evaluation skipped")
+    evaluate_quality(dataset, generated, work)
+
+
+def evaluate_quality(dataset: str, generated, work: Path) -> None:
+    """CDVAE metrics + uniqueness/novelty of the samples: reference = test split, novelty vs the val split
+    the model was trained on. Reference fingerprints are cached under benchmarks/runs/<dataset>/metrics/cache."""
+    from unimat_core.datasets import load_bundled
+    from unimat_core.metrics import MetricsConfig, evaluate_structures, write_metrics
+
+    tables = load_bundled(dataset).structures
+    reference = tables[tables["split"] == "test"].reset_index(drop=True)
+    training = tables[tables["split"] == "val"].reset_index(drop=True)
+    config = MetricsConfig(dataset=dataset, n_workers=2, cache_dir=str(RUNS / dataset / "metrics" / "cache"))
+    start = time.perf_counter()
+    result = evaluate_structures(generated, reference, training, config)
+    paths = write_metrics(result, work / "metrics")
+    print(f"evaluate: {time.perf_counter() - start:.0f} s -> {paths['summary']}")
+    print(result.markdown())
 
 
 def _print_machine() -> None:
