@@ -1,0 +1,63 @@
+"""Discovery benchmark helpers without Prefect: target drawing from the bundled perov_5 data, relaxation planning."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from pymatgen.core import Composition
+
+from tasks.discovery import plan_relaxation, select_targets
+from unimat_core.datasets.bundled import bundled_csv_paths
+from unimat_core.random_structures import random_candidates
+from unimat_core.structure_table import records_to_frame, structure_from_json, write_structures
+
+
+def test_drawn_targets_are_unseen_perov5_test_compositions_with_their_known_structures():
+    targets, known = select_targets("perov_5", (), 4, seed=3, unseen_only=True)
+    assert len(targets) == 4 and len(set(targets)) == 4
+    again, _ = select_targets("perov_5", (), 4, seed=3, unseen_only=True)
+    other, _ = select_targets("perov_5", (), 4, seed=4, unseen_only=True)
+    assert again == targets and other != targets
+    val = pd.read_csv(bundled_csv_paths("perov_5")["val"], usecols=["formula"])["formula"]
+    seen = {Composition(f).reduced_formula for f in val}
+    for target in targets:
+        assert " " not in target and Composition(target).num_atoms == 5  # full perov_5 cell
+        assert Composition(target).reduced_formula not in seen
+        rows = known[known["target_formula"] == target]
+        assert len(rows) >= 1 and (rows["split"] == "test").all() and rows["id"].str.startswith("known-").all()
+        for text in rows["structure"]:
+            assert structure_from_json(text).composition.reduced_formula == Composition(target).reduced_formula
+
+
+def test_explicit_targets_need_a_known_structure():
+    targets, known = select_targets("perov_5", ("Ti1Os1N1O1F1",), 1, seed=0, unseen_only=True)
+    assert targets == ["Ti1Os1N1O1F1"] and len(known) >= 1
+    with pytest.raises(ValueError, match=r"no known structure for \['Cu3Au1'\]"):
+        select_targets("perov_5", ("Ti1Os1N1O1F1", "Cu3Au"), 1, seed=0, unseen_only=True)
+    with pytest.raises(FileNotFoundError, match="neither a bundled dataset"):
+        select_targets("no/such/file.parquet", (), 1, seed=0, unseen_only=True)
+
+
+def test_relaxation_plan_skips_finished_ids_and_numbers_new_chunks_after_old_ones(tmp_path, nacl):
+    known = records_to_frame([nacl], ["known-nacl"], source="hand")
+    known["target_formula"] = "Na2Cl2"
+    write_structures(known, tmp_path / "known" / "structures.parquet")
+    write_structures(random_candidates(["Na2Cl2"], 5, seed=0), tmp_path / "random" / "candidates.parquet")
+    unimat = random_candidates(["Na2Cl2"], 2, seed=1, id_prefix="unimat")
+    unimat.loc[1, ["structure", "valid", "reason"]] = [None, False, "degenerate lattice"]  # an invalid decode
+    write_structures(unimat, tmp_path / "unimat" / "candidates.parquet")
+
+    plan = plan_relaxation(tmp_path, chunk_size=2)
+    by_set = {name: [c for c in plan if c["set"] == name] for name in ("known", "unimat", "random")}
+    assert [c["ids"] for c in by_set["unimat"]] == [["unimat-Na2Cl2-000"]]  # the invalid decode is not relaxed
+    assert [len(c["ids"]) for c in by_set["random"]] == [2, 2, 1]
+    assert [c["out_dir"].rsplit("/", 1)[1] for c in by_set["random"]] == ["chunk-00000", "chunk-00001", "chunk-00002"]
+
+    # chunk 1 finished before a kill: a new plan relaxes the rest in fresh chunk folders
+    done = by_set["random"][1]
+    write_structures(records_to_frame([nacl, nacl], done["ids"], source="relax"), f"{done['out_dir']}/part-00000.parquet")
+    replan = [c for c in plan_relaxation(tmp_path, chunk_size=2) if c["set"] == "random"]
+    assert sorted(i for c in replan for i in c["ids"]) == sorted(set(random_candidates(["Na2Cl2"], 5)["id"]) - set(done["ids"]))
+    assert [c["out_dir"].rsplit("/", 1)[1] for c in replan] == ["chunk-00002", "chunk-00003"]
+    with pytest.raises(ValueError, match="chunk_size"):
+        plan_relaxation(tmp_path, chunk_size=0)
