@@ -267,7 +267,7 @@ def _evaluate(generated: pd.DataFrame, reference: pd.DataFrame, training: pd.Dat
         "emd_n_elements": emd_n_elements,
         "n_unique": int(unique_v.sum()),
         "uniqueness": _fraction(unique_v.sum(), n_valid),
-        "n_novel": -1 if novel_v is None else int(novel_v.sum()),
+        "n_novel": float("nan") if novel_v is None else int(novel_v.sum()),
         "novelty": float("nan") if novel_v is None else _fraction(novel_v.sum(), n_valid),
         "struct_cutoff": float(struct_cutoff),
         "comp_cutoff": float(comp_cutoff),

@@ -175,3 +175,13 @@ def test_process_pool_and_reference_cache_give_the_same_numbers(tmp_path, perov_
     assert (cold["reference_cached"], warm["reference_cached"]) == (0.0, 1.0)
     for key in ("validity", "cov_recall", "cov_precision", "amsd_recall", "emd_density", "emd_n_elements", "uniqueness"):
         assert serial[key] == cold[key] == warm[key], key
+
+
+def test_empty_or_all_invalid_generated_sets_give_zero_validity_not_a_crash():
+    reference = table_of([rocksalt()])
+    empty = evaluate_structures(reference.iloc[:0], reference, config=ONE).summary
+    assert empty["n_generated"] == 0 and np.isnan(empty["validity"]) and empty["cov_recall"] == 0.0
+    junk = pd.DataFrame({"id": ["a", "b"], "structure": [None, "[]"]})
+    s = evaluate_structures(junk, reference, reference, config=ONE).summary
+    assert s["validity"] == 0.0 and s["n_valid"] == 0 and s["cov_precision"] == 0.0
+    assert np.isnan(s["uniqueness"]) and np.isnan(s["emd_density"])
