@@ -7,8 +7,10 @@
 Without --generated, the "generated" set is test-split structures drawn with replacement and
 perturbed (random lattice strain + Gaussian rattle), a stand-in until a real model's samples
 exist; it is written once to benchmarks/runs/<dataset>/metrics/. Novelty is measured against the
-val split (the split bench_model.py trains on). Prints a markdown table; record it in
-benchmarks/RESULTS.md with the machine and its load.
+val split (the split bench_model.py trains on). Run it under `flock /tmp/unimat-cpu.lock` (the CPU
+is shared). Prints a markdown table with wall time and CPU time (parent + pool workers: on a busy
+machine the CPU time is the load-independent number); record it in benchmarks/RESULTS.md with the
+machine and its load.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import sys
 import time
@@ -37,6 +40,11 @@ def _split(dataset: str, split: str, work: Path) -> pd.DataFrame:
     if not path.exists():
         write_structures(load_bundled(dataset, splits=(split,)).structures, path)
     return read_structures(path)
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def perturbed(reference: pd.DataFrame, n: int, seed: int, strain: float, rattle: float) -> pd.DataFrame:
@@ -103,9 +111,11 @@ def main() -> None:
     config = MetricsConfig(dataset=args.dataset, n_workers=args.workers, cache_dir=str(cache_dir),
                            coverage_on=args.coverage_on, seed=args.seed)
     load_before = os.getloadavg()
+    cpu_before = _cpu_seconds()
     start = time.perf_counter()
     result = evaluate_structures(generated, reference, training, config)
     total = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu_before  # the pool's workers are joined (and counted) when it closes
     load_after = os.getloadavg()
     out = work / f"result-{args.mode}"
     write_metrics(result, out)
@@ -117,7 +127,7 @@ def main() -> None:
           f"input preparation {prep:.0f} s (not timed below)")
     timing = pd.DataFrame([{
         "mode": args.mode, "coverage on": args.coverage_on, "workers": args.workers, "generated": s["n_generated"],
-        "total (s)": round(total), "checks (s)": round(s["seconds_check"]),
+        "total (s)": round(total), "CPU (s)": round(cpu), "checks (s)": round(s["seconds_check"]),
         "generated fingerprints (s)": round(s["seconds_fingerprints"]),
         "reference fingerprints (s)": round(s["seconds_reference"]), "uniqueness+novelty (s)": round(s["seconds_matching"]),
         "reference cached": bool(s["reference_cached"]),
