@@ -46,6 +46,23 @@ class LocalDaskConfig(BaseModel):
         return cls.model_validate(data)
 
 
+class SchedulerAddressConfig(BaseModel):
+    """An already running Dask scheduler (`dask scheduler` + `dask worker` started by hand or by a
+    batch script, or a LocalCluster shared by several flow runs); the flow only connects to it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["address"] = "address"
+    address: str = Field(pattern=r"^(tcp|tls|inproc|ucx)://")
+
+    def as_dict(self) -> dict:
+        return self.model_dump()
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SchedulerAddressConfig:
+        return cls.model_validate(data)
+
+
 class JobQueueConfig(BaseModel):
     """Dask workers as SLURM or PBS batch jobs (`dask_jobqueue`); the scheduler runs inside the flow
     run's process, so that process must run on a node the compute nodes can reach (a login node or
@@ -65,7 +82,7 @@ class JobQueueConfig(BaseModel):
     memory: str = "32GB"
     walltime: str = Field(default="04:00:00", pattern=r"^\d+:\d{2}:\d{2}$")
     job_name: str = "unimat-dask"
-    prologue: tuple[str, ...] = ("export OMP_NUM_THREADS=1",)   # shell lines run before the worker starts
+    prologue: tuple[str, ...] = ()        # shell lines run before the worker starts (modules, venv activation)
     extra_directives: tuple[str, ...] = ()   # e.g. "--gres=gpu:1", "--constraint=cpu", "-l select=1:ncpus=8"
     interface: str | None = None          # network interface of the workers and scheduler (e.g. "ib0")
     scheduler_host: str | None = None     # address the scheduler binds to (default: the interface's / dask's choice)
@@ -79,17 +96,20 @@ class JobQueueConfig(BaseModel):
         return JOBQUEUE_CLASSES[self.kind]
 
     def cluster_kwargs(self) -> dict:
+        processes = self.processes or self.cores
+        # dask gives each worker cores/processes task threads; BLAS/torch inside a task get one thread,
+        # so a job never runs more threads than it has cores
         kwargs: dict = {
             "queue": self.queue, "account": self.account, "cores": self.cores,
-            "processes": self.processes or self.cores, "memory": self.memory, "walltime": self.walltime,
-            "job_name": self.job_name, "job_script_prologue": list(self.prologue),
+            "processes": processes, "memory": self.memory, "walltime": self.walltime, "job_name": self.job_name,
+            "job_script_prologue": [*self.prologue, "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1"],
             "job_extra_directives": list(self.extra_directives), "interface": self.interface,
             "local_directory": self.local_directory, "log_directory": self.log_directory,
         }
         if self.python:
             kwargs["python"] = self.python
         if self.scheduler_host:
-            kwargs["scheduler_options"] = {"host": self.scheduler_host, "dashboard_address": None}
+            kwargs["scheduler_options"] = {"host": self.scheduler_host, "dashboard": False}
         return {k: v for k, v in kwargs.items() if v is not None}
 
     def adapt_kwargs(self) -> dict | None:
@@ -107,13 +127,16 @@ class JobQueueConfig(BaseModel):
         return cls.model_validate(data)
 
 
-ClusterConfig = Annotated[LocalDaskConfig | JobQueueConfig, Field(discriminator="kind")]
+ClusterConfig = Annotated[LocalDaskConfig | SchedulerAddressConfig | JobQueueConfig, Field(discriminator="kind")]
 
 
-def dask_task_runner(config: LocalDaskConfig | JobQueueConfig):
-    """A `prefect_dask.DaskTaskRunner` that starts the configured cluster when the flow run starts."""
+def dask_task_runner(config: LocalDaskConfig | SchedulerAddressConfig | JobQueueConfig):
+    """A `prefect_dask.DaskTaskRunner` that starts the configured cluster when the flow run starts
+    (and closes it at the end), or connects to a running scheduler."""
     from prefect_dask import DaskTaskRunner
 
+    if isinstance(config, SchedulerAddressConfig):
+        return DaskTaskRunner(address=config.address)
     return DaskTaskRunner(cluster_class=config.cluster_class(), cluster_kwargs=config.cluster_kwargs(),
                           adapt_kwargs=config.adapt_kwargs())
 
@@ -126,6 +149,6 @@ def job_script(config: JobQueueConfig) -> str:
     module, name = config.cluster_class().rsplit(".", 1)
     cluster_cls = getattr(importlib.import_module(module), name)
     kwargs = config.cluster_kwargs()
-    kwargs.setdefault("scheduler_options", {"host": config.scheduler_host or "127.0.0.1", "dashboard_address": None})
+    kwargs["scheduler_options"] = {"host": "127.0.0.1", "dashboard": False}  # only the script is wanted
     with cluster_cls(**kwargs) as cluster:
         return cluster.job_script()

@@ -107,8 +107,11 @@ def prefect_server(root: Path, timeout: float = 120) -> Iterator[PrefectServer]:
     port = free_port()
     log = root / "server.log"
     # the UI is served by the same process; background services we do not need are off to save CPU
-    env = prefect_env(home, PREFECT_SERVER_SERVICES_FOREMAN_ENABLED="false",
-                      PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false", PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED="false")
+    env = prefect_env(home, PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port),
+                      PREFECT_SERVER_UI_API_URL=f"http://127.0.0.1:{port}/api",  # the UI's JS calls this, not :4200
+                      PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
+                      PREFECT_SERVER_SERVICES_FOREMAN_ENABLED="false", PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
+                      PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED="false")
     proc = start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log)
     try:
         server = PrefectServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api", home, log)

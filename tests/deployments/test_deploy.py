@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.deployments.server import REPO, PREFECT, prefect_server, run_cli, start, stop, tail, wait_flow_run
+from tests.deployments.server import PREFECT, REPO, run_cli, start, stop, tail, wait_flow_run
 from unimat_core.datasets.bundled import bundled_csv_paths
+from unimat_core.run_layout import STAGES
 from unimat_core.structure_table import read_structures
 
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
@@ -36,7 +37,7 @@ def test_prefect_yaml_is_well_formed():
     assert [list(step) for step in config["pull"]] == [["prefect.deployments.steps.set_working_directory"]]
     assert config["push"] is None
     names = {d["name"]: d for d in config["deployments"]}
-    assert {"weekly", "fetch", "tensorize", "train", "generate"} <= set(names)
+    assert set(names) == {"weekly", *STAGES, "relax-dask", "generate-dask"}
     assert names["weekly"]["entrypoint"] == "flows/campaign.py:discovery_campaign"
     assert names["weekly"]["schedules"][0]["cron"] == "0 3 * * 1"
     import importlib
@@ -49,43 +50,41 @@ def test_prefect_yaml_is_well_formed():
 
 
 @pytest.mark.slow
-def test_deploy_worker_runs_the_fetch_deployment(tmp_path, tiny_csv):
+def test_deploy_worker_runs_the_fetch_deployment(server, tmp_path, tiny_csv):
     phases: dict[str, float] = {}
-    clock = time.monotonic()
+    clock = time.monotonic()  # the server (conftest.py) is already up
 
     def lap(name: str) -> None:
         nonlocal clock
         phases[name], clock = round(time.monotonic() - clock, 1), time.monotonic()
 
     results_root = tmp_path / "runs"
-    with prefect_server(tmp_path) as server:
-        lap("server")
-        env = server.client_env(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5")
-        run_cli(["work-pool", "create", POOL, "--type", "process"], env)
-        # the worker starts (imports) while `prefect deploy` loads the flows: both take a while on 2 cores
-        worker_log = tmp_path / "worker.log"
-        worker = start([PREFECT, "worker", "start", "--pool", POOL, "--limit", "1"], env, worker_log)
-        try:
-            deployed = run_cli(["--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)], env, timeout=180)
-            lap("deploy")
-            deployments = server.post("/deployments/filter").raise_for_status().json()
-            by_name = {d["name"]: d for d in deployments}
-            assert {"weekly", "fetch", "tensorize", "train", "generate"} <= set(by_name), deployed.stdout[-2000:]
-            assert by_name["fetch"]["pull_steps"] == [
-                {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
-            assert by_name["weekly"]["schedules"][0]["schedule"]["cron"] == "0 3 * * 1"
+    env = server.client_env(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5")
+    run_cli(["work-pool", "create", POOL, "--type", "process"], env)
+    # the worker starts (imports) while `prefect deploy` loads the flows: both take a while on 2 cores
+    worker_log = tmp_path / "worker.log"
+    worker = start([PREFECT, "worker", "start", "--pool", POOL, "--limit", "1"], env, worker_log)
+    try:
+        deployed = run_cli(["--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)], env, timeout=180)
+        lap("deploy")
+        deployments = server.post("/deployments/filter").raise_for_status().json()
+        by_name = {d["name"]: d for d in deployments}
+        assert set(by_name) == {"weekly", *STAGES, "relax-dask", "generate-dask"}, deployed.stdout[-2000:]
+        assert by_name["fetch"]["pull_steps"] == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+        assert by_name["weekly"]["schedules"][0]["schedule"]["cron"] == "0 3 * * 1"
 
-            params = {"run": {"campaign": "deployed", "results_root": str(results_root)},
-                      "source": {"kind": "csv", "name": "tiny", "csv_paths": [str(tiny_csv)]}}
-            triggered = run_cli(["deployment", "run", "fetch/fetch", "--params", json.dumps(params)], env)
-            flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", triggered.stdout).group(1)
-            lap("trigger")
-            run = wait_flow_run(server, flow_run_id, timeout=90, logs=(worker_log, server.log))
-            lap("flow run")
-        finally:
-            stop(worker)
-        assert run["state"]["type"] == "COMPLETED", tail(worker_log)
-        assert run["deployment_id"] == by_name["fetch"]["id"]
+        params = {"run": {"campaign": "deployed", "results_root": str(results_root)},
+                  "source": {"kind": "csv", "name": "tiny", "csv_paths": [str(tiny_csv)]}}
+        triggered = run_cli(["deployment", "run", "fetch/fetch", "--params", json.dumps(params)], env)
+        flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", triggered.stdout).group(1)
+        lap("trigger")
+        run = wait_flow_run(server, flow_run_id, timeout=90, logs=(worker_log, server.log))
+        lap("flow run")
+    finally:
+        stop(worker)
+    assert run["state"]["type"] == "COMPLETED", tail(worker_log)
+    assert run["deployment_id"] == by_name["fetch"]["id"]
 
     table = read_structures(results_root / "deployed" / "fetch" / "structures.parquet")
     assert len(table) == 6 and (results_root / "deployed" / "fetch" / "rejected.parquet").exists()

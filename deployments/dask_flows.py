@@ -1,0 +1,27 @@
+"""Stage flows with their tasks on a Dask cluster: the deployable entry points of the cluster path.
+
+Nothing here re-implements a stage: each flow runs the ordinary stage flow as a subflow with a
+`DaskTaskRunner` built from a typed cluster config (deployments/cluster.py), so the chunk tasks go
+to Dask workers (LocalCluster processes, or SLURM/PBS jobs) instead of the local thread pool, and
+the results are the same rows in the same run folder.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from deployments.cluster import ClusterConfig, LocalDaskConfig, dask_task_runner
+from flows.params import GenerateParams, RelaxParams, RunParams
+from flows.stages import generate_flow, relax_flow
+
+
+@flow(name="relax-on-dask", log_prints=True)
+def relax_on_dask(run: RunParams = RunParams(), relax: RelaxParams = RelaxParams(),
+                  cluster: ClusterConfig = LocalDaskConfig()) -> dict:
+    return relax_flow.with_options(task_runner=dask_task_runner(cluster))(run, relax)
+
+
+@flow(name="generate-on-dask", log_prints=True)
+def generate_on_dask(run: RunParams = RunParams(), generate: GenerateParams = GenerateParams(),
+                     cluster: ClusterConfig = LocalDaskConfig()) -> dict:
+    return generate_flow.with_options(task_runner=dask_task_runner(cluster))(run, generate)
