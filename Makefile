@@ -25,8 +25,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs
 
+# Prefect server + UI on loopback (SQLite under $(PREFECT_HOME)); `make ui UI_PORT=4300` for another port.
+# Remote users: an SSH tunnel (ssh -L 4200:127.0.0.1:4200 host); a shared server: deployments/README.md.
+UI_PORT ?= 4200
 ui: $(STAMP)
-	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+	PREFECT_SERVER_UI_API_URL=http://127.0.0.1:$(UI_PORT)/api PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT=false \
+	  $(BIN)/prefect server start --host 127.0.0.1 --port $(UI_PORT)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/bench_representation.py
