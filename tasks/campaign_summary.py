@@ -13,16 +13,13 @@ def _headline(stage: str, result: dict) -> str:
     pick = {
         "fetch": ("n_structures", "reused"), "tensorize": ("n_encoded", "reused"),
         "train": ("step", "last_loss", "stopped_by"), "generate": ("n_generated", "n_valid"),
-        "relax": ("n_relaxed", "n_converged", "n_failed"), "score": (),
-        "evaluate": (),
+        "relax": ("n_relaxed", "n_converged", "n_failed"), "score": ("n_scored", "n_stable", "n_metastable"),
+        "evaluate": ("n_valid", "validity", "cov_recall", "cov_precision", "uniqueness", "novelty"),
     }[stage]
     if stage == "score":
-        scores = result.get("scores", {})
-        return ", ".join(f"{k}={scores.get(k)}" for k in ("n_scored", "n_stable", "n_metastable"))
-    if stage == "evaluate":
-        return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in list(result.items())[:8] if not isinstance(v, (dict, list)))
-    return ", ".join(f"{k}={result.get(k)}" for k in pick if k in result)
+        result = result.get("scores", result)
+    return ", ".join(f"{k}={result[k]:.3g}" if isinstance(result[k], float) else f"{k}={result[k]}"
+                     for k in pick if k in result)
 
 
 @task(name="campaign-summary")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -32,21 +34,25 @@ _POOL: dict[str, list[BuiltCalculator]] = {}
 _POOL_LOCK = threading.Lock()
 
 
-def _borrow(config: CalculatorConfig) -> BuiltCalculator | CalculatorConfig:
-    if config.name in EXTERNAL:  # gpaw / vasp / espresso run outside this process
-        return config
+@contextmanager
+def pooled_calculator(config: CalculatorConfig) -> Iterator[BuiltCalculator | CalculatorConfig]:
+    """Borrow a built calculator of this process's pool (built on first use), give it back afterwards.
+
+    GPAW / VASP / QE run outside this process: their config is handed through unchanged.
+    """
+    if config.name in EXTERNAL:
+        yield config
+        return
     key = json.dumps(config.as_dict(), sort_keys=True)
     with _POOL_LOCK:
         free = _POOL.setdefault(key, [])
-        if free:
-            return free.pop()
-    return build_calculator(config)
-
-
-def _give_back(config: CalculatorConfig, built: BuiltCalculator | CalculatorConfig) -> None:
-    if isinstance(built, BuiltCalculator):
+        built = free.pop() if free else None
+    built = built or build_calculator(config)
+    try:
+        yield built
+    finally:
         with _POOL_LOCK:
-            _POOL.setdefault(json.dumps(config.as_dict(), sort_keys=True), []).append(built)
+            _POOL[key].append(built)
 
 
 def _input_files(source: str | Path) -> list[Path]:
@@ -109,15 +115,12 @@ def relax_ids(source: str | Path, ids: list[str], part: str | Path, calculator: 
     rows = read_rows(source, ids).set_index("id", drop=False).loc[ids].reset_index(drop=True)
     calc_config = CalculatorConfig.from_dict(calculator)
     relax_config = RelaxConfig.from_dict(relax)
-    built = _borrow(calc_config)
-    try:
+    with pooled_calculator(calc_config) as built:
         results = []
         for text in rows["structure"]:
             structure = structure_from_json(text)
             results.append(_too_big(structure, max_sites, calc_config.name)
                            or relax_structure(structure, built, relax_config))
-    finally:
-        _give_back(calc_config, built)
     write_structures(results_to_frame(rows, results), part)
     converged = sum(r.converged for r in results)
     return {"part": str(part), "n": len(results), "n_converged": converged, "n_failed": len(results) - converged,

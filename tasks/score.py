@@ -21,9 +21,10 @@ from pymatgen.core import Composition
 from dft.batch import read_relaxed
 from dft.calculators import CalculatorConfig
 from dft.elemental import elemental_references
-from dft.hull import read_reference, reference_from_relaxed, score_candidates, sun_summary, write_reference
+from dft.hull import make_reference, read_reference, reference_from_relaxed, score_candidates, sun_summary, write_reference
 from dft.relax import RelaxConfig
 from tasks.artifacts import artifact_key, file_links, histogram_png, inline_image, markdown_table
+from tasks.relax import pooled_calculator
 from tasks.train import training_split_of
 from unimat_core.run_layout import RunLayout
 from unimat_core.structure_table import read_structures
@@ -99,21 +100,22 @@ def elemental_chunk(elements: list[str], out_dir: str, calculator: dict, relax: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     done, failed = [], {}
-    for symbol in elements:
-        path, failure = out / f"{symbol}.parquet", out / f"{symbol}.failed.json"
-        if path.exists() or failure.exists():
-            done.append(symbol)
-            continue
-        try:
-            frame = elemental_references([symbol], CalculatorConfig.from_dict(calculator), RelaxConfig.from_dict(relax))
-        except ValueError as exc:  # every prototype failed: recorded, the hull reports the element as missing
-            failure.write_text(json.dumps({"element": symbol, "reason": str(exc)}))
-            failed[symbol] = str(exc)
-            continue
-        tmp = path.with_name(f".{path.name}.tmp")
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(path)
-        done.append(symbol)
+    todo = [s for s in elements if not ((out / f"{s}.parquet").exists() or (out / f"{s}.failed.json").exists())]
+    done += [s for s in elements if s not in todo]
+    if todo:
+        with pooled_calculator(CalculatorConfig.from_dict(calculator)) as built:
+            for symbol in todo:
+                path = out / f"{symbol}.parquet"
+                try:
+                    frame = elemental_references([symbol], built, RelaxConfig.from_dict(relax))
+                except ValueError as exc:  # every prototype failed: recorded, the hull reports the element missing
+                    (out / f"{symbol}.failed.json").write_text(json.dumps({"element": symbol, "reason": str(exc)}))
+                    failed[symbol] = str(exc)
+                    continue
+                tmp = path.with_name(f".{path.name}.tmp")
+                frame.to_parquet(tmp, index=False)
+                tmp.replace(path)
+                done.append(symbol)
     get_run_logger().info("elemental references: %d done, %d failed %s", len(done), len(failed), sorted(failed))
     return {"n_done": len(done), "failed": failed}
 
@@ -130,10 +132,12 @@ def build_reference(layout: RunLayout, kind: str, path: str | None, elements: li
         pieces = reference_relax_dir(layout, calculator)
         relaxed = read_relaxed(pieces) if any(pieces.glob("part-*.parquet")) else None
         elemental = read_elementals(elemental_dir(layout, calculator), elements)
-        if elemental is None:
-            raise ValueError(f"no elemental reference could be relaxed for {elements}: see "
-                             f"{elemental_dir(layout, calculator)}")
-        reference = reference_from_relaxed(relaxed if relaxed is not None else elemental.iloc[:0], elemental)
+        pieces_found = [f for f in (relaxed, elemental) if f is not None]
+        if pieces_found:
+            reference = reference_from_relaxed(pd.concat(pieces_found, ignore_index=True))
+        else:  # nothing converged and no training subset: every candidate is reported with missing elements
+            get_run_logger().warning("offline reference is empty: no converged candidate and no training subset")
+            reference = make_reference([], [], [], "none")
     elif kind == "mp":
         from dft.mp_reference import reference_from_mp
 

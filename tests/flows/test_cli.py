@@ -41,7 +41,7 @@ def _result(proc: subprocess.CompletedProcess) -> dict:
 def test_campaign_runs_all_stages_then_resumes(tmp_path, small_csv):
     args = ["campaign", "--campaign", "t1", "--results-root", str(tmp_path / "runs"), "--source", str(small_csv),
             "--max-steps", "4", "--batch-size", "8", "--num-samples", "6", "--gen-batch-size", "4", "--steps", "3",
-            "--calculator", "chgnet", "--relax-steps", "15", "--time-limit", "20", "--reference-size", "2",
+            "--calculator", "chgnet", "--relax-steps", "15", "--time-limit", "20", "--reference-size", "0",
             "--n-eval", "6", "--eval-workers", "1"]
     first = _result(run_cli(*args))
     assert list(first["seconds"]) == ["fetch", "tensorize", "train", "generate", "relax", "score", "evaluate"]

@@ -64,6 +64,7 @@ def test_score_with_a_user_reference_gives_hand_checked_energies(tmp_path):
     assert table is not None and "formation_energy_per_atom" in str(table.data)
 
 
+@pytest.mark.slow
 def test_offline_reference_uses_the_candidates_calculator_and_is_reused(tmp_path):
     layout = make_run(tmp_path, "o", n_candidates=4)
     run = RunParams(campaign="o", results_root=str(tmp_path))
