@@ -100,7 +100,7 @@ def wait_healthy(api_url: str, proc: subprocess.Popen, log: Path, timeout: float
 
 
 @contextmanager
-def prefect_server(root: Path, timeout: float = 120) -> Iterator[PrefectServer]:
+def prefect_server(root: Path, timeout: float = 180) -> Iterator[PrefectServer]:
     """`prefect server start` on a free loopback port with SQLite under `root`; stopped on exit."""
     home = root / "prefect-home"
     home.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import gzip
 import html
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +33,17 @@ def chromium(url: str, profile: Path, *args: str) -> str:
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
            f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=15000", *args, url]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, start_new_session=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:  # chromium forks renderer/zygote helpers: kill the whole group, also on timeout
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    assert proc.returncode == 0, err[-2000:]
+    return out
 
 
 def visible_text(dom: str) -> str:
