@@ -157,8 +157,8 @@ def score_candidates(candidates: pd.DataFrame, reference: pd.DataFrame, *, metas
     scored = pd.DataFrame([row for rows in results for row in rows])
     columns = ["formation_energy_per_atom", "decomposition_energy", "e_above_hull", "stable", "metastable",
                "missing_elements"]
-    out = cand[["id", "composition", "chemsys", "energy_per_atom"]].merge(
-        scored if len(scored) else pd.DataFrame(columns=["id", *columns]), on="id", how="left")
+    scored = scored.reindex(columns=["id", *columns])  # every column, even when no system could be scored
+    out = cand[["id", "composition", "chemsys", "energy_per_atom"]].merge(scored, on="id", how="left")
     out.loc[~finite.values, "missing_elements"] = ""
     out["score_error"] = np.where(~finite.values, "no finite energy", "")
     out["stable"] = out["stable"].eq(True)
