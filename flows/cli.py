@@ -217,8 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Runs, logs and artifacts are in the Prefect UI served by {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
     else:
         home = os.environ["PREFECT_HOME"]
-        print(f"Runs, logs and artifacts were recorded in Prefect's database under {home}. To browse them: `make ui` "
-              "(starts `prefect server` on that database), then open http://127.0.0.1:4200 (Runs, Artifacts). "
+        start = "make ui" if Path(home).resolve() == (Path.cwd() / ".prefect").resolve() else \
+            f"PREFECT_HOME={home} prefect server start --host 127.0.0.1 --port 4200"
+        print(f"Runs, logs and artifacts were recorded in Prefect's database under {home}. To browse them: `{start}` "
+              "(a Prefect server on that database), then open http://127.0.0.1:4200 (Runs, Artifacts). "
               "With the server up, export PREFECT_API_URL=http://127.0.0.1:4200/api to send new runs to it live.")
     return 0
 

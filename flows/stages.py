@@ -14,7 +14,7 @@ from flows.params import EvaluateParams, GenerateParams, RelaxParams, RunParams,
 from tasks.evaluate import evaluate_generated
 from tasks.evaluate_inputs import evaluate_inputs
 from tasks.fetch import fetch_structures
-from tasks.generate import generate_batch, plan_generation
+from tasks.generate import generate_batch, plan_generation, start_progress
 from tasks.relax import plan_relax, relax_chunk, relax_report
 from tasks.score import (build_reference, elemental_chunk, elemental_dir, plan_reference, reference_relax_dir,
                          score_relaxed, summarize_sun)
@@ -48,7 +48,9 @@ def generate_flow(run: RunParams = RunParams(), generate: GenerateParams = Gener
     checkpoint = layout.require(layout.train_checkpoint, made_by="train")
     config = generate.core_config(str(checkpoint), str(layout.generated))
     batches = plan_generation(config)
-    futures = generate_batch.map(unmapped(config), list(range(len(batches))), batches)
+    progress = start_progress(run.campaign, len(batches))
+    futures = generate_batch.map(unmapped(config), list(range(len(batches))), batches, unmapped(progress),
+                                 unmapped(len(batches)))
     parts = [f.result() for f in futures]
     return {"out_dir": config["out_dir"], "n_parts": len(parts), "n_generated": sum(p["n"] for p in parts),
             "n_valid": sum(p["n_valid"] for p in parts), "n_reused_parts": sum(p["skipped"] for p in parts)}

@@ -5,11 +5,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from uuid import UUID
+
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from unimat_core.model.checkpoint import LoadedModel, load_model
 from unimat_core.model.device import pick_device
-from unimat_core.model.generation import GenerateConfig, generate_part, plan_batches
+from unimat_core.model.generation import GenerateConfig, generate_part, part_path, plan_batches
 
 _MODELS: dict[tuple[str, float, bool], LoadedModel] = {}
 _LOCK = threading.Lock()
@@ -34,11 +37,21 @@ def plan_generation(config: dict) -> list[list[str | None]]:
     return plan_batches(generate_config, loaded.spec)
 
 
+@task(name="generation-progress")
+def start_progress(campaign: str, n_batches: int) -> str:
+    """A progress artifact the batch tasks move forward as their parts land (returns its id)."""
+    return str(create_progress_artifact(progress=0.0, description=f"generation batches of {campaign} ({n_batches})"))
+
+
 @task(name="generate-batch", retries=1)
-def generate_batch(config: dict, batch: int, targets: list[str | None]) -> dict:
+def generate_batch(config: dict, batch: int, targets: list[str | None], progress_id: str | None = None,
+                   n_batches: int | None = None) -> dict:
     generate_config = GenerateConfig.from_dict(config)
     loaded = cached_model(generate_config.checkpoint, generate_config.use_ema, generate_config.device)
     part = generate_part(generate_config, batch, targets, loaded)
     get_run_logger().info("batch %d: %d structures, %d decoded (%s)", batch, part["n"], part["n_valid"],
                           "reused" if part["skipped"] else "new")
+    if progress_id and n_batches:  # parts on disk / planned: right whatever order the batches finish in
+        done = sum(part_path(generate_config.out_dir, b).exists() for b in range(n_batches))
+        update_progress_artifact(UUID(progress_id), progress=100.0 * done / n_batches)
     return part

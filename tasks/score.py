@@ -10,6 +10,7 @@ parquet/CSV (dft.hull.read_reference). The reference actually used is `score/ref
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +147,7 @@ def build_reference(layout: RunLayout, kind: str, path: str | None, elements: li
     else:
         reference = read_reference(path)
     write_reference(reference, layout.reference)
-    counts = reference["source"].str.split(":").str[0].value_counts().to_dict()
+    counts = dict(Counter(str(source).split(":")[0] for source in reference["source"]))
     get_run_logger().info("reference hull: %d entries %s -> %s", len(reference), counts, layout.reference)
     return {"path": str(layout.reference), "n_entries": len(reference), "sources": counts}
 

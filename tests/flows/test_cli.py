@@ -25,10 +25,10 @@ def small_csv(tmp_path):
     return path
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `unimat` in its own process, as a user would (Prefect's console logging owns stdout)."""
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
-                          env={**os.environ}, timeout=300)
+                          env={**os.environ}, timeout=timeout)
 
 
 def _result(proc: subprocess.CompletedProcess) -> dict:
@@ -43,7 +43,7 @@ def test_campaign_runs_all_stages_then_resumes(tmp_path, small_csv):
             "--max-steps", "4", "--batch-size", "8", "--num-samples", "6", "--gen-batch-size", "4", "--steps", "3",
             "--calculator", "chgnet", "--relax-steps", "15", "--time-limit", "20", "--reference-size", "0",
             "--n-eval", "6", "--eval-workers", "1"]
-    first = _result(run_cli(*args))
+    first = _result(run_cli(*args, timeout=900))  # every stage incl. CHGNet; minutes on a busy 2-core box
     assert list(first["seconds"]) == ["fetch", "tensorize", "train", "generate", "relax", "score", "evaluate"]
     assert first["fetch"]["n_structures"] == 40 and not first["fetch"]["reused"]
     assert first["tensorize"]["n_encoded"] == 40 and not first["tensorize"]["reused"]
@@ -64,7 +64,7 @@ def test_campaign_runs_all_stages_then_resumes(tmp_path, small_csv):
     assert (tmp_path / "runs" / "t1" / "evaluate" / "per_structure.parquet").exists()
     assert (tmp_path / "runs" / "t1" / "train" / "loss.png").exists()
 
-    second = _result(run_cli(*args))
+    second = _result(run_cli(*args, timeout=900))
     assert second["fetch"]["reused"] and second["tensorize"]["reused"]
     assert second["train"]["resumed_from"] == 4 and second["generate"]["n_reused_parts"] == 2
     assert second["relax"]["n_relaxed_now"] == 0 and second["relax"]["n_done_before"] == first["relax"]["n_relaxed"]
