@@ -74,8 +74,11 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _generate_args(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
-    parser.add_argument("--num-samples", type=int, default=S, help="unconditional samples (200; campaign 64)")
-    parser.add_argument("--compositions", default=S, help="comma-separated cell formulas, e.g. SrTiO3,Ba2Ti2O6 (conditional)")
+    parser.add_argument("--num-samples", type=int, default=S,
+                        help="unconditional samples (200); in a campaign it replaces the demo's target compositions")
+    parser.add_argument("--compositions", default=S,
+                        help="comma-separated cell formulas, e.g. SrTiO3,Ba2Ti2O6 (conditional; campaign default: "
+                             "16 perov_5 test compositions, see flows/params.py)")
     parser.add_argument("--samples-per-composition", type=int, default=S)
     parser.add_argument("--gen-batch-size", type=int, default=S, help="samples per generation task (100; campaign 32)")
     parser.add_argument("--sampler", default=S, choices=["ddim", "ddpm"])
@@ -160,8 +163,12 @@ def _groups(args: argparse.Namespace) -> dict[str, dict]:
             if dest in LISTS:
                 value = tuple(v for v in value.split(",") if v)
             groups.setdefault(group, {})[field] = value
-    if "train_device" in vars(args) and args.command == "campaign":  # one --device for the whole campaign
-        groups.setdefault("generate", {})["device"] = args.train_device
+    if args.command == "campaign":
+        if "train_device" in vars(args):  # one --device for the whole campaign
+            groups.setdefault("generate", {})["device"] = args.train_device
+        generate = groups.get("generate", {})
+        if "num_samples" in generate and "compositions" not in generate:  # unconditional instead of the demo's targets
+            generate["compositions"] = ()
     return groups
 
 
