@@ -1,0 +1,47 @@
+"""Typed flow parameters: the demo defaults are the ones the README promises, bad values fail early."""
+
+import gzip
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+from pymatgen.core import Composition
+
+from flows.params import DEMO_COMPOSITIONS, CampaignParams, EvaluateParams, RelaxParams, ScoreParams
+from unimat_core.datasets.bundled import bundled_csv_paths
+
+
+def _formulas(split: str) -> set[str]:
+    with gzip.open(bundled_csv_paths("perov_5")[split], "rt") as fh:
+        return {Composition(f).formula for f in pd.read_csv(fh, usecols=["formula"])["formula"]}
+
+
+def test_demo_defaults():
+    params = CampaignParams()
+    assert params.source.name == "perov_5" and params.train.preset == "tiny" and params.train.max_minutes <= 10
+    assert params.relax.calculator == "chgnet" and params.score.reference == "offline"
+    assert params.stop_after == "evaluate"
+    assert len(params.generate.compositions) * params.generate.samples_per_composition == 64
+    # unseen targets: in the test split, not in the split the demo trains on (val)
+    test, val = _formulas("test"), _formulas("val")
+    for formula in DEMO_COMPOSITIONS:
+        composition = Composition(formula)
+        assert composition.num_atoms == 5 and max(composition.values()) <= 3
+        assert composition.formula in test and composition.formula not in val
+
+
+def test_bad_values_are_rejected(tmp_path):
+    with pytest.raises(ValidationError, match="unknown calculator"):
+        RelaxParams(calculator="nope")
+    with pytest.raises(ValidationError):
+        RelaxParams(time_limit_s=0)
+    with pytest.raises(ValidationError, match="not found"):
+        ScoreParams(reference=str(tmp_path / "missing.parquet"))
+    with pytest.raises(ValidationError, match="no coverage cutoffs"):
+        EvaluateParams(dataset="nope")
+    with pytest.raises(ValidationError):
+        CampaignParams(stop_after="nothing")
+    hull = tmp_path / "hull.csv"
+    hull.write_text("id,composition,energy_per_atom,source\n")
+    assert ScoreParams(reference=str(hull)).kind == "file"
+    assert EvaluateParams().metrics_config("perov_5", str(tmp_path))["cache_dir"].endswith(".cache/fingerprints")
