@@ -201,7 +201,7 @@ class CampaignParams(BaseModel):
     7 minutes (batch 32: more steps in the budget), then asked for 4 structures of each of 16
     compositions of the perov_5 test split that are absent from its training (val) split
     (`DEMO_COMPOSITIONS`, 64 samples: composition-conditioned sampling keeps a briefly trained model
-    to 5-atom cells worth relaxing), CHGNet relaxations capped at 200 steps / 30 s each, and a
+    to 5-atom cells worth relaxing), CHGNet relaxations capped at 200 steps / 30 s each in chunks of 4, and a
     24-structure offline reference.
     """
 
@@ -212,7 +212,7 @@ class CampaignParams(BaseModel):
     tensorize: TensorizeParams = TensorizeParams()
     train: TrainParams = TrainParams(max_steps=1500, max_minutes=7.0, batch_size=32)
     generate: GenerateParams = GenerateParams(compositions=DEMO_COMPOSITIONS, samples_per_composition=4, batch_size=32)
-    relax: RelaxParams = RelaxParams(time_limit_s=30.0, max_steps=200)
+    relax: RelaxParams = RelaxParams(time_limit_s=30.0, max_steps=200, chunk_size=4)  # ~30 candidates: 2 busy threads
     score: ScoreParams = ScoreParams()
     evaluate: EvaluateParams = EvaluateParams(n_eval=1000)
     stop_after: Stage = "evaluate"
