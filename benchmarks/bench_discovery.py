@@ -36,8 +36,9 @@ def main() -> None:
     parser.add_argument("--sampling-steps", type=int, default=50, help="DDIM steps")
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--converged-only", action="store_true",
-                        help="score only converged relaxations (rescoring a finished run reuses every relaxation)")
+    parser.add_argument("--all-energies", action="store_true",
+                        help="also score unconverged relaxations (default: converged only); rescoring a finished run "
+                             "reuses every relaxation")
     parser.add_argument("--results-root", default=str(REPO / "benchmarks" / "runs" / "perov_5"))
     parser.add_argument("--campaign", default=None, help="default: discovery-n<compositions>-k<k>")
     args = parser.parse_args()
@@ -55,7 +56,7 @@ def main() -> None:
                     results_root=args.results_root)
     discovery = DiscoveryParams(checkpoint=args.checkpoint, n_compositions=args.compositions,
                                 relaxations_per_composition=args.k, steps=args.sampling_steps, guidance=args.guidance,
-                                seed=args.seed, converged_only=args.converged_only)
+                                seed=args.seed, converged_only=not args.all_energies)
     relax = RelaxParams(calculator=args.calculator, max_steps=args.relax_steps, optimizer=args.optimizer,
                         time_limit_s=args.time_limit, chunk_size=args.chunk_size)
     start = time.perf_counter()
@@ -73,7 +74,7 @@ def main() -> None:
     print(f"Checkpoint {args.checkpoint} (step {result['candidates']['unimat'].get('model_step')}); {args.calculator}, "
           f"{args.optimizer}, fmax {relax.fmax} eV/A, <= {args.relax_steps} steps, {args.time_limit:g} s each; "
           f"{result['n_scored']} compositions x {args.k} candidates per method; scored: "
-          f"{'converged relaxations only' if args.converged_only else 'every relaxation with an energy'}; wall time {wall / 60:.1f} min "
+          f"{'every relaxation with an energy' if args.all_energies else 'converged relaxations only'}; wall time {wall / 60:.1f} min "
           f"({'resumed' if result['targets']['reused'] else 'fresh'} run)\n")
     print(summary.to_markdown(index=False, floatfmt=".3g"))
     head = result.get("head_to_head")

@@ -48,7 +48,9 @@ class DiscoveryParams(BaseModel):
     min_distance_factor: float = Field(default=0.7, gt=0)  # random search: d_ij >= factor * (r_i + r_j)
     packing_fraction: float = Field(default=0.45, gt=0)
     tolerance: float = Field(default=0.010, gt=0)  # eV/atom above the known energy that counts as reached
-    converged_only: bool = False  # score only converged relaxations (default: any relaxation with an energy)
+    # score only converged relaxations: a time- or step-limited relaxation of a collapsed cell can report an energy
+    # eV/atom below the true ground state (a calculator artefact, not a discovery)
+    converged_only: bool = True
     seed: int = 0
 
     @field_validator("compositions")

@@ -57,6 +57,7 @@ from unimat_core.structure_table import (
 
 METHODS = ("unimat", "random")
 SETS = ("known", *METHODS)
+SUSPECT_BELOW_KNOWN = 0.100  # eV/atom below the known structure: flagged in the report for inspection
 
 
 class DiscoverySettingsMismatch(ValueError):
@@ -405,6 +406,14 @@ def score(folder: Path, budget: int, tolerance: float, converged_only: bool) -> 
     text += (f"\nBudget: {budget} proposals per composition and method; a failed proposal (invalid decode, no random "
              f"cell) is a spent trial without an energy. Energies: {'converged relaxations only' if converged_only else 'every relaxation that returned an energy (converged or at its step/time limit)'}. "
              f"Compute time = generation share + relaxation wall time (model and calculator loading excluded).\n")
+    below = scored[scored["energy_per_atom"] < scored["composition"].map(reference) - SUSPECT_BELOW_KNOWN]
+    if len(below):
+        counts = ", ".join(f"{m} {n}" for m, n in below.groupby("method").size().items())
+        text += (f"\nSuspect: {len(below)} relaxations ({counts}; {int(below['converged'].sum())} converged) ended more "
+                 f"than {SUSPECT_BELOW_KNOWN * 1000:.0f} meV/atom below the known structure: either the known "
+                 "structure is not this calculator's ground state (perov_5 holds hypothetical cubic perovskites; e.g. "
+                 "N-N bonded nitrides relax lower) or the energy is an artefact (collapsed or unconverged cell). "
+                 "Inspect them before counting them as discoveries.\n")
     if unscored:
         text += f"\nNot scored (no known structure relaxed): {', '.join(unscored)}\n"
     (folder / "report.md").write_text(text)

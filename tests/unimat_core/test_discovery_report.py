@@ -84,3 +84,9 @@ def test_curve_summary_and_ks_for_a_budget():
     per_composition = relaxations_to_reach(toy_results(), REFERENCE)
     report = markdown_report(summarise(per_composition), per_composition, curves=curves)
     assert "Lowest energy found after k relaxations" in report and "median_above_meV" in report
+
+
+def test_plot_survives_a_method_with_no_energy_yet():
+    curves = best_after_k(toy_results(), REFERENCE, ks=(1, 2))
+    curves["above_reference"] = np.nan
+    assert convergence_plot(curves)[:8] == b"\x89PNG\r\n\x1a\n"
