@@ -16,6 +16,9 @@ Budget rule: each method proposes exactly K candidates per composition, and a pr
 under the distance rule) is a spent trial without an energy. This is conservative for the method
 that fails (its k-th relaxation may come from fewer usable candidates) and costs it no relaxation time.
 
+Scoring uses converged relaxations only by default: a relaxation stopped by its step or time limit
+can report an energy far below any real structure (a collapsed cell), which would count as "reached".
+
 Compute time of a candidate = its share of generation time (UniMat: its batch's sampling + decoding
 time divided by the batch size, model loading excluded; random: building that cell) + its relaxation
 wall time. Calculator loading is not counted for either method.
