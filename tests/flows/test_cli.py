@@ -70,6 +70,7 @@ def test_campaign_runs_all_stages_then_resumes(tmp_path, small_csv):
     assert second["relax"]["n_relaxed_now"] == 0 and second["relax"]["n_done_before"] == first["relax"]["n_relaxed"]
 
 
+@pytest.mark.slow  # a subprocess with its own Prefect server start
 def test_campaign_stop_after_runs_only_the_first_stages(tmp_path, small_csv):
     result = _result(run_cli("campaign", "--campaign", "t2", "--results-root", str(tmp_path), "--source",
                              str(small_csv), "--stop-after", "tensorize"))
@@ -94,6 +95,7 @@ def test_bad_parameters_fail_before_any_work(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # a subprocess with its own Prefect server start
 def test_relax_without_generated_structures_names_the_generate_stage(tmp_path):
     proc = run_cli("relax", "--campaign", "nogen", "--results-root", str(tmp_path), "--calculator", "emt")
     assert proc.returncode == 1
