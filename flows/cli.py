@@ -118,6 +118,27 @@ def _evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=S, help="fingerprint cache (default: <results-root>/.cache/fingerprints)")
 
 
+def _discovery_args(parser: argparse.ArgumentParser) -> None:
+    """discover-benchmark options; dests are prefixed `discovery_` and fill flows.discovery.DiscoveryParams."""
+    add = parser.add_argument
+    add("--checkpoint", dest="discovery_checkpoint", default=S, help="model checkpoint (<campaign>/train/checkpoints/last.pt)")
+    add("--compositions", dest="discovery_compositions", default=S,
+        help="comma-separated cell formulas (default: draw --n-compositions from the perov_5 test split)")
+    add("--n-compositions", dest="discovery_n_compositions", type=int, default=S, help="compositions to draw (20)")
+    add("--known", dest="discovery_known", default=S, help="perov_5 (its test split) or a structure-table parquet")
+    add("--k", dest="discovery_relaxations_per_composition", type=int, default=S,
+        help="candidates (relaxations) per composition and method (20)")
+    add("--sampler", dest="discovery_sampler", default=S, choices=["ddim", "ddpm"])
+    add("--sampling-steps", dest="discovery_steps", type=int, default=S, help="sampling steps (50)")
+    add("--guidance", dest="discovery_guidance", type=float, default=S, help="classifier-free guidance weight (1.0)")
+    add("--gen-batch-size", dest="discovery_batch_size", type=int, default=S, help="samples per generation batch (100)")
+    add("--gen-device", dest="discovery_device", default=S, help="auto, cuda or cpu")
+    add("--tolerance", dest="discovery_tolerance", type=float, default=S, help="eV/atom above known = reached (0.010)")
+    add("--all-energies", dest="discovery_converged_only", action="store_false", default=S,
+        help="also score unconverged relaxations (default: converged ones only)")
+    add("--seed", dest="discovery_seed", type=int, default=S)
+
+
 STAGE_ARGS = {"tensorize": [_tensorize_args], "train": [_train_args], "generate": [_generate_args],
               "relax": [_relax_args], "score": [_relax_args, _score_args], "evaluate": [_evaluate_args]}
 HELP = {"fetch": "load a dataset into <campaign>/fetch/structures.parquet",
@@ -149,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     _relax_args(campaign)
     _score_args(campaign)
     _evaluate_args(campaign)
+    bench = sub.add_parser("discover-benchmark", help="discovery benchmark: conditional UniMat vs random structure "
+                           "search, same calculator and number of relaxations (report, plot, artifacts)")
+    _run_args(bench)
+    _relax_args(bench)
+    _discovery_args(bench)
     campaign.add_argument("--stop-after", default=S, choices=["fetch", "tensorize", "train", "generate", "relax",
                                                               "score", "evaluate"], help="last stage to run (evaluate)")
     return parser
@@ -182,6 +208,13 @@ def _params(args: argparse.Namespace) -> dict:
     run = p.RunParams(campaign=args.campaign, **({"results_root": args.results_root} if args.results_root else {}))
     given = _groups(args)
     params: dict = {"run": run}
+    if args.command == "discover-benchmark":
+        from flows.discovery import DiscoveryParams
+
+        fields = {k.removeprefix("discovery_"): v for k, v in vars(args).items() if k.startswith("discovery_")}
+        if "compositions" in fields:
+            fields["compositions"] = tuple(c for c in fields["compositions"].split(",") if c)
+        return {**params, "discovery": DiscoveryParams(**fields), "relax": p.RelaxParams(**given.get("relax", {}))}
     if "source" in vars(args):
         params["source"] = DatasetSource.parse(args.source, splits=tuple(s for s in args.splits.split(",") if s))
     if args.command == "campaign":
@@ -208,10 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     _ensure_prefect_home()
     from flows.campaign import discovery_campaign
     from flows import stages
+    from flows.discovery import discovery_benchmark
 
     flow = {"fetch": stages.fetch_flow, "tensorize": stages.tensorize_flow, "train": stages.train_flow,
             "generate": stages.generate_flow, "relax": stages.relax_flow, "score": stages.score_flow,
-            "evaluate": stages.evaluate_flow, "campaign": discovery_campaign}[args.command]
+            "evaluate": stages.evaluate_flow, "campaign": discovery_campaign,
+            "discover-benchmark": discovery_benchmark}[args.command]
     try:
         result = flow(**params)
     except FileNotFoundError as exc:

@@ -16,7 +16,7 @@ from dft.calculators import CalculatorConfig
 from dft.relax import RelaxConfig, relax_structure
 from flows.discovery import DiscoveryParams, discovery_benchmark
 from flows.params import RelaxParams, RunParams
-from tasks.discovery import DiscoverySettingsMismatch, check_settings
+from tasks.discovery import DiscoverySettingsMismatch, check_settings, score
 from unimat_core.model.config import DenoiserConfig
 from unimat_core.model.training import TrainConfig, train
 from unimat_core.structure_table import records_to_frame, write_structures
@@ -64,14 +64,21 @@ def params(toy, campaign: str = "toy") -> tuple[RunParams, DiscoveryParams]:
     root, checkpoint, known = toy
     run = RunParams(campaign=campaign, results_root=str(root / "runs"))
     discovery = DiscoveryParams(checkpoint=checkpoint, compositions=TARGETS, known=str(known),
-                                relaxations_per_composition=K, steps=5, batch_size=4, device="cpu", seed=1)
+                                relaxations_per_composition=K, steps=5, batch_size=4, device="cpu", seed=1,
+                                converged_only=False)  # few relax steps: score every relaxation with an energy
     return run, discovery
 
 
-@pytest.mark.slow
-def test_discovery_benchmark_toy_run_is_consistent_and_resumes(toy):
+@pytest.fixture(scope="module")
+def toy_run(toy):
+    """The toy benchmark, run once for this module (the CLI test resumes it)."""
     run, discovery = params(toy)
-    result = discovery_benchmark(run, discovery, EMT)
+    return run, discovery, discovery_benchmark(run, discovery, EMT)
+
+
+@pytest.mark.slow
+def test_discovery_benchmark_toy_run_is_consistent_and_resumes(toy_run):
+    run, discovery, result = toy_run
     folder = run.layout().campaign_dir / "discovery"
     for name in ("report.md", "results.parquet", "per_composition.parquet", "curves.parquet", "summary.parquet",
                  "settings.json", "targets.parquet"):
@@ -132,6 +139,12 @@ def test_discovery_benchmark_toy_run_is_consistent_and_resumes(toy):
     assert [p.stat().st_mtime_ns for p in sorted(folder.glob("relaxed/*/chunk-*/part-*.parquet"))] == mtimes
     pd.testing.assert_frame_equal(pd.read_parquet(folder / "results.parquet"), results)
 
+    # rescoring with converged relaxations only drops exactly the unconverged energies
+    strict = score(folder, K, 0.010, converged_only=True)
+    rescored = pd.read_parquet(folder / "results.parquet")
+    assert (rescored["energy_per_atom"].notna() == (results["energy_per_atom"].notna() & results["converged"])).all()
+    assert set(strict["reference"]) <= set(direct)
+
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
     check_settings(tmp_path, {"k": 3, "seed": 1})
@@ -150,3 +163,23 @@ def test_bad_parameters_fail_before_any_work(tmp_path):
     with pytest.raises(FileNotFoundError, match="`train` stage"):
         discovery_benchmark.fn(run, DiscoveryParams(), EMT)
     assert not (tmp_path / "nomodel" / "discovery").exists()
+
+
+@pytest.mark.slow
+def test_cli_discover_benchmark_maps_options_to_the_same_run(toy_run, capsys):
+    """`unimat discover-benchmark` with the toy run's settings resumes it: nothing is generated or relaxed again."""
+    from flows.cli import main
+
+    run, discovery, first = toy_run
+    relax = EMT
+    args = ["discover-benchmark", "--campaign", run.campaign, "--results-root", run.results_root,
+            "--checkpoint", discovery.checkpoint, "--known", discovery.known, "--compositions", ",".join(TARGETS),
+            "--k", str(K), "--sampling-steps", "5", "--gen-batch-size", "4", "--gen-device", "cpu", "--seed", "1",
+            "--calculator", "emt", "--fmax", str(relax.fmax), "--relax-steps", str(relax.max_steps),
+            "--time-limit", str(relax.time_limit_s), "--chunk-size", str(relax.chunk_size), "--all-energies"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{"):out.rindex("}") + 1])
+    assert result["n_chunks"] == 0 and result["targets"]["reused"] and result["n_scored"] == first["n_scored"]
+    assert main(["discover-benchmark", "--compositions", "Cu3Au,Xx!"]) == 2
+    assert "not a chemical formula" in capsys.readouterr().err
