@@ -70,8 +70,11 @@ def main() -> None:
     print(f"Machine: {machine()}")
     print(f"Load average before {load_before[0]:.1f} / after {load_after[0]:.1f} (1 min), "
           f"{load_after[2]:.1f} (15 min) on {os.cpu_count()} cores; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    gen = params.generate
+    samples = (f"{len(gen.compositions) * gen.samples_per_composition} samples for {len(gen.compositions)} compositions"
+               if gen.compositions else f"{gen.num_samples} unconditional samples")
     print(f"Demo parameters: train {params.train.max_minutes} min / {params.train.max_steps} steps, batch "
-          f"{params.train.batch_size}; {params.generate.num_samples} samples; {params.relax.calculator} relax "
+          f"{params.train.batch_size}; {samples}; {params.relax.calculator} relax "
           f"{params.relax.max_steps} steps / {params.relax.time_limit_s:g} s, chunks of {params.relax.chunk_size}; "
           f"reference {params.score.reference} ({params.score.reference_size} training structures)\n")
     print("| stage | seconds | result |\n|---|---|---|")
