@@ -14,6 +14,17 @@ import pytest  # noqa: E402
 from pymatgen.core import Lattice, Structure  # noqa: E402
 
 
+def perov5_test_csv(path: Path, n_rows: int) -> Path:
+    """The first `n_rows` bundled perov_5 test crystals written as a CDVAE-format CSV at `path`."""
+    import gzip
+
+    from unimat_core.datasets.bundled import bundled_csv_paths
+
+    with gzip.open(bundled_csv_paths("perov_5")["test"], "rt") as fh:
+        pd.read_csv(fh).head(n_rows).to_csv(path, index=False)
+    return path
+
+
 @pytest.fixture(scope="session")
 def bundled_tables() -> dict[str, pd.DataFrame]:
     """Every bundled structure, parsed once per session (both datasets, all splits)."""

@@ -3,17 +3,15 @@ from deployments/prefect.yaml, a worker, and a deployment run of the fetch stage
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import time
 
-import pandas as pd
 import pytest
 import yaml
 
 from tests.deployments.server import PREFECT, REPO, run_cli, start, stop, tail, wait_flow_run
-from unimat_core.datasets.bundled import bundled_csv_paths
+from tests.conftest import perov5_test_csv
 from unimat_core.run_layout import STAGES
 from unimat_core.structure_table import read_structures
 
@@ -24,11 +22,7 @@ POOL = "unimat-local"
 @pytest.fixture
 def tiny_csv(tmp_path):
     """Six perov_5 test crystals as a CDVAE-format CSV."""
-    with gzip.open(bundled_csv_paths("perov_5")["test"], "rt") as fh:
-        frame = pd.read_csv(fh).head(6)
-    path = tmp_path / "tiny.csv"
-    frame.to_csv(path, index=False)
-    return path
+    return perov5_test_csv(tmp_path / "tiny.csv", 6)
 
 
 def test_fastapi_is_below_0_145():

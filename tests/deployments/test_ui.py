@@ -4,7 +4,6 @@ campaign's flow runs and artifacts; a screenshot of the campaign's flow-run page
 
 from __future__ import annotations
 
-import gzip
 import html
 import json
 import os
@@ -15,11 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from tests.deployments.server import REPO
-from unimat_core.datasets.bundled import bundled_csv_paths
+from tests.conftest import perov5_test_csv
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CAMPAIGN = "uitest"
@@ -65,8 +63,7 @@ def page_text(url: str, profile: Path, expected: list[str], attempts: int = 3) -
 
 @pytest.mark.slow
 def test_ui_lists_the_campaign_runs_and_artifacts(server, tmp_path):
-    with gzip.open(bundled_csv_paths("perov_5")["test"], "rt") as fh:
-        pd.read_csv(fh).head(24).to_csv(tmp_path / "tiny.csv", index=False)
+    perov5_test_csv(tmp_path / "tiny.csv", 24)
     args = ["campaign", "--campaign", CAMPAIGN, "--results-root", str(tmp_path / "runs"), "--source", str(tmp_path / "tiny.csv"),
             "--max-steps", "2", "--batch-size", "8", "--num-samples", "4", "--gen-batch-size", "4", "--steps", "2",
             "--stop-after", "generate"]

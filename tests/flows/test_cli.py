@@ -1,6 +1,5 @@
 """The `unimat` CLI runs real Prefect flows (ephemeral server on SQLite under PREFECT_HOME)."""
 
-import gzip
 import json
 import os
 import subprocess
@@ -11,18 +10,14 @@ import pandas as pd
 import pytest
 
 from flows.cli import main
-from unimat_core.datasets.bundled import bundled_csv_paths
+from tests.conftest import perov5_test_csv
 from unimat_core.structure_table import read_structures
 from unimat_core.tensor_store import TensorDataset
 
 
 @pytest.fixture
 def small_csv(tmp_path):
-    with gzip.open(bundled_csv_paths("perov_5")["test"], "rt") as fh:
-        frame = pd.read_csv(fh).head(40)
-    path = tmp_path / "test.csv"
-    frame.to_csv(path, index=False)
-    return path
+    return perov5_test_csv(tmp_path / "test.csv", 40)
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
