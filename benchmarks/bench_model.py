@@ -115,28 +115,30 @@ def throughput(dataset: str, presets: list[str], ddim_steps: int) -> None:
 
 
 def quality(dataset: str, minutes: float, num_samples: int, ddim_steps: int, batch_size: int, lr_decay_steps: int,
-            translate: bool) -> None:
+            translate: bool, threads: int, metric_workers: int, coverage_on: str) -> None:
     from unimat_core.model.generation import GenerateConfig, generate, read_generated
     from unimat_core.model.training import TrainConfig, train
 
     work = RUNS / dataset / "quality"
     config = TrainConfig(dataset=str(_dataset(dataset)), out_dir=str(work / "train"), preset="tiny", split="val",
                          batch_size=batch_size, max_steps=1_000_000, max_minutes=minutes, lr_decay_steps=lr_decay_steps,
-                         checkpoint_every=200, log_every=50, augment_translate=translate)
+                         checkpoint_every=200, log_every=50, augment_translate=translate,
+                         cpu_threads=threads)
     start = time.perf_counter()
     summary = train(config)
     print(f"train: {summary.as_dict()} ({time.perf_counter() - start:.0f} s this call)", flush=True)
     start = time.perf_counter()
     gen = generate(GenerateConfig(checkpoint=summary.checkpoint, out_dir=str(work / "generated"), num_samples=num_samples,
-                                  batch_size=500, steps=ddim_steps, sampler="ddim", device="cpu"))
+                                  batch_size=500, steps=ddim_steps, sampler="ddim", device="cpu",
+                                  cpu_threads=threads))
     print(f"generate: {gen.n_generated} structures, {gen.n_valid} decoded, {time.perf_counter() - start:.0f} s this call",
           flush=True)
     generated = read_generated(work / "generated")
     print(f"decoded valid: {generated['valid'].mean():.4f}")
-    evaluate_quality(dataset, generated, work)
+    evaluate_quality(dataset, generated, work, metric_workers, coverage_on)
 
 
-def evaluate_quality(dataset: str, generated, work: Path) -> None:
+def evaluate_quality(dataset: str, generated, work: Path, n_workers: int = 2, coverage_on: str = "all") -> None:
     """CDVAE metrics + uniqueness/novelty of the samples: reference = test split, novelty vs the val split
     the model was trained on. Reference fingerprints are cached under benchmarks/runs/<dataset>/metrics/cache."""
     from unimat_core.datasets import load_bundled
@@ -145,7 +147,7 @@ def evaluate_quality(dataset: str, generated, work: Path) -> None:
     tables = load_bundled(dataset).structures
     reference = tables[tables["split"] == "test"].reset_index(drop=True)
     training = tables[tables["split"] == "val"].reset_index(drop=True)
-    config = MetricsConfig(dataset=dataset, n_workers=2, cache_dir=str(RUNS / dataset / "metrics" / "cache"))
+    config = MetricsConfig(dataset=dataset, n_workers=n_workers, coverage_on=coverage_on, cache_dir=str(RUNS / dataset / "metrics" / "cache"))
     start = time.perf_counter()
     result = evaluate_structures(generated, reference, training, config)
     paths = write_metrics(result, work / "metrics")
@@ -180,12 +182,16 @@ def main() -> None:
     q.add_argument("--batch-size", type=int, default=64)
     q.add_argument("--lr-decay-steps", type=int, default=4000)
     q.add_argument("--translate", action="store_true", help="also augment with random origin shifts")
+    q.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
+    q.add_argument("--metric-workers", type=int, default=2)
+    q.add_argument("--coverage-on", choices=["all", "subset"], default="all",
+                   help="COV over all valid samples (CDVAE) or the seeded 1,000 subset (faster)")
     args = parser.parse_args()
     if args.mode == "throughput":
         throughput(args.dataset, args.presets.split(","), args.ddim_steps)
     else:
         quality(args.dataset, args.minutes, args.num_samples, args.ddim_steps, args.batch_size, args.lr_decay_steps,
-                args.translate)
+                args.translate, args.threads, args.metric_workers, args.coverage_on)
 
 
 if __name__ == "__main__":

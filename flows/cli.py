@@ -35,6 +35,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "eval_dataset": ("evaluate", "dataset"), "struct_cutoff": ("evaluate", "struct_cutoff"),
     "comp_cutoff": ("evaluate", "comp_cutoff"), "n_eval": ("evaluate", "n_eval"),
     "eval_workers": ("evaluate", "n_workers"), "cache_dir": ("evaluate", "cache_dir"),
+    "coverage_on": ("evaluate", "coverage_on"), "reference_limit": ("evaluate", "reference_limit"),
 }
 LISTS = {"compositions"}  # comma-separated on the command line
 
@@ -44,6 +45,8 @@ def _ensure_prefect_home() -> None:
     os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / ".prefect"))
     # the temporary server's first start (database migrations) can exceed Prefect's 20 s on a busy machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # offline by design: the server's usage heartbeat cannot reach its host and would log an ERROR per run
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +69,7 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default=S, choices=["tiny", "small", "paper"], help="model size (tiny)")
     parser.add_argument("--max-steps", type=int, default=S, help="training steps (1500)")
     parser.add_argument("--max-minutes", type=float, default=S,
-                        help="wall-clock budget; stops cleanly with a checkpoint (campaign default 6)")
+                        help="wall-clock budget; stops cleanly with a checkpoint (campaign default 5)")
     parser.add_argument("--batch-size", type=int, default=S, help="training batch size (64)")
     parser.add_argument("--learning-rate", type=float, default=S)
     parser.add_argument("--train-split", default=S, help="split to train on (default: train, else val)")
@@ -78,7 +81,7 @@ def _generate_args(parser: argparse.ArgumentParser, *, device: bool = True) -> N
                         help="unconditional samples (200); in a campaign it replaces the demo's target compositions")
     parser.add_argument("--compositions", default=S,
                         help="comma-separated cell formulas, e.g. SrTiO3,Ba2Ti2O6 (conditional; campaign default: "
-                             "16 perov_5 test compositions, see flows/params.py)")
+                             "8 perov_5 test compositions, see flows/params.py)")
     parser.add_argument("--samples-per-composition", type=int, default=S)
     parser.add_argument("--gen-batch-size", type=int, default=S, help="samples per generation task (100; campaign 32)")
     parser.add_argument("--sampler", default=S, choices=["ddim", "ddpm"])
@@ -93,9 +96,9 @@ def _relax_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calculator", default=S, help="chgnet (default), sevennet, emt, gpaw, vasp, espresso")
     parser.add_argument("--calculator-model", default=S, help="model name of the calculator (chgnet 0.3.0, sevennet 7net-0)")
     parser.add_argument("--fmax", type=float, default=S, help="force threshold, eV/A (0.05)")
-    parser.add_argument("--relax-steps", type=int, default=S, help="optimizer step limit per structure (300)")
-    parser.add_argument("--optimizer", default=S, choices=["FIRE", "BFGS"])
-    parser.add_argument("--time-limit", type=float, default=S, help="seconds per structure (120; campaign 60)")
+    parser.add_argument("--relax-steps", type=int, default=S, help="optimizer step limit per structure (300; campaign 150)")
+    parser.add_argument("--optimizer", default=S, choices=["FIRE", "BFGS"], help="FIRE (campaign: BFGS)")
+    parser.add_argument("--time-limit", type=float, default=S, help="seconds per structure (120; campaign 20)")
     parser.add_argument("--chunk-size", type=int, default=S, help="structures per relax task / part file (10)")
     parser.add_argument("--max-sites", type=int, default=S, help="cells with more sites are recorded as skipped (64)")
 
@@ -115,6 +118,10 @@ def _evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--comp-cutoff", type=float, default=S)
     parser.add_argument("--n-eval", type=int, default=S, help="valid samples for coverage/EMD (1000)")
     parser.add_argument("--eval-workers", type=int, default=S, help="fingerprint processes (2)")
+    parser.add_argument("--coverage-on", default=S, choices=["all", "subset"],
+                        help="COV over every valid sample (CDVAE, default) or the --n-eval subset (campaign)")
+    parser.add_argument("--reference-limit", type=int, default=S,
+                        help="seeded subset of the reference split (default: all; campaign 1000)")
     parser.add_argument("--cache-dir", default=S, help="fingerprint cache (default: <results-root>/.cache/fingerprints)")
 
 

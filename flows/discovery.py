@@ -4,7 +4,7 @@ than random structure search, with the same calculator and the same number of pr
 Steps (each a task writing parquet under `<results_root>/<campaign>/discovery/`, each resumable):
 targets + known structures -> UniMat candidates and random candidates (concurrently) -> relaxation of
 known structures and candidates, one mapped task per chunk -> report (tables, markdown, PNG, artifacts).
-See tasks/discovery.py for the folder layout and the budget and timing rules.
+See dft/discovery.py for the folder layout and the budget and timing rules.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.params import RelaxParams, RunParams
+from dft.discovery import discovery_dir
 from tasks.discovery import (
-    discovery_dir,
     plan_relaxation_task,
     prepare_targets_task,
     random_candidates_task,
@@ -56,7 +56,7 @@ class DiscoveryParams(BaseModel):
     @field_validator("compositions")
     @classmethod
     def _formulas(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from tasks.discovery import compact_formula
+        from dft.discovery import compact_formula
 
         return tuple(compact_formula(f) for f in value)
 

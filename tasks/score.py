@@ -46,8 +46,10 @@ def candidate_table(layout: RunLayout) -> pd.DataFrame:
 
 
 def choose_training_subset(layout: RunLayout, size: int, seed: int, candidate_formulas) -> list[str]:
-    """Up to `size` training-split ids: first those inside a candidate's chemical system (they enter its
-    phase diagram), then a seeded random fill."""
+    """Up to `size` training-split ids inside some candidate's chemical system, in a seeded random order.
+
+    Only those can lie on a candidate's hull; a structure outside every candidate's system would cost a
+    relaxation (and its elements' references) without changing any decomposition energy."""
     if size == 0:
         return []
     table = read_structures(layout.require(layout.structures, made_by="fetch"), columns=["id", "chemsys", "split"])
@@ -57,8 +59,7 @@ def choose_training_subset(layout: RunLayout, size: int, seed: int, candidate_fo
     systems = [frozenset(Composition(f).chemical_system.split("-")) for f in set(candidate_formulas) if f]
     inside = np.array([any(frozenset(c.split("-")) <= s for s in systems) for c in table["chemsys"]], dtype=bool)
     order = np.random.default_rng(seed).permutation(len(table))
-    ranked = [i for i in order if inside[i]] + [i for i in order if not inside[i]]
-    return table["id"].iloc[ranked[:size]].tolist()
+    return table["id"].iloc[[i for i in order if inside[i]][:size]].tolist()
 
 
 @task(name="plan-reference")

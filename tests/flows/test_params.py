@@ -21,7 +21,8 @@ def test_demo_defaults():
     assert params.source.name == "perov_5" and params.train.preset == "tiny" and params.train.max_minutes <= 10
     assert params.relax.calculator == "chgnet" and params.score.reference == "offline"
     assert params.stop_after == "evaluate"
-    assert len(params.generate.compositions) * params.generate.samples_per_composition == 64
+    assert len(params.generate.compositions) * params.generate.samples_per_composition == 32
+    assert params.evaluate.reference_limit == 1000 and params.evaluate.coverage_on == "subset"
     # unseen targets: in the test split, not in the split the demo trains on (val)
     test, val = _formulas("test"), _formulas("val")
     for formula in DEMO_COMPOSITIONS:
@@ -41,6 +42,10 @@ def test_bad_values_are_rejected(tmp_path):
         EvaluateParams(dataset="nope")
     with pytest.raises(ValidationError):
         CampaignParams(stop_after="nothing")
+    with pytest.raises(ValidationError):
+        EvaluateParams(reference_limit=0)
+    with pytest.raises(ValidationError):
+        EvaluateParams(coverage_on="some")
     hull = tmp_path / "hull.csv"
     hull.write_text("id,composition,energy_per_atom,source\n")
     assert ScoreParams(reference=str(hull)).kind == "file"

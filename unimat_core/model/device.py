@@ -7,14 +7,19 @@ import os
 import torch
 
 
-def pick_device(requested: str = "auto") -> torch.device:
+def pick_device(requested: str = "auto", cpu_threads: int = 0) -> torch.device:
+    """`cpu_threads=0` uses every core this process may run on; set it lower when several jobs share a machine
+    (torch's intra-op threads degrade ~10x when the cores are oversubscribed)."""
+    if cpu_threads < 0:
+        raise ValueError(f"cpu_threads must be >= 0 (0 = all cores), got {cpu_threads}")
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu or auto")
     if device.type == "cpu":
-        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(min(cpu_threads, cores) if cpu_threads else cores)
     return device
 
 

@@ -52,6 +52,7 @@ class GenerateConfig:
     seed: int = 0
     use_ema: bool = True
     device: str = "auto"
+    cpu_threads: int = 0  # 0 = every core; lower it when the machine is shared
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -186,7 +187,7 @@ def generate_part(config: GenerateConfig, batch: int, targets: Sequence[str | No
 def generate(config: GenerateConfig, loaded: LoadedModel | None = None,
              on_batch: Callable[[int, int, int], None] | None = None) -> GenerateSummary:
     """Generate `num_samples` (or K per composition), writing one parquet part per batch."""
-    device = pick_device(config.device)
+    device = pick_device(config.device, config.cpu_threads)
     loaded = loaded or load_model(config.checkpoint, device, use_ema=config.use_ema)
     batches = plan_batches(config, loaded.spec)
     summary = GenerateSummary(config.out_dir)

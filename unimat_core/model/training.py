@@ -58,6 +58,7 @@ class TrainConfig:
     augment_translate: bool = True  # random periodic shift of the origin
     seed: int = 0
     device: str = "auto"
+    cpu_threads: int = 0  # 0 = every core; lower it when the machine is shared
 
     def model_config(self) -> DenoiserConfig:
         return self.model or preset(self.preset)
@@ -105,7 +106,7 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
     """Train (or resume) until `max_steps` or `max_minutes`, whichever comes first."""
     out = Path(config.out_dir)
     ckpt_path = out / "checkpoints" / CHECKPOINT_NAME
-    device = pick_device(config.device)
+    device = pick_device(config.device, config.cpu_threads)
     torch.manual_seed(config.seed)
     data = TensorDataset(config.dataset)
     spec = data.spec

@@ -126,6 +126,21 @@ def test_subset_mode_fingerprints_only_the_eval_subset():
     assert result.per_structure["in_eval"].sum() == 2 and result.summary["validity"] == 1.0
 
 
+def test_reference_limit_uses_a_seeded_subset_and_says_so():
+    generated = table_of([rocksalt(), cubic_perovskite()])
+    reference = table_of([rocksalt(), cubic_perovskite(), rocksalt(species=("K", "Cl")), rocksalt(5.7)], prefix="r")
+    config = MetricsConfig(n_workers=1, reference_limit=2, seed=3)
+    result = evaluate_structures(generated, reference, config=config)
+    again = evaluate_structures(generated, reference, config=config)
+    assert result.summary["n_reference"] == 2 and result.summary["n_reference_given"] == 4
+    assert result.summary["cov_recall"] == again.summary["cov_recall"]  # same seed, same subset
+    assert "seeded subset of 2 of the 4 reference structures" in result.markdown()
+    full = evaluate_structures(generated, reference, config=ONE)
+    assert full.summary["n_reference"] == 4 and "seeded subset" not in full.markdown()
+    with pytest.raises(MetricsError, match="reference_limit"):
+        MetricsConfig(reference_limit=0)
+
+
 def test_write_and_read_metrics_round_trip(tmp_path):
     table = table_of([rocksalt(), cubic_perovskite()])
     result = evaluate_structures(table, table, config=MetricsConfig(n_workers=1, dataset="mp_20"))

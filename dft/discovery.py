@@ -1,0 +1,427 @@
+"""Discovery benchmark logic: conditional UniMat generation vs AIRSS-style random search, same calculator.
+
+Everything lives under `<campaign>/discovery/` and every step resumes from what is on disk:
+
+    settings.json                    what the folder was made with (a rerun with other settings is refused)
+    targets.parquet                  target cell formulas and how many known structures each has
+    known/structures.parquet         the known (test-split) structures of the targets
+    unimat/generated/part-*.parquet  raw conditional samples (invalid decodes kept), timing.json
+    unimat/candidates.parquet        K candidates per target: id, target_formula, trial, valid, reason, seconds
+    random/candidates.parquet        the same for random structure search
+    relaxed/<known|unimat|random>/chunk-XXXXX/part-*.parquet   dft.batch relaxations, one folder per chunk task
+    results.parquet, per_composition.parquet, curves.parquet, summary.parquet, report.md, convergence.png
+
+Budget rule: each method proposes exactly K candidates per composition, and a proposal that fails
+(an invalid UniMat decode, a sample whose composition is not the target, a random cell with no room
+under the distance rule) is a spent trial without an energy. This is conservative for the method
+that fails (its k-th relaxation may come from fewer usable candidates) and costs it no relaxation time.
+
+Scoring uses converged relaxations only by default: a relaxation stopped by its step or time limit
+can report an energy far below any real structure (a collapsed cell), which would count as "reached".
+
+Compute time of a candidate = its share of generation time (UniMat: its batch's sampling + decoding
+time divided by the batch size, model loading excluded; random: building that cell) + its relaxation
+wall time. Calculator loading is not counted for either method.
+
+Plain functions (no Prefect): `tasks/discovery.py` wraps them as tasks, `flows/discovery.py` composes those.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Composition
+
+from dft.batch import PART_RE, relax_table
+from dft.calculators import CalculatorConfig
+from dft.relax import RelaxConfig
+from unimat_core import discovery_report as report
+from unimat_core.datasets.bundled import BUNDLED_DATASETS, bundled_csv_paths
+from unimat_core.datasets.cdvae_csv import parse_cif
+from unimat_core.random_structures import CANDIDATE_EXTRA, RandomStructureConfig, random_candidates
+from unimat_core.run_layout import RunLayout
+from unimat_core.structure_table import (
+    CORE_COLUMNS,
+    conform,
+    read_structures,
+    structure_from_json,
+    write_structures,
+)
+
+METHODS = ("unimat", "random")
+SETS = ("known", *METHODS)
+SUSPECT_BELOW_KNOWN = 0.100  # eV/atom below the known structure: flagged in the report for inspection
+
+
+class DiscoverySettingsMismatch(ValueError):
+    """The discovery folder was made with other settings: resuming would mix two benchmarks."""
+
+
+# ---------------------------------------------------------------- layout and settings
+
+
+def discovery_dir(layout: RunLayout) -> Path:
+    return layout.campaign_dir / "discovery"
+
+
+def compact_formula(formula: str) -> str:
+    """A full cell formula without spaces, e.g. "Sr1 Ti1 O3" -> "Sr1Ti1O3" (clear error when it is no formula)."""
+    try:
+        composition = Composition(formula)
+    except Exception as exc:  # pymatgen raises several types for bad formulas
+        raise ValueError(f"{formula!r} is not a chemical formula: {exc}") from exc
+    if len(composition) == 0:
+        raise ValueError(f"{formula!r} has no elements")
+    return composition.formula.replace(" ", "")
+
+
+def check_settings(folder: Path, settings: dict) -> None:
+    """Record `settings` in a new folder; refuse to resume a folder made with different ones."""
+    path = folder / "settings.json"
+    wanted = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    if path.exists():
+        stored = json.loads(path.read_text())
+        changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        if changed:
+            raise DiscoverySettingsMismatch(
+                f"{folder} was made with different settings ({', '.join(changed)}); use another campaign name or "
+                f"delete the folder to start over")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".settings.json.tmp")
+    tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- targets and known structures
+
+
+def _bundled_test_rows(name: str) -> tuple[pd.DataFrame, set[str]]:
+    """Raw test-split rows (id, cif, reduced_formula) and the reduced formulas of the other bundled splits.
+
+    Reads the CSVs without parsing every CIF (only the chosen targets' CIFs are parsed later).
+    """
+    paths = bundled_csv_paths(name)
+    test = pd.read_csv(paths["test"], usecols=["material_id", "cif", "formula"])
+    test["reduced_formula"] = [Composition(f).reduced_formula for f in test["formula"]]
+    others: set[str] = set()
+    for split, path in paths.items():
+        if split != "test":
+            others |= {Composition(f).reduced_formula for f in pd.read_csv(path, usecols=["formula"])["formula"]}
+    return test, others
+
+
+def _known_table(rows: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Structure table of raw bundled rows (CIFs parsed here; an unparsable CIF is an error naming its id)."""
+    records = []
+    for material_id, cif in zip(rows["material_id"], rows["cif"]):
+        try:
+            records.append({"id": f"known-{material_id}", **parse_cif(cif), "split": "test", "source": source})
+        except ValueError as exc:
+            raise ValueError(f"known structure {material_id} of {source}: {exc}") from exc
+    return conform(pd.DataFrame(records, columns=list(CORE_COLUMNS)))
+
+
+def select_targets(known: str, compositions: Sequence[str], n_compositions: int, seed: int,
+                   unseen_only: bool) -> tuple[list[str], pd.DataFrame]:
+    """Target cell formulas and the known structures of each (column `target_formula`).
+
+    `known` is a bundled dataset name (its test split) or a structure-table parquet. Without
+    `compositions`, `n_compositions` reduced formulas are drawn (seeded) from the known table; with
+    `unseen_only` (bundled data) only formulas absent from the other bundled splits are drawn, since a
+    model trained on the bundled data saw those. Every target must have a known structure.
+    """
+    bundled = known in BUNDLED_DATASETS
+    if bundled:
+        pool, seen = _bundled_test_rows(known)
+    else:
+        path = Path(known)
+        if not path.exists():
+            raise FileNotFoundError(f"known structures: {known!r} is neither a bundled dataset "
+                                    f"({sorted(BUNDLED_DATASETS)}) nor an existing structure-table parquet")
+        pool, seen = read_structures(path), set()
+    available = set(pool["reduced_formula"])
+    if compositions:
+        targets = [compact_formula(c) for c in compositions]
+        if len(set(targets)) != len(targets):
+            raise ValueError(f"duplicate target compositions in {list(compositions)}")
+        reduced = [Composition(t).reduced_formula for t in targets]
+        missing = [t for t, r in zip(targets, reduced) if r not in available]
+        if missing:
+            raise ValueError(f"no known structure for {missing} in {known}: the benchmark needs one per target")
+    else:
+        drawable = sorted(available - (seen if unseen_only else set()))
+        if n_compositions > len(drawable):
+            raise ValueError(f"asked for {n_compositions} compositions, {known} has {len(drawable)} to draw from")
+        reduced = np.random.default_rng(seed).choice(drawable, size=n_compositions, replace=False).tolist()
+        targets = []
+    pieces = []
+    for i, formula in enumerate(reduced):
+        rows = pool[pool["reduced_formula"] == formula]
+        table = _known_table(rows, f"cdvae:{known}") if bundled else rows[list(CORE_COLUMNS)].copy()
+        if not compositions:  # a drawn target is the smallest known cell of its composition
+            targets.append(compact_formula(table.loc[table["n_sites"].idxmin(), "formula"]))
+        table["id"] = [x if str(x).startswith("known-") else f"known-{x}" for x in table["id"]]
+        table["target_formula"] = targets[i]
+        pieces.append(table[[*CORE_COLUMNS, "target_formula"]])
+    return targets, pd.concat(pieces, ignore_index=True)
+
+
+def prepare_targets(folder: Path, settings: dict, known: str, compositions: Sequence[str], n_compositions: int,
+                    seed: int, unseen_only: bool) -> dict:
+    """Write targets.parquet and known/structures.parquet once (reused on resume)."""
+    check_settings(folder, settings)
+    targets_path, known_path = folder / "targets.parquet", folder / "known" / "structures.parquet"
+    if targets_path.exists() and known_path.exists():
+        targets = pd.read_parquet(targets_path)
+        return {"compositions": targets["composition"].tolist(), "n_known": int(targets["n_known"].sum()),
+                "reused": True}
+    chosen, known_table = select_targets(known, compositions, n_compositions, seed, unseen_only)
+    write_structures(known_table, known_path)
+    counts = known_table.groupby("target_formula").size()
+    targets = pd.DataFrame({"composition": chosen, "reduced_formula": [Composition(c).reduced_formula for c in chosen],
+                            "n_known": [int(counts.get(c, 0)) for c in chosen]})
+    targets.to_parquet(targets_path, index=False)
+    return {"compositions": chosen, "n_known": len(known_table), "reused": False}
+
+
+# ---------------------------------------------------------------- candidates
+
+
+def _candidate_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=[*CORE_COLUMNS, *CANDIDATE_EXTRA])
+    return frame.astype({"n_sites": "int32", "n_elements": "int32", "trial": "int32", "valid": bool,
+                         "seconds": float})
+
+
+def unimat_candidates(checkpoint: str, compositions: Sequence[str], k: int, generation: dict, out_dir: Path) -> dict:
+    """K conditional samples per composition (parts reused on resume), then `unimat/candidates.parquet`.
+
+    A composition the model cannot represent (element off the grid, more atoms than its L slots)
+    becomes K failed trials with the reason; the other compositions are generated.
+    """
+    from unimat_core.model.checkpoint import load_model
+    from unimat_core.model.device import pick_device
+    from unimat_core.model.generation import (CompositionError, GenerateConfig, composition_counts, generate_part,
+                                              plan_batches, read_generated)
+
+    generated = out_dir / "generated"
+    config = GenerateConfig(checkpoint=checkpoint, out_dir=str(generated), compositions=(), samples_per_composition=k,
+                            **generation)
+    loaded = load_model(checkpoint, pick_device(config.device), use_ema=config.use_ema)
+    unusable: dict[str, str] = {}
+    for formula in compositions:
+        try:
+            composition_counts(formula, loaded.spec)
+        except CompositionError as exc:
+            unusable[formula] = f"CompositionError: {exc}"
+    config.compositions = tuple(c for c in compositions if c not in unusable)
+    timing_path = generated / "timing.json"
+    timing: dict[str, float] = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+    reused = 0
+    for batch, targets in enumerate(plan_batches(config, loaded.spec) if config.compositions else []):
+        start = time.perf_counter()
+        part = generate_part(config, batch, targets, loaded)
+        if part["skipped"] and Path(part["part"]).name in timing:
+            reused += 1
+            continue
+        timing[Path(part["part"]).name] = time.perf_counter() - start
+        timing_path.write_text(json.dumps(timing, indent=1))  # small; rewritten after every new part
+
+    rows = []
+    if config.compositions:
+        frame = read_generated(generated)
+        sizes = frame.groupby("batch")["id"].transform("size")
+        frame["seconds"] = [timing[f"part-{b:05d}.parquet"] / n for b, n in zip(frame["batch"], sizes)]
+        frame["trial"] = frame.groupby("target_formula").cumcount()
+        for row in frame.to_dict("records"):
+            valid, reason = bool(row["valid"]), row["reason"] or ""
+            if valid and Composition(row["formula"]) != Composition(row["target_formula"]):
+                valid, reason = False, f"sampled composition {row['formula']} is not the target"
+            rows.append({**{c: row[c] for c in CORE_COLUMNS}, "id": f"unimat-{row['target_formula']}-{row['trial']:03d}",
+                         "structure": row["structure"] if valid else None, "valid": valid, "reason": reason,
+                         "target_formula": row["target_formula"], "trial": row["trial"], "seconds": row["seconds"]})
+    for formula, reason in unusable.items():
+        rows += [{"id": f"unimat-{formula}-{t:03d}", "formula": None, "reduced_formula": None, "chemsys": None,
+                  "n_sites": 0, "n_elements": 0, "structure": None, "split": "", "source": "unimat", "valid": False,
+                  "reason": reason, "target_formula": formula, "trial": t, "seconds": 0.0} for t in range(k)]
+    table = _candidate_frame(rows)
+    write_structures(table, out_dir / "candidates.parquet")
+    return {"n": len(table), "n_valid": int(table["valid"].sum()), "seconds": round(float(table["seconds"].sum()), 2),
+            "reused_parts": reused, "unusable": unusable, "model_step": loaded.step}
+
+
+def random_search_candidates(compositions: Sequence[str], k: int, seed: int, config: dict, out_dir: Path) -> dict:
+    """K random crystals per composition in `random/candidates.parquet` (reused on resume)."""
+    path = out_dir / "candidates.parquet"
+    if path.exists():
+        table = read_structures(path)
+        reused = True
+    else:
+        table = random_candidates(list(compositions), k, seed, RandomStructureConfig.from_dict(config))
+        write_structures(table, path)
+        reused = False
+    return {"n": len(table), "n_valid": int(table["valid"].sum()), "seconds": round(float(table["seconds"].sum()), 2),
+            "reused": reused}
+
+
+# ---------------------------------------------------------------- relaxation plan and chunks
+
+
+def _chunk_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("chunk-*") if p.is_dir())
+
+
+def relaxed_ids(root: Path) -> set[str]:
+    """Ids relaxed (any outcome) in any chunk folder under `root`."""
+    done: set[str] = set()
+    for chunk in _chunk_dirs(root):
+        for part in chunk.glob("part-*.parquet"):
+            if PART_RE.match(part.name):
+                done.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+    return done
+
+
+def plan_relaxation(folder: Path, chunk_size: int) -> list[dict]:
+    """Chunks still to relax over the known, UniMat and random tables: {set, source, ids, out_dir} each.
+
+    Ids finished in any earlier chunk folder are skipped, and new chunks get fresh folder numbers, so a
+    rerun after a kill relaxes exactly what is missing.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    sources = {"known": folder / "known" / "structures.parquet", "unimat": folder / "unimat" / "candidates.parquet",
+               "random": folder / "random" / "candidates.parquet"}
+    chunks = []
+    for name, source in sources.items():
+        table = pq.read_table(source, columns=["id", "structure"]).to_pandas()
+        ids = table.loc[table["structure"].notna(), "id"].tolist()
+        root = folder / "relaxed" / name
+        done = relaxed_ids(root)
+        todo = [i for i in ids if i not in done]
+        first = max((int(p.name.split("-")[1]) for p in _chunk_dirs(root)), default=-1) + 1
+        for n, start in enumerate(range(0, len(todo), chunk_size)):
+            chunks.append({"set": name, "source": str(source), "ids": todo[start:start + chunk_size],
+                           "out_dir": str(root / f"chunk-{first + n:05d}")})
+    return chunks
+
+
+def relax_chunk_rows(source: str, ids: list[str], out_dir: str, calculator: dict, relax: dict) -> dict:
+    """Relax `ids` of `source` into `out_dir` with dft.batch (per-structure failures are rows)."""
+    table = read_structures(source)
+    rows = table.set_index("id", drop=False).loc[ids].reset_index(drop=True)
+    summary = relax_table(rows, out_dir, calculator=CalculatorConfig.from_dict(calculator),
+                          config=RelaxConfig.from_dict(relax), chunk_size=len(ids))
+    return summary.as_dict()
+
+
+def read_relaxed_set(folder: Path, name: str) -> pd.DataFrame:
+    """Every relaxed row of one set (empty frame with the id column when nothing was relaxed)."""
+    parts = [p for chunk in _chunk_dirs(folder / "relaxed" / name) for p in sorted(chunk.glob("part-*.parquet"))
+             if PART_RE.match(p.name)]
+    if not parts:
+        return pd.DataFrame(columns=["id", "structure", "energy_per_atom", "converged", "wall_time_s", "error"])
+    return pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True).drop_duplicates("id", keep="last")
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def _usable_energy(relaxed: pd.DataFrame, converged_only: bool) -> pd.Series:
+    energy = relaxed["energy_per_atom"].astype(float)
+    energy = energy.where(np.isfinite(energy))
+    return energy.where(relaxed["converged"].eq(True)) if converged_only else energy
+
+
+def known_reference(folder: Path, converged_only: bool) -> tuple[dict[str, float], dict[str, list]]:
+    """Per target: the lowest relaxed known energy per atom, and the relaxed known structures."""
+    known = read_structures(folder / "known" / "structures.parquet")
+    relaxed = read_relaxed_set(folder, "known")
+    merged = known[["id", "target_formula"]].merge(relaxed, on="id", how="left")
+    merged["usable"] = _usable_energy(merged, converged_only)
+    reference, structures = {}, {}
+    for target, group in merged.groupby("target_formula"):
+        good = group[group["usable"].notna()]
+        if len(good):
+            reference[target] = float(good["usable"].min())
+            structures[target] = [structure_from_json(s) for s in good["structure"]]
+    return reference, structures
+
+
+def trial_results(folder: Path, known_structures: dict[str, list], converged_only: bool,
+                  matcher: StructureMatcher) -> pd.DataFrame:
+    """One row per proposed candidate and method, in the columns discovery_report expects (+ diagnostics)."""
+    frames = []
+    for method in METHODS:
+        candidates = read_structures(folder / method / "candidates.parquet").drop(columns=["structure"])
+        relaxed = read_relaxed_set(folder, method)[["id", "structure", "energy_per_atom", "converged", "wall_time_s",
+                                                   "error"]]
+        merged = candidates.merge(relaxed, on="id", how="left")
+        merged["energy"] = _usable_energy(merged, converged_only)
+        matches = []
+        for target, text, energy in zip(merged["target_formula"], merged["structure"], merged["energy"]):
+            refs = known_structures.get(target, [])
+            matches.append(bool(np.isfinite(energy) and refs and any(matcher.fit(structure_from_json(text), r)
+                                                                      for r in refs)))
+        frames.append(pd.DataFrame({
+            "method": method, "composition": merged["target_formula"], "trial": merged["trial"].astype(int),
+            "energy_per_atom": merged["energy"].astype(float), "matches_known": matches,
+            "seconds": merged["seconds"].astype(float) + merged["wall_time_s"].astype(float).fillna(0.0),
+            "id": merged["id"], "valid": merged["valid"], "reason": merged["reason"],
+            "relaxed": merged["wall_time_s"].notna(), "converged": merged["converged"].eq(True),
+            "relax_error": merged["error"].fillna(""),
+        }))
+    return pd.concat(frames, ignore_index=True).sort_values(["method", "composition", "trial"], ignore_index=True)
+
+
+def score(folder: Path, budget: int, tolerance: float, converged_only: bool) -> dict:
+    """All tables, the markdown report and the PNG plot; returns their paths and the small summary."""
+    reference, known_structures = known_reference(folder, converged_only)
+    matcher = StructureMatcher()  # pymatgen defaults: ltol 0.2, stol 0.3, angle_tol 5
+    results = trial_results(folder, known_structures, converged_only, matcher)
+    results.to_parquet(folder / "results.parquet", index=False)
+    targets = pd.read_parquet(folder / "targets.parquet")["composition"].tolist()
+    unscored = sorted(set(targets) - set(reference))
+    scored = results[results["composition"].isin(reference)]
+    if scored.empty:
+        raise ValueError(f"no target has a relaxed known structure (unscored: {unscored}); nothing to compare")
+    curves = report.best_after_k(scored, reference, report.ks_up_to(budget))
+    per_composition = report.relaxations_to_reach(scored, reference, tolerance)
+    best = scored.groupby(["method", "composition"])["energy_per_atom"].min().rename("best_energy_per_atom")
+    per_composition = per_composition.merge(best.reset_index(), on=["method", "composition"])
+    per_composition.insert(2, "known_energy_per_atom", per_composition["composition"].map(reference))
+    summary = report.summarise(per_composition)
+    curves.to_parquet(folder / "curves.parquet", index=False)
+    per_composition.to_parquet(folder / "per_composition.parquet", index=False)
+    summary.to_parquet(folder / "summary.parquet", index=False)
+    (folder / "convergence.png").write_bytes(report.convergence_plot(curves))
+    text = report.markdown_report(summary, per_composition, tolerance, curves=curves)
+    text += (f"\nBudget: {budget} proposals per composition and method; a failed proposal (invalid decode, no random "
+             f"cell) is a spent trial without an energy. Energies: {'converged relaxations only' if converged_only else 'every relaxation that returned an energy (converged or at its step/time limit)'}. "
+             f"Compute time = generation share + relaxation wall time (model and calculator loading excluded).\n")
+    below = scored[scored["energy_per_atom"] < scored["composition"].map(reference) - SUSPECT_BELOW_KNOWN]
+    if len(below):
+        counts = ", ".join(f"{m} {n}" for m, n in below.groupby("method").size().items())
+        text += (f"\nSuspect: {len(below)} relaxations ({counts}; {int(below['converged'].sum())} converged) ended more "
+                 f"than {SUSPECT_BELOW_KNOWN * 1000:.0f} meV/atom below the known structure: either the known "
+                 "structure is not this calculator's ground state (perov_5 holds hypothetical cubic perovskites; e.g. "
+                 "N-N bonded nitrides relax lower) or the energy is an artefact (collapsed or unconverged cell). "
+                 "Inspect them before counting them as discoveries.\n")
+    if unscored:
+        text += f"\nNot scored (no known structure relaxed): {', '.join(unscored)}\n"
+    (folder / "report.md").write_text(text)
+    return {"reference": reference, "unscored": unscored, "summary": summary, "per_composition": per_composition,
+            "curves": curves, "markdown": text}
+
+
+def table_records(frame: pd.DataFrame) -> list[dict]:
+    """JSON-safe rows for a table artifact (NaN -> None)."""
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+            for row in frame.to_dict("records")]
