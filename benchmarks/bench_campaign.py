@@ -54,6 +54,7 @@ def main() -> None:
     if root.exists() and any(root.iterdir()):
         sys.exit(f"{root} is not empty: the benchmark needs a fresh results root")
     # a fresh Prefect home like a first `make demo`: the database migrations are part of the measured time
+    (root / ".prefect").mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
