@@ -86,9 +86,9 @@ def _child(kind: str, **kwargs) -> dict:
 
 
 PRESET_PLAN = {  # (train batch, train steps, generation batch, DDIM samples, DDPM samples); sized for ~10 min on 2 cores
-    "tiny": (64, 20, 128, 128, 4),
-    "small": (32, 10, 32, 32, 1),
-    "paper": (8, 3, 8, 8, 1),
+    "tiny": (64, 10, 64, 64, 2),
+    "small": (32, 5, 16, 16, 1),
+    "paper": (8, 2, 4, 4, 1),
 }
 
 
