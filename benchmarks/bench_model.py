@@ -115,7 +115,8 @@ def throughput(dataset: str, presets: list[str], ddim_steps: int) -> None:
 
 
 def quality(dataset: str, minutes: float, num_samples: int, ddim_steps: int, batch_size: int, lr_decay_steps: int,
-            translate: bool, threads: int, metric_workers: int, coverage_on: str, skip_train: bool = False) -> None:
+            translate: bool, threads: int, metric_workers: int, coverage_on: str, skip_train: bool = False,
+            reference_limit: int | None = None) -> None:
     from unimat_core.model.generation import GenerateConfig, generate, read_generated
     from unimat_core.model.training import TrainConfig, train
 
@@ -139,10 +140,11 @@ def quality(dataset: str, minutes: float, num_samples: int, ddim_steps: int, bat
           flush=True)
     generated = read_generated(work / "generated")
     print(f"decoded valid: {generated['valid'].mean():.4f}")
-    evaluate_quality(dataset, generated, work, metric_workers, coverage_on)
+    evaluate_quality(dataset, generated, work, metric_workers, coverage_on, reference_limit)
 
 
-def evaluate_quality(dataset: str, generated, work: Path, n_workers: int = 2, coverage_on: str = "all") -> None:
+def evaluate_quality(dataset: str, generated, work: Path, n_workers: int = 2, coverage_on: str = "all",
+                     reference_limit: int | None = None) -> None:
     """CDVAE metrics + uniqueness/novelty of the samples: reference = test split, novelty vs the val split
     the model was trained on. Reference fingerprints are cached under benchmarks/runs/<dataset>/metrics/cache."""
     from unimat_core.datasets import load_bundled
@@ -151,7 +153,8 @@ def evaluate_quality(dataset: str, generated, work: Path, n_workers: int = 2, co
     tables = load_bundled(dataset).structures
     reference = tables[tables["split"] == "test"].reset_index(drop=True)
     training = tables[tables["split"] == "val"].reset_index(drop=True)
-    config = MetricsConfig(dataset=dataset, n_workers=n_workers, coverage_on=coverage_on, cache_dir=str(RUNS / dataset / "metrics" / "cache"))
+    config = MetricsConfig(dataset=dataset, n_workers=n_workers, coverage_on=coverage_on,
+                           reference_limit=reference_limit, cache_dir=str(RUNS / dataset / "metrics" / "cache"))
     start = time.perf_counter()
     result = evaluate_structures(generated, reference, training, config)
     paths = write_metrics(result, work / "metrics")
@@ -191,12 +194,14 @@ def main() -> None:
     q.add_argument("--coverage-on", choices=["all", "subset"], default="all",
                    help="COV over all valid samples (CDVAE) or the seeded 1,000 subset (faster)")
     q.add_argument("--skip-train", action="store_true", help="generate + evaluate with the existing checkpoint")
+    q.add_argument("--reference-limit", type=int, default=None, help="seeded subset of the test split (default: all)")
     args = parser.parse_args()
     if args.mode == "throughput":
         throughput(args.dataset, args.presets.split(","), args.ddim_steps)
     else:
         quality(args.dataset, args.minutes, args.num_samples, args.ddim_steps, args.batch_size, args.lr_decay_steps,
-                args.translate, args.threads, args.metric_workers, args.coverage_on, args.skip_train)
+                args.translate, args.threads, args.metric_workers, args.coverage_on, args.skip_train,
+                args.reference_limit)
 
 
 if __name__ == "__main__":
