@@ -99,9 +99,12 @@ def smact_valid(symbols: tuple[str, ...], counts: tuple[int, ...], use_pauling_t
     states: list[tuple[int, ...]] = [tuple(elements[s].oxidation_states_smact14 or ()) for s in symbols]
     if not use_pauling_test or any(e is None for e in enegs):  # missing data passes Pauling's test, as in CDVAE
         return _neutral_sum_reachable(states, counts)
-    levels = sorted(set(enegs))
+    # smact gives noble gases a NaN electronegativity; every comparison with NaN is False, so in CDVAE's
+    # test such an element never fails a pair: it may take any state at any cut
+    levels = sorted({e for e in enegs if e == e})
     for cut in range(len(levels) + 1):  # cations below levels[cut], anions at or above it
-        allowed = [tuple(q for q in options if (q >= 0 if e < levels[cut] else q <= 0)) if cut < len(levels)
+        allowed = [options if e != e
+                   else tuple(q for q in options if (q >= 0 if e < levels[cut] else q <= 0)) if cut < len(levels)
                    else tuple(q for q in options if q >= 0)
                    for options, e in zip(states, enegs)]
         if _neutral_sum_reachable(allowed, counts):

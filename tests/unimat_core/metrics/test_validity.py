@@ -85,7 +85,7 @@ def test_smact_search_gives_the_enumerations_answer_on_random_compositions():
 
     pool = ["Li", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "K", "Ca", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu",
             "Zn", "Ga", "Ge", "As", "Se", "Br", "Sr", "Nb", "Mo", "Pd", "Ag", "Sn", "Sb", "Te", "I", "Ba", "W", "Pt",
-            "Au", "Pb", "Bi", "N", "O", "F", "H", "B", "C"]
+            "Au", "Pb", "Bi", "N", "O", "F", "H", "B", "C", "He", "Ne", "Ar", "Kr", "Xe"]
     rng = np.random.default_rng(0)
     answers = []
     for _ in range(400):
