@@ -85,7 +85,8 @@ def _child(kind: str, **kwargs) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-PRESET_PLAN = {  # (train batch, train steps, generation batch, DDIM samples, DDPM samples); sized for ~10 min on 2 cores
+PRESET_PLAN = {  # (train batch, train steps, generation batch, DDIM samples, DDPM samples); tiny+small ~4 min on 2 cores,
+    # paper's one DDPM-1000 sample alone > 8 min
     "tiny": (64, 10, 64, 64, 2),
     "small": (32, 5, 16, 16, 1),
     "paper": (8, 2, 4, 4, 1),

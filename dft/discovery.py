@@ -420,8 +420,3 @@ def score(folder: Path, budget: int, tolerance: float, converged_only: bool) -> 
     return {"reference": reference, "unscored": unscored, "summary": summary, "per_composition": per_composition,
             "curves": curves, "markdown": text}
 
-
-def table_records(frame: pd.DataFrame) -> list[dict]:
-    """JSON-safe rows for a table artifact (NaN -> None)."""
-    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
-            for row in frame.to_dict("records")]

@@ -16,8 +16,8 @@ from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flows.params import RelaxParams, RunParams
 from dft.discovery import discovery_dir
+from flows.params import RelaxParams, RunParams
 from tasks.discovery import (
     plan_relaxation_task,
     prepare_targets_task,

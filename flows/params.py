@@ -128,8 +128,8 @@ class ScoreParams(BaseModel):
     """Reference hull and stability scoring.
 
     `reference`: "offline" (elemental prototypes + up to `reference_size` training structures inside the
-    candidates' chemical systems, all relaxed with the relax stage's calculator), "mp" (Materials Project, needs MP_API_KEY and network) or a path to a
-    parquet/CSV table with id, composition, energy_per_atom, source.
+    candidates' chemical systems, all relaxed with the relax stage's calculator), "mp" (Materials Project,
+    needs MP_API_KEY and network) or a path to a parquet/CSV table with id, composition, energy_per_atom, source.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -9,7 +9,6 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from dft.discovery import (
-    table_records,
     plan_relaxation,
     prepare_targets,
     random_search_candidates,
@@ -17,7 +16,7 @@ from dft.discovery import (
     score,
     unimat_candidates,
 )
-from tasks.artifacts import artifact_key, file_links, inline_image
+from tasks.artifacts import artifact_key, file_links, inline_image, table_records
 
 
 @task(name="discovery-targets")

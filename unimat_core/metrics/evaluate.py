@@ -195,7 +195,7 @@ def _evaluate(generated: pd.DataFrame, reference: pd.DataFrame, training: pd.Dat
         raise MetricsError("reference table is empty")
     n_reference_given = len(reference)
     if config.reference_limit is not None and len(reference) > config.reference_limit:
-        keep = np.sort(np.random.default_rng(config.seed).choice(len(reference), config.reference_limit, replace=False))
+        keep = eval_subset(np.ones(len(reference), dtype=bool), config.reference_limit, config.seed)
         reference = reference.iloc[keep].reset_index(drop=True)
     timings: dict[str, float] = {}
     start = time.perf_counter()
