@@ -21,34 +21,39 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 RUNS = ROOT / "runs"
 
 
-def _dataset(name: str) -> Path:
-    """Bundled val+test tensorized once (cached on the input hash)."""
+def _dataset(name: str, grid: str = "full") -> Path:
+    """Bundled val+test tensorized once (cached on the input hash); `grid="cropped"` keeps only its elements' rows/columns."""
     from unimat_core.datasets import load_bundled
     from unimat_core.tensor_store import tensorize_frame
 
-    path = RUNS / name / "tensors"
-    tensorize_frame(load_bundled(name).structures, path)
+    path = RUNS / name / ("tensors" if grid == "full" else f"tensors-{grid}")
+    tensorize_frame(load_bundled(name).structures, path, crop_grid=grid == "cropped")
     return path
+
+
+def _suffix(grid: str) -> str:
+    return "" if grid == "full" else f"-{grid}"
 
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_train(dataset: str, preset: str, batch_size: int, steps: int) -> dict:
+def measure_train(dataset: str, preset: str, batch_size: int, steps: int, grid: str = "full") -> dict:
     from unimat_core.model.training import TrainConfig, train
 
-    out = RUNS / dataset / f"throughput-train-{preset}"
+    out = RUNS / dataset / f"throughput-train-{preset}{_suffix(grid)}"
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
-    warm = TrainConfig(dataset=str(_dataset(dataset)), out_dir=str(out), preset=preset, split="val", batch_size=batch_size,
+    warm = TrainConfig(dataset=str(_dataset(dataset, grid)), out_dir=str(out), preset=preset, split="val", batch_size=batch_size,
                        max_steps=2, log_every=1, checkpoint_every=10_000)
     train(warm)
     start = time.perf_counter()
@@ -57,13 +62,14 @@ def measure_train(dataset: str, preset: str, batch_size: int, steps: int) -> dic
     return {"samples_per_s": steps * batch_size / elapsed, "peak_mb": _peak_mb(), "checkpoint": summary.checkpoint}
 
 
-def measure_generate(dataset: str, preset: str, sampler: str, steps: int, batch_size: int, num: int) -> dict:
+def measure_generate(dataset: str, preset: str, sampler: str, steps: int, batch_size: int, num: int,
+                     grid: str = "full") -> dict:
     import torch
 
     from unimat_core.model.checkpoint import load_model
     from unimat_core.model.generation import sample_batch
 
-    ckpt = RUNS / dataset / f"throughput-train-{preset}" / "checkpoints"
+    ckpt = RUNS / dataset / f"throughput-train-{preset}{_suffix(grid)}" / "checkpoints"
     loaded = load_model(ckpt, "cpu")
     generator = torch.Generator().manual_seed(0)
     sample_batch(loaded, [None] * 2, sampler=sampler, steps=2, generator=generator)  # warm-up
@@ -93,13 +99,15 @@ PRESET_PLAN = {  # (train batch, train steps, generation batch, DDIM samples, DD
 }
 
 
-def throughput(dataset: str, presets: list[str], ddim_steps: int) -> None:
+def throughput(dataset: str, presets: list[str], ddim_steps: int, grid: str = "full") -> None:
     rows = []
     for preset in presets:
         tb, ts, gb, n_ddim, n_ddpm = PRESET_PLAN[preset]
-        tr = _child("train", dataset=dataset, preset=preset, batch_size=tb, steps=ts)
-        ddim = _child("generate", dataset=dataset, preset=preset, sampler="ddim", steps=ddim_steps, batch_size=gb, num=n_ddim)
-        ddpm = _child("generate", dataset=dataset, preset=preset, sampler="ddpm", steps=1000, batch_size=gb, num=n_ddpm)
+        tr = _child("train", dataset=dataset, preset=preset, batch_size=tb, steps=ts, grid=grid)
+        ddim = _child("generate", dataset=dataset, preset=preset, sampler="ddim", steps=ddim_steps, batch_size=gb,
+                      num=n_ddim, grid=grid)
+        ddpm = _child("generate", dataset=dataset, preset=preset, sampler="ddpm", steps=1000, batch_size=gb, num=n_ddpm,
+                      grid=grid)
         rows.append({
             "preset": preset, "train batch": tb, "train samples/s": round(tr["samples_per_s"], 1),
             "train peak RSS (MB)": round(tr["peak_mb"]),
@@ -111,37 +119,66 @@ def throughput(dataset: str, presets: list[str], ddim_steps: int) -> None:
     _print_machine()
     import pandas as pd
 
-    print(f"dataset: {dataset}")
+    print(f"dataset: {dataset}, grid: {grid}")
     print(pd.DataFrame(rows).to_markdown(index=False))
 
 
-def quality(dataset: str, minutes: float, num_samples: int, ddim_steps: int, batch_size: int, lr_decay_steps: int,
-            translate: bool, threads: int, metric_workers: int, coverage_on: str, skip_train: bool = False,
-            reference_limit: int | None = None) -> None:
+@dataclass(frozen=True)
+class QualityOptions:
+    """One quality run: what is trained on which tensor, then how many samples are drawn and scored."""
+
+    dataset: str = "perov_5"
+    minutes: float = 30
+    num_samples: int = 10_000
+    ddim_steps: int = 50
+    batch_size: int = 64
+    lr_decay_steps: int = 4000
+    translate: bool = False
+    threads: int = 0
+    metric_workers: int = 2
+    coverage_on: str = "all"
+    skip_train: bool = False
+    reference_limit: int | None = None
+    grid: str = "full"
+    prediction: str = "eps"
+    slot_loss: str = "balanced"
+    atom_loss_weight: float = 1.0
+    gen_batch_size: int = 500
+
+    @property
+    def work(self) -> Path:
+        return RUNS / self.dataset / f"quality{_suffix(self.grid)}"
+
+
+def quality(options: QualityOptions) -> None:
+    from unimat_core.model.config import DiffusionConfig
     from unimat_core.model.generation import GenerateConfig, generate, read_generated
     from unimat_core.model.training import TrainConfig, train
 
-    work = RUNS / dataset / "quality"
-    config = TrainConfig(dataset=str(_dataset(dataset)), out_dir=str(work / "train"), preset="tiny", split="val",
-                         batch_size=batch_size, max_steps=1_000_000, max_minutes=minutes, lr_decay_steps=lr_decay_steps,
-                         checkpoint_every=200, log_every=50, augment_translate=translate,
-                         cpu_threads=threads)
+    o, work = options, options.work
+    config = TrainConfig(dataset=str(_dataset(o.dataset, o.grid)), out_dir=str(work / "train"), preset="tiny", split="val",
+                         batch_size=o.batch_size, max_steps=1_000_000, max_minutes=o.minutes,
+                         lr_decay_steps=o.lr_decay_steps, checkpoint_every=200, log_every=50,
+                         augment_translate=o.translate, cpu_threads=o.threads,
+                         diffusion=DiffusionConfig(prediction=o.prediction, slot_loss=o.slot_loss,
+                                                             atom_loss_weight=o.atom_loss_weight))
+    print(f"quality run: {asdict(o)}", flush=True)
     start = time.perf_counter()
-    if skip_train:  # reuse the finished run's checkpoint as it is (a resumed train() would take another step)
+    if o.skip_train:  # reuse the finished run's checkpoint as it is (a resumed train() would take another step)
         checkpoint = str(work / "train" / "checkpoints" / "last.pt")
     else:
         summary = train(config)
         checkpoint = summary.checkpoint
         print(f"train: {summary.as_dict()} ({time.perf_counter() - start:.0f} s this call)", flush=True)
     start = time.perf_counter()
-    gen = generate(GenerateConfig(checkpoint=checkpoint, out_dir=str(work / "generated"), num_samples=num_samples,
-                                  batch_size=500, steps=ddim_steps, sampler="ddim", device="cpu",
-                                  cpu_threads=threads))
+    gen = generate(GenerateConfig(checkpoint=checkpoint, out_dir=str(work / "generated"), num_samples=o.num_samples,
+                                  batch_size=o.gen_batch_size, steps=o.ddim_steps, sampler="ddim", device="cpu",
+                                  cpu_threads=o.threads))
     print(f"generate: {gen.n_generated} structures, {gen.n_valid} decoded, {time.perf_counter() - start:.0f} s this call",
           flush=True)
     generated = read_generated(work / "generated")
     print(f"decoded valid: {generated['valid'].mean():.4f}")
-    evaluate_quality(dataset, generated, work, metric_workers, coverage_on, reference_limit)
+    evaluate_quality(o.dataset, generated, work, o.metric_workers, o.coverage_on, o.reference_limit)
 
 
 def evaluate_quality(dataset: str, generated, work: Path, n_workers: int = 2, coverage_on: str = "all",
@@ -182,6 +219,8 @@ def main() -> None:
     t.add_argument("--dataset", default="perov_5")
     t.add_argument("--presets", default="tiny,small,paper")
     t.add_argument("--ddim-steps", type=int, default=50)
+    t.add_argument("--grid", choices=["full", "cropped"], default="full",
+                   help="full periodic table or only the dataset's rows/columns (--crop-grid)")
     q = sub.add_parser("quality")
     q.add_argument("--dataset", default="perov_5")
     q.add_argument("--minutes", type=float, default=30)
@@ -196,13 +235,17 @@ def main() -> None:
                    help="COV over all valid samples (CDVAE) or the seeded 1,000 subset (faster)")
     q.add_argument("--skip-train", action="store_true", help="generate + evaluate with the existing checkpoint")
     q.add_argument("--reference-limit", type=int, default=None, help="seeded subset of the test split (default: all)")
+    q.add_argument("--grid", choices=["full", "cropped"], default="full")
+    q.add_argument("--prediction", choices=["eps", "v"], default="eps")
+    q.add_argument("--slot-loss", choices=["balanced", "slots"], default="balanced",
+                   help="balanced: atom and empty slots averaged separately; slots: one mean over all slots")
+    q.add_argument("--atom-loss-weight", type=float, default=1.0, help="extra weight of atom slots")
+    q.add_argument("--gen-batch-size", type=int, default=500)
     args = parser.parse_args()
     if args.mode == "throughput":
-        throughput(args.dataset, args.presets.split(","), args.ddim_steps)
+        throughput(args.dataset, args.presets.split(","), args.ddim_steps, args.grid)
     else:
-        quality(args.dataset, args.minutes, args.num_samples, args.ddim_steps, args.batch_size, args.lr_decay_steps,
-                args.translate, args.threads, args.metric_workers, args.coverage_on, args.skip_train,
-                args.reference_limit)
+        quality(QualityOptions(**{k: v for k, v in vars(args).items() if k != "mode"}))
 
 
 if __name__ == "__main__":

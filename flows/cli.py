@@ -20,6 +20,7 @@ S = argparse.SUPPRESS  # absent options are absent from the namespace: the pydan
 # option dest -> (parameter group, field)
 FIELDS: dict[str, tuple[str, str]] = {
     "max_atoms_per_element": ("tensorize", "max_atoms_per_element"), "shard_size": ("tensorize", "shard_size"),
+    "crop_grid": ("tensorize", "crop_grid"),
     "preset": ("train", "preset"), "max_steps": ("train", "max_steps"), "max_minutes": ("train", "max_minutes"),
     "batch_size": ("train", "batch_size"), "learning_rate": ("train", "learning_rate"),
     "train_split": ("train", "split"), "train_device": ("train", "device"),
@@ -63,6 +64,8 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
 def _tensorize_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-atoms-per-element", type=int, default=S, help="UniMat L (default: fitted to the data)")
     parser.add_argument("--shard-size", type=int, default=S, help="structures per tensor shard (4096)")
+    parser.add_argument("--crop-grid", action="store_true", default=S,
+                        help="grid of only the data's rows/columns of the periodic table (faster; no other elements)")
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:

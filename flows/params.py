@@ -34,6 +34,8 @@ class TensorizeParams(BaseModel):
 
     max_atoms_per_element: int | None = Field(default=None, ge=1, le=256)
     shard_size: int = Field(default=4096, ge=1)
+    crop_grid: bool = Field(default=False, description="keep only the grid rows/columns holding the data's elements "
+                            "(smaller, faster model that cannot place other elements)")
 
 
 class TrainParams(BaseModel):

@@ -33,7 +33,7 @@ def fetch_flow(run: RunParams = RunParams(), source: DatasetSource = DatasetSour
 
 @flow(name="tensorize", log_prints=True)
 def tensorize_flow(run: RunParams = RunParams(), tensorize: TensorizeParams = TensorizeParams()) -> dict:
-    return tensorize_structures(run.layout(), tensorize.max_atoms_per_element, tensorize.shard_size)
+    return tensorize_structures(run.layout(), tensorize.max_atoms_per_element, tensorize.shard_size, tensorize.crop_grid)
 
 
 @flow(name="train", log_prints=True)

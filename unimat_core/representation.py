@@ -82,13 +82,20 @@ class UniMatSpec:
         )
 
     @classmethod
-    def fit(cls, structures: Sequence[Structure], *, grid: PeriodicTableGrid | None = None) -> UniMatSpec:
-        """The smallest L that holds every structure, and a cell encoding fitted to them."""
+    def fit(cls, structures: Sequence[Structure], *, grid: PeriodicTableGrid | None = None, crop_grid: bool = False,
+            max_atoms_per_element: int | None = None) -> UniMatSpec:
+        """The smallest L that holds every structure (unless given), and a cell encoding fitted to them.
+
+        `crop_grid` keeps only the grid rows and columns holding the structures' elements: a
+        smaller tensor and a faster model, which then cannot place any other element.
+        """
         grid = grid or PeriodicTableGrid()
+        if crop_grid and structures:
+            grid = PeriodicTableGrid.cropped({el.Z for s in structures for el in s.composition.elements}, grid)
         max_count = max((max(s.composition.values()) for s in structures), default=1)
         parameters = np.array([s.lattice.parameters for s in structures], dtype=np.float64)
         return cls(
-            max_atoms_per_element=int(np.ceil(max_count)),
+            max_atoms_per_element=max_atoms_per_element or int(np.ceil(max_count)),
             grid=grid,
             lattice=LatticeEncoding.fit(parameters) if len(structures) else LatticeEncoding(),
         )
@@ -161,10 +168,11 @@ def _validate(
             reasons[i] = "structure has no atoms"
 
     off_grid = (numbers < 1) | (numbers > spec.grid.max_z)
+    off_grid |= spec.grid.z_to_row[np.clip(numbers, 0, spec.grid.max_z)] < 0
     for i in np.unique(crystal_of_atom[off_grid]):
         bad = sorted(set(numbers[off_grid & (crystal_of_atom == i)].tolist()))
         names = ", ".join(Element.from_Z(z).symbol if 1 <= z <= 118 else f"dummy species (Z={z})" for z in bad)
-        reasons[i] = f"element(s) {names} not on the periodic-table grid (H..{Element.from_Z(spec.grid.max_z).symbol})"
+        reasons[i] = f"element(s) {names} not on the periodic-table grid ({spec.grid.describe_missing()})"
 
     non_finite = ~np.isfinite(frac).all(axis=1)
     for i in np.unique(crystal_of_atom[non_finite]):

@@ -62,7 +62,7 @@ def frame_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def _existing(out_dir: Path, input_hash: str, spec: UniMatSpec | None) -> dict | None:
+def _existing(out_dir: Path, input_hash: str, spec: UniMatSpec | None, fit: dict) -> dict | None:
     spec_file = out_dir / SPEC
     if not (spec_file.exists() and (out_dir / MANIFEST).exists()):
         return None
@@ -71,18 +71,26 @@ def _existing(out_dir: Path, input_hash: str, spec: UniMatSpec | None) -> dict |
         return None
     if spec is not None and stored["spec"] != spec.as_dict():
         return None
+    if spec is None and stored.get("fit", _FIT_DEFAULTS) != fit:
+        return None
     return stored
 
 
-def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec | None = None, shard_size: int = 4096) -> TensorizeSummary:
+_FIT_DEFAULTS = {"crop_grid": False, "max_atoms_per_element": None}
+
+
+def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec | None = None, shard_size: int = 4096, *,
+                    crop_grid: bool = False, max_atoms_per_element: int | None = None) -> TensorizeSummary:
     """Encode a structure table into a tensor dataset folder; reuse it if inputs and spec match.
 
-    With `spec=None` the spec is fitted to the data (smallest L that holds every crystal).
+    With `spec=None` the spec is fitted to the data (smallest L that holds every crystal unless
+    `max_atoms_per_element` is given; the grid cropped to the data's elements with `crop_grid`).
     Crystals that cannot be encoded go to rejected.parquet with the reason.
     """
     out_dir = Path(out_dir)
     input_hash = frame_hash(frame)
-    stored = _existing(out_dir, input_hash, spec)
+    fit = {"crop_grid": crop_grid, "max_atoms_per_element": max_atoms_per_element}
+    stored = _existing(out_dir, input_hash, spec, fit)
     if stored is not None:
         manifest = pd.read_parquet(out_dir / MANIFEST, columns=["shard"])
         rejected = pd.read_parquet(out_dir / REJECTED, columns=["id"])
@@ -92,7 +100,7 @@ def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec |
     structures = structures_of(frame)
     if spec is None:
         ordered = [s for s in structures if s.is_ordered]
-        spec = UniMatSpec.fit(ordered)
+        spec = UniMatSpec.fit(ordered, crop_grid=crop_grid, max_atoms_per_element=max_atoms_per_element)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "shards").mkdir(parents=True)
@@ -125,15 +133,17 @@ def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec |
     rejected = pd.concat(rejected_parts, ignore_index=True) if rejected_parts else pd.DataFrame({"id": [], "split": [], "reason": []}, dtype=str)
     manifest.to_parquet(tmp / MANIFEST, index=False)
     rejected.to_parquet(tmp / REJECTED, index=False)
-    (tmp / SPEC).write_text(json.dumps({"spec": spec.as_dict(), "input_hash": input_hash}, indent=1))
+    (tmp / SPEC).write_text(json.dumps({"spec": spec.as_dict(), "input_hash": input_hash, "fit": fit}, indent=1))
 
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)
     return TensorizeSummary(str(out_dir), len(manifest), len(rejected), n_shards, spec.max_atoms_per_element, input_hash)
 
 
-def tensorize_file(structures_path: str | Path, out_dir: str | Path, spec: UniMatSpec | None = None, shard_size: int = 4096) -> TensorizeSummary:
-    return tensorize_frame(read_structures(structures_path), out_dir, spec=spec, shard_size=shard_size)
+def tensorize_file(structures_path: str | Path, out_dir: str | Path, spec: UniMatSpec | None = None, shard_size: int = 4096, *,
+                   crop_grid: bool = False, max_atoms_per_element: int | None = None) -> TensorizeSummary:
+    return tensorize_frame(read_structures(structures_path), out_dir, spec=spec, shard_size=shard_size,
+                           crop_grid=crop_grid, max_atoms_per_element=max_atoms_per_element)
 
 
 class TensorDataset:

@@ -8,6 +8,7 @@ import time
 
 import pandas as pd
 import pytest
+from pymatgen.core import Composition
 
 from flows.cli import main
 from tests.conftest import perov5_test_csv
@@ -68,9 +69,13 @@ def test_campaign_runs_all_stages_then_resumes(tmp_path, small_csv):
 @pytest.mark.slow  # a subprocess with its own Prefect server start
 def test_campaign_stop_after_runs_only_the_first_stages(tmp_path, small_csv):
     result = _result(run_cli("campaign", "--campaign", "t2", "--results-root", str(tmp_path), "--source",
-                             str(small_csv), "--stop-after", "tensorize"))
+                             str(small_csv), "--stop-after", "tensorize", "--crop-grid"))
     assert list(result["seconds"]) == ["fetch", "tensorize"]
     assert sorted(p.name for p in (tmp_path / "t2").iterdir()) == ["fetch", "tensorize"]
+    grid = TensorDataset(tmp_path / "t2" / "tensorize" / "dataset").spec.grid  # --crop-grid reached the encoder
+    table = read_structures(tmp_path / "t2" / "fetch" / "structures.parquet")
+    elements = {el.Z for formula in table["formula"] for el in Composition(formula).elements}
+    assert grid.is_cropped and set(grid.elements) == elements and grid.shape[0] * grid.shape[1] < 162
 
 
 def test_stage_without_its_input_names_the_missing_stage(tmp_path):

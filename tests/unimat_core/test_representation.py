@@ -145,3 +145,21 @@ def test_decode_rejects_wrong_shapes():
     spec = UniMatSpec(max_atoms_per_element=2)
     with pytest.raises(ValueError, match="coords must have shape"):
         decode(np.zeros((1, 3, 9, 18, 3), np.float32), np.zeros((1, 6), np.float32), spec)
+
+
+@pytest.mark.parametrize(("name", "shape"), [("perov_5", (3, 6, 17, 3)), ("carbon_24", (24, 1, 1, 3))])
+def test_cropped_grid_round_trips_every_bundled_structure(bundled_tables, name, shape):
+    structures = structures_of(bundled_tables[name])
+    spec = UniMatSpec.fit(structures, crop_grid=True)
+    assert spec.shape == shape and UniMatSpec.from_dict(json.loads(json.dumps(spec.as_dict()))) == spec
+    batch = encode(structures, spec)
+    assert batch.coords.shape == (len(structures), *shape)
+    for original, crystal in zip(structures, decode_batch(batch, spec)):
+        assert_same_crystal(original, crystal.structure)
+
+
+def test_element_outside_a_cropped_grid_is_a_clear_error(nacl):
+    spec = UniMatSpec.fit([Structure(Lattice.cubic(3.6), ["C", "C"], [[0, 0, 0], [0.25, 0.25, 0.25]])], crop_grid=True)
+    batch = encode([nacl], spec, ids=["nacl"], on_error="ignore")
+    assert len(batch) == 0
+    assert "Na, Cl not on the periodic-table grid (this cropped grid holds only the 1 elements" in batch.failures[0].reason

@@ -59,3 +59,16 @@ def test_batches_stream_every_crystal_once(tmp_path, small_table):
 def test_missing_dataset_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="unimat tensorize"):
         TensorDataset(tmp_path)
+
+
+def test_crop_grid_and_a_given_l_are_part_of_what_is_reused(tmp_path, small_table):
+    full = tensorize_frame(small_table, tmp_path / "ds")
+    cropped = tensorize_frame(small_table, tmp_path / "ds", crop_grid=True)
+    assert not cropped.reused
+    spec = TensorDataset(tmp_path / "ds").spec
+    assert spec.grid.is_cropped and spec.shape[1] * spec.shape[2] < 9 * 18
+    assert tensorize_frame(small_table, tmp_path / "ds", crop_grid=True).reused
+    wider = tensorize_frame(small_table, tmp_path / "ds", crop_grid=True, max_atoms_per_element=4)
+    assert not wider.reused and TensorDataset(tmp_path / "ds").spec.max_atoms_per_element == 4
+    assert not tensorize_frame(small_table, tmp_path / "ds").reused and full.n_encoded == 50
+    assert not TensorDataset(tmp_path / "ds").spec.grid.is_cropped

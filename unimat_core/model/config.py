@@ -59,6 +59,12 @@ class DiffusionConfig:
     prediction: Prediction = "eps"
     lattice_loss_weight: float = 1.0
     atom_loss_weight: float = 1.0
+    # "balanced": atom and empty slots averaged separately and added, so the ~1-2 % atom slots weigh as much
+    # as all empty ones: precise positions, which composition-conditioned sampling needs (it pins the empty
+    # slots itself). "slots": one mean over every slot (UniMat's plain DDPM loss): the empty slots carry
+    # most of the weight and the model learns early where atoms are NOT, which unconditional sampling needs
+    # (a balanced tiny model scattered ~100 atoms over a perovskite cell; see benchmarks/RESULTS.md).
+    slot_loss: Literal["balanced", "slots"] = "balanced"
     cond_drop_prob: float = 0.1
 
     def as_dict(self) -> dict:
@@ -66,7 +72,7 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> DiffusionConfig:
-        return cls(**data)
+        return cls(**data)  # checkpoints from before `slot_loss` get its default, the loss they were trained with
 
 
 def preset(name: str, **overrides) -> DenoiserConfig:

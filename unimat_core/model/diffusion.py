@@ -97,13 +97,15 @@ class GaussianDiffusion(nn.Module):
         noise_c = torch.randn(coords.shape, device=coords.device, generator=generator)
         noise_l = torch.randn(lattice.shape, device=coords.device, generator=generator)
         pred_c, pred_l = model(self.q_sample(coords, t, noise_c), self.q_sample(lattice, t, noise_l), t, cond.grid, cond.flag)
-        # Atom slots are ~1% of the tensor; averaging atoms and empty slots separately keeps the
-        # loss from being dominated by the easy task of keeping empty slots at the null location.
         err_c = (pred_c.float() - self._target(coords, noise_c, t)).pow(2).mean(dim=-1)
         atoms = (coords.mean(dim=-1) > self.null_value / 2).float()
         loss_atoms = (err_c * atoms).sum() / atoms.sum().clamp(min=1)
         loss_empty = (err_c * (1 - atoms)).sum() / (1 - atoms).sum().clamp(min=1)
-        loss_c = self.config.atom_loss_weight * loss_atoms + loss_empty
+        if self.config.slot_loss == "slots":  # every slot counts once (atom slots times atom_loss_weight)
+            weights = self.config.atom_loss_weight * atoms + (1 - atoms)
+            loss_c = (err_c * weights).sum() / err_c.numel()
+        else:  # atom and empty slots averaged separately: atoms weigh as much as all empty slots together
+            loss_c = self.config.atom_loss_weight * loss_atoms + loss_empty
         loss_l = (pred_l.float() - self._target(lattice, noise_l, t)).pow(2).mean()
         loss = loss_c + self.config.lattice_loss_weight * loss_l
         return loss, {"loss": loss.item(), "loss_atoms": loss_atoms.item(), "loss_empty": loss_empty.item(),

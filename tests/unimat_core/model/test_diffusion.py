@@ -68,3 +68,37 @@ def test_loss_is_finite_and_reports_parts():
     loss, parts = diffusion.loss(model, x0_c, x0_l, Condition.unconditional(1, 9, 18, torch.device("cpu")))
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
     assert set(parts) == {"loss", "loss_atoms", "loss_empty", "loss_lattice"}
+
+
+class Offset(torch.nn.Module):
+    """The oracle's prediction plus a fixed error: `atom_error` on atom slots, `empty_error` on empty ones."""
+
+    def __init__(self, oracle: Oracle, atom_error: float, empty_error: float) -> None:
+        super().__init__()
+        self.oracle, self.atom_error, self.empty_error = oracle, atom_error, empty_error
+
+    def forward(self, x_c, x_l, t, cond, flag):
+        out_c, out_l = self.oracle(x_c, x_l, t, cond, flag)
+        atoms = (self.oracle.x0_c.mean(-1, keepdim=True) > -0.5).float()
+        return out_c + self.atom_error * atoms + self.empty_error * (1 - atoms), out_l
+
+
+@pytest.mark.parametrize(("slot_loss", "expected"), [
+    # one atom slot (error 1) among 2*9*18 = 324 slots, the other 323 with error 0.1
+    ("slots", (1.0 + 323 * 0.01) / 324),
+    ("balanced", 1.0 + 0.01),
+])
+def test_slot_loss_weighs_atom_and_empty_slots_as_configured(slot_loss, expected):
+    diffusion = GaussianDiffusion(DiffusionConfig(slot_loss=slot_loss))
+    x0_c, x0_l = _example()
+    model = Offset(Oracle(diffusion, x0_c, x0_l), atom_error=1.0, empty_error=0.1)
+    loss, parts = diffusion.loss(model, x0_c, x0_l, Condition.unconditional(1, 9, 18, torch.device("cpu")))
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
+    assert parts["loss_atoms"] == pytest.approx(1.0) and parts["loss_empty"] == pytest.approx(0.01)
+
+
+def test_old_checkpoint_configs_keep_the_loss_they_were_trained_with():
+    old = {"timesteps": 1000, "schedule": "cosine", "prediction": "eps", "lattice_loss_weight": 1.0,
+           "atom_loss_weight": 1.0, "cond_drop_prob": 0.1}
+    assert DiffusionConfig.from_dict(old).slot_loss == "balanced"
+    assert DiffusionConfig.from_dict(DiffusionConfig().as_dict()) == DiffusionConfig()

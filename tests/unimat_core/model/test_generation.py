@@ -3,6 +3,7 @@ import pytest
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition
 
+from tests.unimat_core.model.conftest import overfit_config
 from unimat_core.model.checkpoint import load_model
 from unimat_core.model.generation import (
     CompositionError,
@@ -12,8 +13,10 @@ from unimat_core.model.generation import (
     generate,
     read_generated,
 )
+from unimat_core.model.training import train
 from unimat_core.representation import UniMatSpec
 from unimat_core.structure_table import CORE_COLUMNS, structure_from_json, structures_of
+from unimat_core.tensor_store import tensorize_frame
 
 
 def test_overfit_model_regenerates_its_training_crystals(overfit_model, tmp_path):
@@ -84,3 +87,25 @@ def test_unconditional_generation_decodes_or_explains(overfit_model, tmp_path):
     assert len(generated) == 6 and generated["target_formula"].isna().all()
     assert (generated["valid"] | generated["reason"].notna()).all()
     assert isinstance(UniMatSpec(max_atoms_per_element=3).null_value, float) and np.isfinite(generated["n_sites"]).all()
+
+
+def test_a_model_on_a_cropped_grid_trains_and_generates(bundled_tables, tmp_path):
+    """carbon_24 on its cropped grid is one cell (L x 1 x 1): the denoiser, training and pinning still work."""
+    frame = bundled_tables["carbon_24"].head(8).reset_index(drop=True)
+    tensorize_frame(frame, tmp_path / "ds", crop_grid=True, max_atoms_per_element=24)
+    summary = train(overfit_config(tmp_path / "ds", tmp_path / "train", max_steps=5))
+    spec = load_model(summary.checkpoint).spec
+    assert spec.grid.shape == (1, 1) and spec.shape[0] == 24
+    generate(GenerateConfig(checkpoint=summary.checkpoint, out_dir=str(tmp_path / "gen"), compositions=("C8", "C12"),
+                            samples_per_composition=2, steps=5, device="cpu"))
+    generated = read_generated(tmp_path / "gen")
+    assert len(generated) == 4
+    # a 5-step model's lattices may be degenerate (recorded with the reason); the atoms are pinned exactly
+    valid = generated[generated["valid"]]
+    assert generated.loc[~generated["valid"], "reason"].str.startswith("degenerate lattice").all() and len(valid)
+    sizes = {"C8": 8, "C12": 12}
+    for target, structure in zip(valid["target_formula"], valid["structure"]):
+        crystal = structure_from_json(structure)
+        assert crystal.composition.reduced_formula == "C" and len(crystal) == sizes[target]
+    with pytest.raises(CompositionError, match="Si is not on the periodic-table grid \\(this cropped grid holds only the 1 elements"):
+        generate(GenerateConfig(checkpoint=summary.checkpoint, out_dir=str(tmp_path / "x"), compositions=("SiC",), device="cpu"))
