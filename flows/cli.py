@@ -24,6 +24,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "preset": ("train", "preset"), "max_steps": ("train", "max_steps"), "max_minutes": ("train", "max_minutes"),
     "batch_size": ("train", "batch_size"), "learning_rate": ("train", "learning_rate"),
     "train_split": ("train", "split"), "train_device": ("train", "device"),
+    "prediction": ("train", "prediction"), "slot_loss": ("train", "slot_loss"),
     "num_samples": ("generate", "num_samples"), "compositions": ("generate", "compositions"),
     "samples_per_composition": ("generate", "samples_per_composition"), "gen_batch_size": ("generate", "batch_size"),
     "sampler": ("generate", "sampler"), "steps": ("generate", "steps"), "guidance": ("generate", "guidance"),
@@ -77,6 +78,9 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=S)
     parser.add_argument("--train-split", default=S, help="split to train on (default: train, else val)")
     parser.add_argument("--device", dest="train_device", default=S, help="auto (cuda if available), cuda or cpu")
+    parser.add_argument("--prediction", default=S, choices=["eps", "v"], help="denoiser target (eps)")
+    parser.add_argument("--slot-loss", default=S, choices=["balanced", "slots"],
+                        help="balanced (default; for composition-conditioned runs) or slots (unconditional sampling)")
 
 
 def _generate_args(parser: argparse.ArgumentParser, *, device: bool = True) -> None:

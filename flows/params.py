@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from unimat_core.datasets.source import DatasetSource
+from unimat_core.model.config import DiffusionConfig
 from unimat_core.run_layout import RunLayout
 
 
@@ -53,10 +54,16 @@ class TrainParams(BaseModel):
     augment_translate: bool = False
     seed: int = 0
     device: str = "auto"
+    prediction: Literal["eps", "v"] = "eps"
+    slot_loss: Literal["balanced", "slots"] = Field(
+        default="balanced", description="balanced suits composition-conditioned campaigns; slots (UniMat's plain "
+                                        "loss) suits unconditional sampling, see benchmarks/RESULTS.md")
 
     def core_config(self) -> dict:
-        """TrainConfig fields (without dataset/out_dir, which the stage fills in)."""
-        return self.model_dump()
+        """TrainConfig fields as `TrainConfig.from_dict` reads them (the stage adds dataset/out_dir)."""
+        data = self.model_dump(exclude={"prediction", "slot_loss"})
+        data["diffusion"] = DiffusionConfig(prediction=self.prediction, slot_loss=self.slot_loss).as_dict()
+        return data
 
 
 class GenerateParams(BaseModel):

@@ -38,7 +38,7 @@ def train_model(layout: RunLayout, config: dict) -> dict:
     dataset = str(layout.require(layout.tensors, made_by="tensorize"))
     settings = {**config, "dataset": dataset, "out_dir": str(layout.stage_dir("train"))}
     settings["split"] = training_split(dataset, settings.get("split"))
-    train_config = TrainConfig.from_dict(settings) if "model" in settings else TrainConfig(**settings)
+    train_config = TrainConfig.from_dict(settings)
     progress = create_progress_artifact(progress=0.0, description=f"training steps of {layout.campaign}")
 
     def on_log(row: dict) -> None:

@@ -7,8 +7,10 @@ import pytest
 from pydantic import ValidationError
 from pymatgen.core import Composition
 
-from flows.params import DEMO_COMPOSITIONS, CampaignParams, EvaluateParams, RelaxParams, ScoreParams
+from flows.params import DEMO_COMPOSITIONS, CampaignParams, EvaluateParams, RelaxParams, ScoreParams, TrainParams
 from unimat_core.datasets.bundled import bundled_csv_paths
+from unimat_core.model.config import DiffusionConfig
+from unimat_core.model.training import TrainConfig
 
 
 def _formulas(split: str) -> set[str]:
@@ -50,3 +52,15 @@ def test_bad_values_are_rejected(tmp_path):
     hull.write_text("id,composition,energy_per_atom,source\n")
     assert ScoreParams(reference=str(hull)).kind == "file"
     assert EvaluateParams().metrics_config("perov_5", str(tmp_path))["cache_dir"].endswith(".cache/fingerprints")
+
+
+def test_train_params_reach_the_diffusion_config():
+    def config(params: TrainParams) -> TrainConfig:
+        return TrainConfig.from_dict({**params.core_config(), "dataset": "d", "out_dir": "o"})
+
+    assert config(TrainParams()).diffusion == DiffusionConfig()
+    unconditional = config(TrainParams(prediction="v", slot_loss="slots", max_minutes=3))
+    assert (unconditional.diffusion.prediction, unconditional.diffusion.slot_loss) == ("v", "slots")
+    assert unconditional.max_minutes == 3 and unconditional.preset == "tiny"
+    with pytest.raises(ValidationError):
+        TrainParams(slot_loss="atoms")
