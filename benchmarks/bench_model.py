@@ -144,6 +144,7 @@ class QualityOptions:
     slot_loss: str = "balanced"
     atom_loss_weight: float = 1.0
     gen_batch_size: int = 500
+    matching: bool = True
 
     @property
     def work(self) -> Path:
@@ -178,11 +179,11 @@ def quality(options: QualityOptions) -> None:
           flush=True)
     generated = read_generated(work / "generated")
     print(f"decoded valid: {generated['valid'].mean():.4f}")
-    evaluate_quality(o.dataset, generated, work, o.metric_workers, o.coverage_on, o.reference_limit)
+    evaluate_quality(o.dataset, generated, work, o.metric_workers, o.coverage_on, o.reference_limit, o.matching)
 
 
 def evaluate_quality(dataset: str, generated, work: Path, n_workers: int = 2, coverage_on: str = "all",
-                     reference_limit: int | None = None) -> None:
+                     reference_limit: int | None = None, matching: bool = True) -> None:
     """CDVAE metrics + uniqueness/novelty of the samples: reference = test split, novelty vs the val split
     the model was trained on. Reference fingerprints are cached under benchmarks/runs/<dataset>/metrics/cache."""
     from unimat_core.datasets import load_bundled
@@ -192,7 +193,7 @@ def evaluate_quality(dataset: str, generated, work: Path, n_workers: int = 2, co
     reference = tables[tables["split"] == "test"].reset_index(drop=True)
     training = tables[tables["split"] == "val"].reset_index(drop=True)
     config = MetricsConfig(dataset=dataset, n_workers=n_workers, coverage_on=coverage_on,
-                           reference_limit=reference_limit, cache_dir=str(RUNS / dataset / "metrics" / "cache"))
+                           reference_limit=reference_limit, matching=matching, cache_dir=str(RUNS / dataset / "metrics" / "cache"))
     start = time.perf_counter()
     result = evaluate_structures(generated, reference, training, config)
     paths = write_metrics(result, work / "metrics")
@@ -241,6 +242,8 @@ def main() -> None:
                    help="balanced: atom and empty slots averaged separately; slots: one mean over all slots")
     q.add_argument("--atom-loss-weight", type=float, default=1.0, help="extra weight of atom slots")
     q.add_argument("--gen-batch-size", type=int, default=500)
+    q.add_argument("--no-matching", dest="matching", action="store_false",
+                   help="skip uniqueness/novelty (carbon_24: one formula group, millions of StructureMatcher fits)")
     args = parser.parse_args()
     if args.mode == "throughput":
         throughput(args.dataset, args.presets.split(","), args.ddim_steps, args.grid)

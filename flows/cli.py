@@ -38,6 +38,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "comp_cutoff": ("evaluate", "comp_cutoff"), "n_eval": ("evaluate", "n_eval"),
     "eval_workers": ("evaluate", "n_workers"), "cache_dir": ("evaluate", "cache_dir"),
     "coverage_on": ("evaluate", "coverage_on"), "reference_limit": ("evaluate", "reference_limit"),
+    "matching": ("evaluate", "matching"),
 }
 LISTS = {"compositions"}  # comma-separated on the command line
 
@@ -129,6 +130,8 @@ def _evaluate_args(parser: argparse.ArgumentParser) -> None:
                         help="COV over every valid sample (CDVAE, default) or the --n-eval subset (campaign)")
     parser.add_argument("--reference-limit", type=int, default=S,
                         help="seeded subset of the reference split (default: all; campaign 1000)")
+    parser.add_argument("--no-matching", dest="matching", action="store_false", default=S,
+                        help="skip uniqueness/novelty (one formula group of thousands, e.g. carbon_24, takes hours)")
     parser.add_argument("--cache-dir", default=S, help="fingerprint cache (default: <results-root>/.cache/fingerprints)")
 
 

@@ -178,6 +178,7 @@ class EvaluateParams(BaseModel):
     n_workers: int = Field(default=2, ge=1)
     coverage_on: Literal["all", "subset"] = "all"  # COV over every valid sample (CDVAE) or the n_eval subset
     reference_limit: int | None = Field(default=None, ge=1)  # seeded subset of the reference split (quick runs)
+    matching: bool = True  # False skips uniqueness/novelty (single-element data: millions of matcher fits)
     cache_dir: str | None = None  # default: <results_root>/.cache/fingerprints (shared by campaigns)
 
     @field_validator("dataset")

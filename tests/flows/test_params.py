@@ -9,6 +9,7 @@ from pymatgen.core import Composition
 
 from flows.params import DEMO_COMPOSITIONS, CampaignParams, EvaluateParams, RelaxParams, ScoreParams, TrainParams
 from unimat_core.datasets.bundled import bundled_csv_paths
+from unimat_core.metrics import MetricsConfig
 from unimat_core.model.config import DiffusionConfig
 from unimat_core.model.training import TrainConfig
 
@@ -52,6 +53,8 @@ def test_bad_values_are_rejected(tmp_path):
     hull.write_text("id,composition,energy_per_atom,source\n")
     assert ScoreParams(reference=str(hull)).kind == "file"
     assert EvaluateParams().metrics_config("perov_5", str(tmp_path))["cache_dir"].endswith(".cache/fingerprints")
+    skip = MetricsConfig(**EvaluateParams(matching=False).metrics_config("carbon_24", str(tmp_path)))
+    assert skip.matching is False and skip.dataset == "carbon_24"
 
 
 def test_train_params_reach_the_diffusion_config():

@@ -64,6 +64,9 @@ class MetricsConfig:
     ltol: float = 0.2  # StructureMatcher tolerances for uniqueness/novelty (pymatgen defaults)
     stol: float = 0.3
     angle_tol: float = 5.0
+    # False skips uniqueness and novelty (reported n/a): one formula group of thousands of structures
+    # (carbon_24: every sample is "C") costs millions of StructureMatcher fits, hours on a laptop
+    matching: bool = True
 
     def __post_init__(self) -> None:
         explicit = self.struct_cutoff is not None and self.comp_cutoff is not None
@@ -241,12 +244,16 @@ def _evaluate(generated: pd.DataFrame, reference: pd.DataFrame, training: pd.Dat
         train_texts = training["structure"].tolist()
         train_formulas = (training["reduced_formula"].tolist() if "reduced_formula" in training.columns
                           else check_structures(train_texts, workers=pool)["reduced_formula"].tolist())
-    unique_v, novel_v = uniqueness_novelty([texts[i] for i in valid_rows], frame["reduced_formula"].iloc[valid_rows].tolist(),
-                                           train_texts, train_formulas, config.matcher, pool)
+    unique_v = novel_v = None
+    if config.matching:
+        unique_v, novel_v = uniqueness_novelty([texts[i] for i in valid_rows],
+                                               frame["reduced_formula"].iloc[valid_rows].tolist(),
+                                               train_texts, train_formulas, config.matcher, pool)
     timings["seconds_matching"] = time.perf_counter() - start
     unique = pd.array([pd.NA] * len(frame), dtype="boolean")
     novel = pd.array([pd.NA] * len(frame), dtype="boolean")
-    unique[valid_rows] = unique_v
+    if unique_v is not None:
+        unique[valid_rows] = unique_v
     if novel_v is not None:
         novel[valid_rows] = novel_v
     in_eval = np.zeros(len(frame), dtype=bool)
@@ -276,8 +283,8 @@ def _evaluate(generated: pd.DataFrame, reference: pd.DataFrame, training: pd.Dat
         **cov,
         "emd_density": emd_density,
         "emd_n_elements": emd_n_elements,
-        "n_unique": int(unique_v.sum()),
-        "uniqueness": _fraction(unique_v.sum(), n_valid),
+        "n_unique": float("nan") if unique_v is None else int(unique_v.sum()),
+        "uniqueness": float("nan") if unique_v is None else _fraction(unique_v.sum(), n_valid),
         "n_novel": float("nan") if novel_v is None else int(novel_v.sum()),
         "novelty": float("nan") if novel_v is None else _fraction(novel_v.sum(), n_valid),
         "struct_cutoff": float(struct_cutoff),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,15 @@ def test_duplicates_give_the_right_uniqueness_and_training_gives_novelty_zero():
     assert result.summary["uniqueness"] == pytest.approx(2 / 5)
     assert result.summary["novelty"] == 0.0 and result.summary["n_novel"] == 0
     assert result.per_structure["novel"].tolist() == [False] * 5
+
+
+def test_matching_can_be_skipped_and_is_reported_as_not_computed():
+    training = table_of([rocksalt()], prefix="t")
+    generated = table_of([rocksalt(), rocksalt(5.7)])
+    result = evaluate_structures(generated, training, training, config=replace(ONE, matching=False))
+    assert np.isnan(result.summary["uniqueness"]) and np.isnan(result.summary["novelty"])
+    assert result.per_structure["unique"].isna().all() and result.per_structure["novel"].isna().all()
+    assert result.summary["validity"] == 1.0 and "| uniqueness | n/a |" in result.markdown()
 
 
 def test_novelty_is_nan_without_training_and_counts_new_structures():
