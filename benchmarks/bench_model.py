@@ -145,10 +145,11 @@ class QualityOptions:
     atom_loss_weight: float = 1.0
     gen_batch_size: int = 500
     matching: bool = True
+    tag: str = ""  # names a variant's work folder, e.g. quality-cropped-aw3
 
     @property
     def work(self) -> Path:
-        return RUNS / self.dataset / f"quality{_suffix(self.grid)}"
+        return RUNS / self.dataset / f"quality{_suffix(self.grid)}{'-' + self.tag if self.tag else ''}"
 
 
 def quality(options: QualityOptions) -> None:
@@ -242,6 +243,7 @@ def main() -> None:
                    help="balanced: atom and empty slots averaged separately; slots: one mean over all slots")
     q.add_argument("--atom-loss-weight", type=float, default=1.0, help="extra weight of atom slots")
     q.add_argument("--gen-batch-size", type=int, default=500)
+    q.add_argument("--tag", default="", help="work folder suffix for a variant run")
     q.add_argument("--no-matching", dest="matching", action="store_false",
                    help="skip uniqueness/novelty (carbon_24: one formula group, millions of StructureMatcher fits)")
     args = parser.parse_args()
