@@ -97,7 +97,7 @@ class PeriodicTableGrid:
     def contains(self, z: int) -> bool:
         return 1 <= z <= self.max_z and self.positions[z - 1] != OFF_GRID
 
-    def describe_missing(self) -> str:
+    def describe_elements(self) -> str:
         """Which elements the grid holds, for error messages."""
         symbols = [Element.from_Z(z).symbol for z in self.elements]
         if not self.is_cropped:

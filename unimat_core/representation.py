@@ -172,7 +172,7 @@ def _validate(
     for i in np.unique(crystal_of_atom[off_grid]):
         bad = sorted(set(numbers[off_grid & (crystal_of_atom == i)].tolist()))
         names = ", ".join(Element.from_Z(z).symbol if 1 <= z <= 118 else f"dummy species (Z={z})" for z in bad)
-        reasons[i] = f"element(s) {names} not on the periodic-table grid ({spec.grid.describe_missing()})"
+        reasons[i] = f"element(s) {names} not on the periodic-table grid ({spec.grid.describe_elements()})"
 
     non_finite = ~np.isfinite(frac).all(axis=1)
     for i in np.unique(crystal_of_atom[non_finite]):

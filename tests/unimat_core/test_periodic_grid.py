@@ -40,7 +40,7 @@ def test_cropped_grid_keeps_only_the_rows_and_columns_of_the_given_elements():
     assert grid.positions[Element("La").Z - 1] == (3, 1)
     assert grid.z_to_row[Element("Fe").Z] == -1 and grid.element_mask().sum() == 4
     assert PeriodicTableGrid.from_dict(grid.as_dict()) == grid
-    assert "4 elements" in grid.describe_missing() and "O" in grid.describe_missing()
+    assert "4 elements" in grid.describe_elements() and "O" in grid.describe_elements()
 
 
 def test_cropping_to_one_element_gives_a_single_cell():

@@ -90,7 +90,7 @@ def composition_counts(formula: str, spec: UniMatSpec) -> np.ndarray:
         z = getattr(element, "Z", 0)
         if not spec.grid.contains(z):
             raise CompositionError(f"{formula!r}: element {element} is not on the periodic-table grid "
-                                   f"({spec.grid.describe_missing()})")
+                                   f"({spec.grid.describe_elements()})")
         if abs(amount - round(amount)) > 1e-6 or amount < 1:
             raise CompositionError(f"{formula!r}: {element} count {amount} is not a positive integer (give the full cell)")
         if round(amount) > spec.max_atoms_per_element:
