@@ -33,7 +33,7 @@ def _dataset(name: str, grid: str = "full") -> Path:
     from unimat_core.datasets import load_bundled
     from unimat_core.tensor_store import tensorize_frame
 
-    path = RUNS / name / ("tensors" if grid == "full" else f"tensors-{grid}")
+    path = RUNS / name / f"tensors{_suffix(grid)}"
     tensorize_frame(load_bundled(name).structures, path, crop_grid=grid == "cropped")
     return path
 
@@ -163,7 +163,7 @@ def quality(options: QualityOptions) -> None:
                          lr_decay_steps=o.lr_decay_steps, checkpoint_every=200, log_every=50,
                          augment_translate=o.translate, cpu_threads=o.threads,
                          diffusion=DiffusionConfig(prediction=o.prediction, slot_loss=o.slot_loss,
-                                                             atom_loss_weight=o.atom_loss_weight))
+                                                   atom_loss_weight=o.atom_loss_weight))
     print(f"quality run: {asdict(o)}", flush=True)
     start = time.perf_counter()
     if o.skip_train:  # reuse the finished run's checkpoint as it is (a resumed train() would take another step)

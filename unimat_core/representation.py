@@ -169,10 +169,11 @@ def _validate(
 
     off_grid = (numbers < 1) | (numbers > spec.grid.max_z)
     off_grid |= spec.grid.z_to_row[np.clip(numbers, 0, spec.grid.max_z)] < 0
+    on_this_grid = spec.grid.describe_elements() if off_grid.any() else ""
     for i in np.unique(crystal_of_atom[off_grid]):
         bad = sorted(set(numbers[off_grid & (crystal_of_atom == i)].tolist()))
         names = ", ".join(Element.from_Z(z).symbol if 1 <= z <= 118 else f"dummy species (Z={z})" for z in bad)
-        reasons[i] = f"element(s) {names} not on the periodic-table grid ({spec.grid.describe_elements()})"
+        reasons[i] = f"element(s) {names} not on the periodic-table grid ({on_this_grid})"
 
     non_finite = ~np.isfinite(frac).all(axis=1)
     for i in np.unique(crystal_of_atom[non_finite]):

@@ -62,6 +62,9 @@ def frame_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
+_FIT_DEFAULTS = {"crop_grid": False, "max_atoms_per_element": None}  # what spec.json files without "fit" used
+
+
 def _existing(out_dir: Path, input_hash: str, spec: UniMatSpec | None, fit: dict) -> dict | None:
     spec_file = out_dir / SPEC
     if not (spec_file.exists() and (out_dir / MANIFEST).exists()):
@@ -74,9 +77,6 @@ def _existing(out_dir: Path, input_hash: str, spec: UniMatSpec | None, fit: dict
     if spec is None and stored.get("fit", _FIT_DEFAULTS) != fit:
         return None
     return stored
-
-
-_FIT_DEFAULTS = {"crop_grid": False, "max_atoms_per_element": None}
 
 
 def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec | None = None, shard_size: int = 4096, *,
