@@ -146,10 +146,15 @@ class QualityOptions:
     gen_batch_size: int = 500
     matching: bool = True
     tag: str = ""  # names a variant's work folder, e.g. quality-cropped-aw3
+    sample_tag: str = ""  # names a sampling variant's generated/metrics folders beside the same model, e.g. ddim10
 
     @property
     def work(self) -> Path:
         return RUNS / self.dataset / f"quality{_suffix(self.grid)}{'-' + self.tag if self.tag else ''}"
+
+    def folder(self, name: str) -> Path:
+        """`generated` or `metrics` of this sampling variant."""
+        return self.work / f"{name}{'-' + self.sample_tag if self.sample_tag else ''}"
 
 
 def quality(options: QualityOptions) -> None:
@@ -173,17 +178,17 @@ def quality(options: QualityOptions) -> None:
         checkpoint = summary.checkpoint
         print(f"train: {summary.as_dict()} ({time.perf_counter() - start:.0f} s this call)", flush=True)
     start = time.perf_counter()
-    gen = generate(GenerateConfig(checkpoint=checkpoint, out_dir=str(work / "generated"), num_samples=o.num_samples,
+    gen = generate(GenerateConfig(checkpoint=checkpoint, out_dir=str(o.folder("generated")), num_samples=o.num_samples,
                                   batch_size=o.gen_batch_size, steps=o.ddim_steps, sampler="ddim", device="cpu",
                                   cpu_threads=o.threads))
     print(f"generate: {gen.n_generated} structures, {gen.n_valid} decoded, {time.perf_counter() - start:.0f} s this call",
           flush=True)
-    generated = read_generated(work / "generated")
+    generated = read_generated(o.folder("generated"))
     print(f"decoded valid: {generated['valid'].mean():.4f}")
-    evaluate_quality(o.dataset, generated, work, o.metric_workers, o.coverage_on, o.reference_limit, o.matching)
+    evaluate_quality(o.dataset, generated, o.folder("metrics"), o.metric_workers, o.coverage_on, o.reference_limit, o.matching)
 
 
-def evaluate_quality(dataset: str, generated, work: Path, n_workers: int = 2, coverage_on: str = "all",
+def evaluate_quality(dataset: str, generated, metrics_dir: Path, n_workers: int = 2, coverage_on: str = "all",
                      reference_limit: int | None = None, matching: bool = True) -> None:
     """CDVAE metrics + uniqueness/novelty of the samples: reference = test split, novelty vs the val split
     the model was trained on. Reference fingerprints are cached under benchmarks/runs/<dataset>/metrics/cache."""
@@ -197,7 +202,7 @@ def evaluate_quality(dataset: str, generated, work: Path, n_workers: int = 2, co
                            reference_limit=reference_limit, matching=matching, cache_dir=str(RUNS / dataset / "metrics" / "cache"))
     start = time.perf_counter()
     result = evaluate_structures(generated, reference, training, config)
-    paths = write_metrics(result, work / "metrics")
+    paths = write_metrics(result, metrics_dir)
     print(f"evaluate: {time.perf_counter() - start:.0f} s -> {paths['summary']}")
     print(result.markdown())
 
@@ -244,6 +249,8 @@ def main() -> None:
     q.add_argument("--atom-loss-weight", type=float, default=1.0, help="extra weight of atom slots")
     q.add_argument("--gen-batch-size", type=int, default=500)
     q.add_argument("--tag", default="", help="work folder suffix for a variant run")
+    q.add_argument("--sample-tag", default="",
+                   help="generated/metrics folder suffix for a sampling variant of the same model (e.g. ddim10)")
     q.add_argument("--no-matching", dest="matching", action="store_false",
                    help="skip uniqueness/novelty (carbon_24: one formula group, millions of StructureMatcher fits)")
     args = parser.parse_args()
