@@ -134,6 +134,7 @@ class QualityOptions:
     batch_size: int = 64
     lr_decay_steps: int = 4000
     translate: bool = False
+    slot_permutation: bool = True  # shuffle each element's atoms over its L slots (TrainConfig.augment)
     threads: int = 0
     metric_workers: int = 2
     coverage_on: str = "all"
@@ -166,7 +167,7 @@ def quality(options: QualityOptions) -> None:
     config = TrainConfig(dataset=str(_dataset(o.dataset, o.grid)), out_dir=str(work / "train"), preset="tiny", split="val",
                          batch_size=o.batch_size, max_steps=1_000_000, max_minutes=o.minutes,
                          lr_decay_steps=o.lr_decay_steps, checkpoint_every=200, log_every=50,
-                         augment_translate=o.translate, cpu_threads=o.threads,
+                         augment=o.slot_permutation, augment_translate=o.translate, cpu_threads=o.threads,
                          diffusion=DiffusionConfig(prediction=o.prediction, slot_loss=o.slot_loss,
                                                    atom_loss_weight=o.atom_loss_weight))
     print(f"quality run: {asdict(o)}", flush=True)
@@ -236,6 +237,8 @@ def main() -> None:
     q.add_argument("--batch-size", type=int, default=64)
     q.add_argument("--lr-decay-steps", type=int, default=4000)
     q.add_argument("--translate", action="store_true", help="also augment with random origin shifts")
+    q.add_argument("--no-slot-permutation", dest="slot_permutation", action="store_false",
+                   help="keep each element's atoms in the first slots (no random slot shuffle)")
     q.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     q.add_argument("--metric-workers", type=int, default=2)
     q.add_argument("--coverage-on", choices=["all", "subset"], default="all",
