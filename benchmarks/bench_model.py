@@ -42,6 +42,11 @@ def _suffix(grid: str) -> str:
     return "" if grid == "full" else f"-{grid}"
 
 
+def _tagged(name: str, tag: str) -> str:
+    """`name-tag`, or `name` when there is no tag."""
+    return f"{name}-{tag}" if tag else name
+
+
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -151,11 +156,11 @@ class QualityOptions:
 
     @property
     def work(self) -> Path:
-        return RUNS / self.dataset / f"quality{_suffix(self.grid)}{'-' + self.tag if self.tag else ''}"
+        return RUNS / self.dataset / _tagged(f"quality{_suffix(self.grid)}", self.tag)
 
     def folder(self, name: str) -> Path:
         """`generated` or `metrics` of this sampling variant."""
-        return self.work / f"{name}{'-' + self.sample_tag if self.sample_tag else ''}"
+        return self.work / _tagged(name, self.sample_tag)
 
 
 def quality(options: QualityOptions) -> None:
