@@ -66,6 +66,9 @@ class DiffusionConfig:
     # (a balanced tiny model scattered ~100 atoms over a perovskite cell; see benchmarks/RESULTS.md).
     slot_loss: Literal["balanced", "slots"] = "balanced"
     cond_drop_prob: float = 0.1
+    # True: an atom's coordinate target is the periodic image of its true position nearest the model's own
+    # estimate (0.99 and 0.01 are one place), so an atom on the cell face does not get two distant targets.
+    periodic_loss: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -89,6 +89,27 @@ class GaussianDiffusion(nn.Module):
         ab = self._ab(t, x0.ndim)
         return ab.sqrt() * noise - (1 - ab).sqrt() * x0
 
+    def _x0_from(self, x: torch.Tensor, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        ab = self._ab(t, x.ndim)
+        if self.config.prediction == "eps":
+            return (x - (1 - ab).sqrt() * out) / ab.sqrt()
+        return ab.sqrt() * x - (1 - ab).sqrt() * out
+
+    def _periodic_target(self, coords: torch.Tensor, x_t: torch.Tensor, pred: torch.Tensor, atoms: torch.Tensor,
+                         t: torch.Tensor) -> torch.Tensor:
+        """Target for the image x0 + k (k in {-1, 0, 1}) of each atom coordinate nearest the model's x0 estimate.
+
+        Images stay within [-0.5, 1.5) so an atom is never mistaken for the null location (-1); empty slots
+        keep their plain target. The eps (or v) target is the one that takes x_t to that image.
+        """
+        x0_hat = self._x0_from(x_t, pred, t)
+        shift = torch.round(x0_hat - coords).clamp(-1, 1)
+        shift = torch.where(coords < 0.5, shift.clamp(min=0), shift.clamp(max=0)) * atoms[..., None]
+        image = coords + shift
+        ab = self._ab(t, coords.ndim)
+        eps = (x_t - ab.sqrt() * image) / (1 - ab).sqrt()
+        return eps if self.config.prediction == "eps" else ab.sqrt() * eps - (1 - ab).sqrt() * image
+
     def loss(self, model: nn.Module, coords: torch.Tensor, lattice: torch.Tensor, cond: Condition,
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Denoising loss at uniformly drawn timesteps; returns (loss, parts for logging)."""
@@ -96,9 +117,14 @@ class GaussianDiffusion(nn.Module):
         t = torch.randint(0, self.timesteps, (b,), device=coords.device, generator=generator)
         noise_c = torch.randn(coords.shape, device=coords.device, generator=generator)
         noise_l = torch.randn(lattice.shape, device=coords.device, generator=generator)
-        pred_c, pred_l = model(self.q_sample(coords, t, noise_c), self.q_sample(lattice, t, noise_l), t, cond.grid, cond.flag)
-        err_c = (pred_c.float() - self._target(coords, noise_c, t)).pow(2).mean(dim=-1)
+        x_c = self.q_sample(coords, t, noise_c)
+        pred_c, pred_l = model(x_c, self.q_sample(lattice, t, noise_l), t, cond.grid, cond.flag)
         atoms = (coords.mean(dim=-1) > self.null_value / 2).float()
+        if self.config.periodic_loss:
+            target_c = self._periodic_target(coords, x_c, pred_c.detach().float(), atoms, t)
+        else:
+            target_c = self._target(coords, noise_c, t)
+        err_c = (pred_c.float() - target_c).pow(2).mean(dim=-1)
         loss_atoms = (err_c * atoms).sum() / atoms.sum().clamp(min=1)
         loss_empty = (err_c * (1 - atoms)).sum() / (1 - atoms).sum().clamp(min=1)
         if self.config.slot_loss == "slots":  # every slot counts once (atom slots times atom_loss_weight)
@@ -125,14 +151,15 @@ class GaussianDiffusion(nn.Module):
             out_c, out_l = (o.float() for o in model(x_c, x_l, tt, cond.grid, cond.flag))
         ab = self.alpha_bar[t]
         results = []
-        for x, out, clip in ((x_c, out_c, 1.0), (x_l, out_l, 6.0)):
+        coord_high = 1.5 if self.config.periodic_loss else 1.0  # periodic images reach up to 1.5 (read mod 1)
+        for x, out, (low, high) in ((x_c, out_c, (-1.0, coord_high)), (x_l, out_l, (-6.0, 6.0))):
             if self.config.prediction == "eps":
                 eps = out
                 x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
             else:
                 x0 = ab.sqrt() * x - (1 - ab).sqrt() * out
                 eps = (1 - ab).sqrt() * x + ab.sqrt() * out
-            x0 = x0.clamp(-clip, clip)
+            x0 = x0.clamp(low, high)
             eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()  # consistent with the clipped x0
             results += [eps, x0]
         return results[0], results[1], results[2], results[3]

@@ -102,3 +102,18 @@ def test_old_checkpoint_configs_keep_the_loss_they_were_trained_with():
            "atom_loss_weight": 1.0, "cond_drop_prob": 0.1}
     assert DiffusionConfig.from_dict(old).slot_loss == "balanced"
     assert DiffusionConfig.from_dict(DiffusionConfig().as_dict()) == DiffusionConfig()
+
+
+def test_periodic_loss_targets_the_image_of_an_atom_nearest_the_model_estimate():
+    """An atom at 0.02 that the model places at 0.97 is asked for 1.02 (the same place), not to cross the cell."""
+    diffusion = GaussianDiffusion(DiffusionConfig(periodic_loss=True, prediction="eps"))
+    coords = torch.tensor([0.02, 0.98, 0.5, -1.0]).view(1, 4, 1, 1, 1).expand(1, 4, 1, 1, 3).contiguous()
+    atoms = (coords.mean(-1) > -0.5).float()
+    t = torch.tensor([10])
+    x_t = diffusion.q_sample(coords, t, torch.zeros_like(coords))
+    estimate = torch.tensor([0.97, 0.01, 0.52, -0.2]).view(1, 4, 1, 1, 1).expand(1, 4, 1, 1, 3)
+    ab = diffusion.alpha_bar[10]
+    pred_eps = (x_t - ab.sqrt() * estimate) / (1 - ab).sqrt()  # the eps whose x0 estimate is `estimate`
+    target = diffusion._periodic_target(coords, x_t, pred_eps, atoms, t)
+    image = (x_t - (1 - ab).sqrt() * target) / ab.sqrt()
+    assert torch.allclose(image[0, :, 0, 0, 0], torch.tensor([1.02, -0.02, 0.5, -1.0]), atol=1e-4)
