@@ -13,9 +13,11 @@ from pathlib import Path
 import torch
 
 from unimat_core import __version__
+from unimat_core.model.composition_prior import CompositionPrior, PriorConfig
 from unimat_core.model.config import DenoiserConfig, DiffusionConfig
 from unimat_core.model.denoiser import UniMatDenoiser
 from unimat_core.model.diffusion import GaussianDiffusion
+from unimat_core.model.pretrained import resolve
 from unimat_core.representation import UniMatSpec
 
 CHECKPOINT_NAME = "last.pt"
@@ -30,7 +32,8 @@ def save_checkpoint(path: Path, state: dict) -> Path:
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    path = Path(path)
+    """A checkpoint file, a training folder holding `last.pt`, or a shipped model (`pretrained:perov_5`)."""
+    path = resolve(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.exists():
@@ -46,6 +49,7 @@ class LoadedModel:
     diffusion: GaussianDiffusion
     spec: UniMatSpec
     step: int
+    prior: CompositionPrior | None = None  # learned composition prior (checkpoints from before it have none)
 
 
 def build_model(model_config: DenoiserConfig, spec: UniMatSpec) -> UniMatDenoiser:
@@ -59,4 +63,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", use_ema: bo
     model.load_state_dict(state["ema"] if use_ema else state["model"])
     model.to(device).eval()
     diffusion = GaussianDiffusion(DiffusionConfig.from_dict(state["diffusion_config"]), spec.null_value).to(device)
-    return LoadedModel(model, diffusion, spec, int(state["step"]))
+    prior = None
+    if "composition_prior" in state:
+        prior = CompositionPrior(spec, PriorConfig(**state["composition_prior"]["config"]))
+        prior.load_state_dict(state["composition_prior"]["state"])
+        prior.to(device).eval()
+    return LoadedModel(model, diffusion, spec, int(state["step"]), prior)

@@ -31,6 +31,9 @@ from unimat_core.structure_table import CORE_COLUMNS, describe, structure_from_j
 log = logging.getLogger(__name__)
 
 Sampler = Literal["ddim", "ddpm"]
+# How unconditional samples are drawn: "composition-first" samples a composition from the checkpoint's learned
+# prior, then the structure conditionally (empty slots pinned); "joint" lets the denoiser decide the slots too.
+Unconditional = Literal["composition-first", "joint"]
 GENERATED_EXTRA = ("valid", "reason", "target_formula", "batch")
 
 
@@ -53,6 +56,7 @@ class GenerateConfig:
     use_ema: bool = True
     device: str = "auto"
     cpu_threads: int = 0  # 0 = every core; lower it when the machine is shared
+    unconditional: Unconditional = "composition-first"  # falls back to "joint" for checkpoints without a prior
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -136,6 +140,22 @@ def sample_batch(loaded: LoadedModel, targets: Sequence[str | None], *, sampler:
     return coords.float().cpu().numpy(), lattice.float().cpu().numpy()
 
 
+def formula_of(counts: np.ndarray, spec: UniMatSpec) -> str:
+    """A cell formula ("Sr1Ti1O3") from an [H, W] grid of atom counts, in table order."""
+    from pymatgen.core import Element
+
+    rows, cols = np.nonzero(counts)
+    return "".join(f"{Element.from_Z(int(spec.grid.cell_to_z[r, c])).symbol}{int(counts[r, c])}" for r, c in zip(rows, cols))
+
+
+def prior_compositions(loaded: LoadedModel, n: int, generator: torch.Generator | None = None) -> list[str]:
+    """`n` cell formulas drawn from the checkpoint's learned composition prior."""
+    if loaded.prior is None:
+        raise ValueError("this checkpoint has no composition prior (trained before it existed): use unconditional='joint'")
+    sequences = loaded.prior.sample(n, generator=generator)
+    return [formula_of(loaded.prior.counts(seq, loaded.spec.grid.shape), loaded.spec) for seq in sequences]
+
+
 def _rows(decoded, ids: list[str], targets: Sequence[str | None], batch: int, source: str) -> pd.DataFrame:
     rows = []
     for crystal, structure_id, target in zip(decoded, ids, targets):
@@ -174,8 +194,13 @@ def generate_part(config: GenerateConfig, batch: int, targets: Sequence[str | No
         return {"part": str(path), "n": len(valid), "n_valid": sum(valid), "skipped": True}
     device = next(loaded.model.parameters()).device
     generator = torch.Generator(device="cpu").manual_seed(config.seed * 1_000_003 + batch)
-    coords, lattice = sample_batch(loaded, targets, sampler=config.sampler, steps=config.steps, guidance=config.guidance,
-                                   generator=generator if device.type == "cpu" else None)
+    structure_targets = list(targets)
+    free = [i for i, t in enumerate(targets) if t is None]
+    if free and config.unconditional == "composition-first" and loaded.prior is not None:
+        for i, formula in zip(free, prior_compositions(loaded, len(free), generator)):
+            structure_targets[i] = formula
+    coords, lattice = sample_batch(loaded, structure_targets, sampler=config.sampler, steps=config.steps,
+                                   guidance=config.guidance, generator=generator if device.type == "cpu" else None)
     decoded = decode(coords, lattice, loaded.spec)
     ids = [f"gen-{batch:05d}-{i:05d}" for i in range(len(targets))]
     source = f"unimat:{Path(config.checkpoint).name}@step{loaded.step}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,11 +25,12 @@ import torch
 
 from unimat_core.augment import permute_slots, translate
 from unimat_core.model.checkpoint import CHECKPOINT_NAME, build_model, load_checkpoint, save_checkpoint
+from unimat_core.model.composition_prior import PriorConfig, fit_prior
 from unimat_core.model.config import DenoiserConfig, DiffusionConfig, preset
 from unimat_core.model.device import autocast, pick_device
 from unimat_core.model.diffusion import Condition, GaussianDiffusion
 from unimat_core.model.ema import EMA
-from unimat_core.representation import composition_grid
+from unimat_core.representation import UniMatSpec, composition_grid
 from unimat_core.tensor_store import TensorDataset
 
 log = logging.getLogger(__name__)
@@ -53,12 +55,15 @@ class TrainConfig:
     max_steps: int = 2000
     max_minutes: float | None = None
     checkpoint_every: int = 100
+    keep_every: int | None = None  # also keep checkpoints/step-NNNNNNN.pt every N steps (a learning curve reads them)
     log_every: int = 10
     augment: bool = True          # random slot permutation (atoms of one element are interchangeable)
     augment_translate: bool = True  # random periodic shift of the origin
     seed: int = 0
     device: str = "auto"
     cpu_threads: int = 0  # 0 = every core; lower it when the machine is shared
+    composition_prior: bool = True  # also fit the learned composition prior (seconds) that unconditional sampling uses
+    init_from: str | None = None  # fine-tune: a checkpoint or `pretrained:<name>` whose weights (and shape) start the run
 
     def model_config(self) -> DenoiserConfig:
         return self.model or preset(self.preset)
@@ -102,6 +107,30 @@ def _lr(config: TrainConfig, step: int) -> float:
     return float(config.learning_rate * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress))))
 
 
+def load_init(reference: str, spec, dataset: str, device: torch.device) -> dict:
+    """The checkpoint a fine-tune starts from; it must have been trained on this dataset's tensor layout."""
+    init = load_checkpoint(reference, device)
+    theirs = UniMatSpec.from_dict(init["spec"])
+    if init["spec"] != spec.as_dict():
+        differences = [f"{name} {a} vs {b}" for name, a, b in (
+            ("grid", theirs.grid.shape, spec.grid.shape), ("slots per element (L)", theirs.max_atoms_per_element,
+                                                          spec.max_atoms_per_element),
+            ("elements", theirs.grid.describe_elements(), spec.grid.describe_elements())) if a != b]
+        raise ValueError(f"{reference} does not fit the data in {dataset}: "
+                         f"{'; '.join(differences) or 'another lattice normalisation'} (model vs data). "
+                         "Tensorize the data the way the model was trained (see its MODEL_CARD.md) or train from scratch")
+    return init
+
+
+def _fit_prior_state(data: TensorDataset, spec, config: TrainConfig) -> dict:
+    """The composition prior fitted on the training split, as a checkpoint entry (tensors and plain numbers)."""
+    coords, _lattice, _ids = data.load(config.split)
+    counts = composition_grid(coords, spec).astype(np.int64)
+    prior, stats = fit_prior(counts, spec, PriorConfig(seed=config.seed))
+    log.info("composition prior: held-out NLL %.3f per token after %d epochs", stats["prior_nll"], stats["prior_epochs"])
+    return {"state": prior.state_dict(), "config": prior.config.as_dict(), "stats": stats}
+
+
 def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> TrainSummary:
     """Train (or resume) until `max_steps` or `max_minutes`, whichever comes first."""
     out = Path(config.out_dir)
@@ -115,15 +144,20 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
         raise ValueError(f"no training crystals in {config.dataset} (split={config.split!r})")
     batch_size = min(config.batch_size, n_rows)
 
-    model_config = config.model_config()
+    state = load_checkpoint(ckpt_path, device) if ckpt_path.exists() else None
+    init = None
+    if state is None and config.init_from:
+        init = load_init(config.init_from, spec, config.dataset, device)
+    base = state if state is not None and config.init_from else init  # fine-tuning: the shipped model's shape
+    model_config = DenoiserConfig.from_dict(base["model_config"]) if base else config.model_config()
+    diffusion_config = DiffusionConfig.from_dict(base["diffusion_config"]) if base else config.diffusion
     model = build_model(model_config, spec).to(device)
-    diffusion = GaussianDiffusion(config.diffusion, spec.null_value).to(device)
+    diffusion = GaussianDiffusion(diffusion_config, spec.null_value).to(device)
     ema = EMA(model, config.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     step, epoch, batch_in_epoch, best_loss, resumed_from = 0, 0, 0, float("inf"), 0
 
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, device)
+    if state is not None:
         if state["spec"] != spec.as_dict() or state["model_config"] != model_config.as_dict():
             raise ValueError(f"{ckpt_path} was trained with another dataset layout or model config; "
                              "use a new out_dir or delete the checkpoint")
@@ -132,17 +166,24 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
         best_loss, resumed_from = float(state["best_loss"]), int(state["step"])
+        prior_state = state.get("composition_prior")
         log.info("resuming from step %d (epoch %d, batch %d)", step, epoch, batch_in_epoch)
     else:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.as_dict(), indent=1))
+        if init is not None:  # fine-tune: start from the shipped weights (EMA too), a fresh optimizer and step 0
+            model.load_state_dict(init["model"])
+            ema.load_state_dict(init["ema"])
+            log.info("fine-tuning from %s (trained %d steps)", config.init_from, int(init["step"]))
+        prior_state = _fit_prior_state(data, spec, config) if config.composition_prior else None
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
             "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "best_loss": best_loss,
             "spec": spec.as_dict(), "model_config": model_config.as_dict(),
-            "diffusion_config": config.diffusion.as_dict(), "train_config": config.as_dict(),
+            "diffusion_config": diffusion_config.as_dict(), "train_config": config.as_dict(),
+            **({"composition_prior": prior_state} if prior_state else {}),
         })
 
     metrics_file = out / "metrics.csv"
@@ -206,6 +247,9 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
                         on_log(row)
                 if step % config.checkpoint_every == 0:
                     checkpoint()
+                if config.keep_every and step % config.keep_every == 0:
+                    checkpoint()
+                    shutil.copy(ckpt_path, ckpt_path.with_name(f"step-{step:07d}.pt"))
             else:
                 epoch += 1
                 batch_in_epoch = 0
