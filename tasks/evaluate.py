@@ -10,6 +10,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from unimat_core.metrics import MetricsConfig, evaluate_structures, write_metrics
+from unimat_core.metrics.csp import CSPConfig, evaluate_csp, write_csp
+from unimat_core.metrics.csp import markdown as csp_markdown
+from unimat_core.model.checkpoint import load_model
+from unimat_core.model.device import pick_device
 from unimat_core.model.generation import read_generated
 from unimat_core.structure_table import read_structures
 
@@ -51,3 +55,20 @@ def evaluate_generated(generated_dir: str, reference_path: str, training_path: s
     headline = {key: result.summary[key] for key in SUMMARY_KEYS}
     logger.info("evaluate: %s", ", ".join(f"{k}={v:.4g}" for k, v in headline.items()))
     return {**paths, "out_dir": str(out_dir), **headline}
+
+
+@task(name="evaluate-csp")
+def evaluate_csp_task(checkpoint: str, reference_path: str, reference_split: str | None, config: dict, out_dir: str,
+                      dataset: str | None = None) -> dict:
+    """CSP match rate / RMSE of the model on the reference split: sample, match, write parquet + markdown."""
+    logger = get_run_logger()
+    csp_config = CSPConfig(**config)
+    reference = _table(reference_path, reference_split)
+    loaded = load_model(checkpoint, pick_device("auto"))
+    logger.info("csp: k=%d on %s of %d reference crystals", csp_config.k, csp_config.n_targets or "all", len(reference))
+    per_target, summary = evaluate_csp(loaded, reference, csp_config)
+    paths = write_csp(per_target, summary, out_dir, dataset)
+    create_markdown_artifact(key=_artifact_key(out_dir), markdown=csp_markdown(summary, dataset),
+                             description="crystal structure prediction")
+    logger.info("csp: match rate %.4f, RMSE %.4f", summary["match_rate"], summary["rmse"])
+    return {**paths, "out_dir": out_dir, **summary}

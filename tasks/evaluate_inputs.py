@@ -45,3 +45,16 @@ def evaluate_inputs(layout: RunLayout) -> dict:
     get_run_logger().info("evaluate: reference split %s, training split %s", reference or "all", training or "all")
     return {"generated_dir": str(layout.generated), "structures": str(structures), "reference_split": reference,
             "training_split": training, "dataset": dataset_name(layout)}
+
+
+@task(name="csp-inputs")
+def csp_inputs(layout: RunLayout) -> dict:
+    """The trained checkpoint and the held-out split whose crystals CSP predicts (fails fast on missing stages)."""
+    structures = layout.require(layout.structures, made_by="fetch")
+    checkpoint = layout.require(layout.train_checkpoint, made_by="train")
+    splits = set(pq.read_table(structures, columns=["split"]).column("split").to_pylist())
+    training = training_split_of(layout)
+    reference = reference_split(splits, training if training in splits else None)
+    get_run_logger().info("csp: reference split %s, model %s", reference or "all", checkpoint)
+    return {"checkpoint": str(checkpoint), "structures": str(structures), "reference_split": reference,
+            "dataset": dataset_name(layout)}

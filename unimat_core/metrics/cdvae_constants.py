@@ -77,3 +77,13 @@ COMP_SCALER_STDS = np.array([
     0.3036750942874694, 80.06063945615361, 21.345794811194104, 80.16475677581042, 52.58533928558554,
     35.40836791039412, 85.980205895116,
 ])
+
+# DiffCSP's table (Jiao et al., 2023), crystal structure prediction: (dataset, k) -> {model: (match %, RMSE)}
+CSP_PUBLISHED: dict[tuple[str, int], dict[str, tuple[float, float | None]]] = {
+    ("perov_5", 1): {"CDVAE": (45.31, 0.1138), "DiffCSP": (52.02, 0.0760)},
+    ("carbon_24", 1): {"CDVAE": (17.09, 0.2969), "DiffCSP": (17.54, 0.2759)},
+    ("mp_20", 1): {"CDVAE": (33.90, 0.1045), "DiffCSP": (51.49, 0.0631)},
+    ("perov_5", 20): {"DiffCSP": (98.60, 0.0128)},
+    ("carbon_24", 20): {"DiffCSP": (88.47, 0.2192)},
+    ("mp_20", 20): {"DiffCSP": (77.93, 0.0492)},
+}
