@@ -25,6 +25,9 @@ FIELDS: dict[str, tuple[str, str]] = {
     "batch_size": ("train", "batch_size"), "learning_rate": ("train", "learning_rate"),
     "train_split": ("train", "split"), "train_device": ("train", "device"),
     "prediction": ("train", "prediction"), "slot_loss": ("train", "slot_loss"),
+    "init_from": ("train", "init_from"), "periodic_loss": ("train", "periodic_loss"),
+    "threads": ("train", "cpu_threads"), "lr_decay_steps": ("train", "lr_decay_steps"), "keep_every": ("train", "keep_every"),
+    "model": ("generate", "model"), "unconditional": ("generate", "unconditional"),
     "num_samples": ("generate", "num_samples"), "compositions": ("generate", "compositions"),
     "samples_per_composition": ("generate", "samples_per_composition"), "gen_batch_size": ("generate", "batch_size"),
     "sampler": ("generate", "sampler"), "steps": ("generate", "steps"), "guidance": ("generate", "guidance"),
@@ -38,7 +41,8 @@ FIELDS: dict[str, tuple[str, str]] = {
     "comp_cutoff": ("evaluate", "comp_cutoff"), "n_eval": ("evaluate", "n_eval"),
     "eval_workers": ("evaluate", "n_workers"), "cache_dir": ("evaluate", "cache_dir"),
     "coverage_on": ("evaluate", "coverage_on"), "reference_limit": ("evaluate", "reference_limit"),
-    "matching": ("evaluate", "matching"),
+    "matching": ("evaluate", "matching"), "eval_task": ("evaluate", "task"), "csp_k": ("evaluate", "k"),
+    "csp_targets": ("evaluate", "csp_targets"),
 }
 LISTS = {"compositions"}  # comma-separated on the command line
 
@@ -82,6 +86,13 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prediction", default=S, choices=["eps", "v"], help="denoiser target (eps)")
     parser.add_argument("--slot-loss", default=S, choices=["balanced", "slots"],
                         help="balanced (default; for composition-conditioned runs) or slots (unconditional sampling)")
+    parser.add_argument("--no-periodic-loss", dest="periodic_loss", action="store_false", default=S,
+                        help="plain coordinate targets instead of the nearest periodic image")
+    parser.add_argument("--init-from", default=S,
+                        help="fine-tune from a checkpoint path or a shipped model, e.g. pretrained:perov_5")
+    parser.add_argument("--threads", type=int, default=S, help="torch CPU threads for training (0 = every core)")
+    parser.add_argument("--lr-decay-steps", type=int, default=S, help="cosine decay horizon (default: --max-steps)")
+    parser.add_argument("--keep-every", type=int, default=S, help="also keep checkpoints/step-N.pt every N steps")
 
 
 def _generate_args(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
@@ -96,8 +107,13 @@ def _generate_args(parser: argparse.ArgumentParser, *, device: bool = True) -> N
     parser.add_argument("--steps", type=int, default=S, help="sampling steps (50; DDPM: 1000 for the exact sampler)")
     parser.add_argument("--guidance", type=float, default=S, help="classifier-free guidance weight (1.0)")
     parser.add_argument("--seed", type=int, default=S)
+    parser.add_argument("--unconditional", default=S, choices=["composition-first", "joint"],
+                        help="unconditional samples: composition from the model's learned prior, then structure "
+                             "(default), or both at once")
     if device:
         parser.add_argument("--device", dest="gen_device", default=S, help="auto, cuda or cpu")
+        parser.add_argument("--model", default=S,
+                            help="checkpoint path or shipped model, e.g. pretrained:perov_5 (default: the campaign's)")
 
 
 def _relax_args(parser: argparse.ArgumentParser) -> None:
@@ -133,6 +149,11 @@ def _evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-matching", dest="matching", action="store_false", default=S,
                         help="skip uniqueness/novelty (one formula group of thousands, e.g. carbon_24, takes hours)")
     parser.add_argument("--cache-dir", default=S, help="fingerprint cache (default: <results-root>/.cache/fingerprints)")
+    parser.add_argument("--task", dest="eval_task", default=S, choices=["generation", "csp"],
+                        help="generation metrics of the generated samples (default), or crystal structure prediction "
+                             "with the trained model (k samples per test crystal; writes evaluate/csp-k<k>/)")
+    parser.add_argument("--k", dest="csp_k", type=int, default=S, help="csp: samples per test crystal (1; DiffCSP also 20)")
+    parser.add_argument("--csp-targets", type=int, default=S, help="csp: seeded subset of test crystals (default: all)")
 
 
 def _discovery_args(parser: argparse.ArgumentParser) -> None:

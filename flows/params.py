@@ -50,20 +50,46 @@ class TrainParams(BaseModel):
     learning_rate: float = Field(default=1e-3, gt=0)
     max_steps: int = Field(default=1500, ge=1)
     max_minutes: float | None = Field(default=None, gt=0)
-    lr_decay_steps: int | None = Field(default=None, ge=1)
+    lr_decay_steps: int | None = Field(default=None, ge=1, description="cosine decay horizon (default: max_steps); "
+                                       "fix it to extend a run later")
     augment_translate: bool = False
     seed: int = 0
     device: str = "auto"
+    cpu_threads: int = Field(default=0, ge=0, description="torch threads on CPU (0 = every core)")
+    keep_every: int | None = Field(default=None, ge=1, description="also keep a checkpoint every N steps")
     prediction: Literal["eps", "v"] = "eps"
     slot_loss: Literal["balanced", "slots"] = Field(
         default="balanced", description="balanced suits composition-conditioned campaigns; slots (UniMat's plain "
                                         "loss) suits unconditional sampling, see benchmarks/RESULTS.md")
+    periodic_loss: bool = Field(default=True, description="atom targets taken at the periodic image nearest the "
+                                "model's estimate (see benchmarks/RESULTS.md, learning curve)")
+    init_from: str | None = Field(default=None, description="fine-tune from a checkpoint or pretrained:<name> "
+                                  "(its model size and diffusion settings are kept)")
+
+    @field_validator("init_from")
+    @classmethod
+    def _init_from(cls, value: str | None) -> str | None:
+        return None if value is None else _checkpoint_reference(value)
 
     def core_config(self) -> dict:
         """TrainConfig fields as `TrainConfig.from_dict` reads them (the stage adds dataset/out_dir)."""
-        data = self.model_dump(exclude={"prediction", "slot_loss"})
-        data["diffusion"] = DiffusionConfig(prediction=self.prediction, slot_loss=self.slot_loss).as_dict()
+        data = self.model_dump(exclude={"prediction", "slot_loss", "periodic_loss"})
+        data["diffusion"] = DiffusionConfig(prediction=self.prediction, slot_loss=self.slot_loss,
+                                            periodic_loss=self.periodic_loss).as_dict()
         return data
+
+
+def _checkpoint_reference(value: str) -> str:
+    """A shipped model name (checked against the package) or an existing checkpoint path (made absolute)."""
+    from unimat_core.model.pretrained import is_pretrained, resolve
+
+    if is_pretrained(value):
+        resolve(value)  # raises PretrainedError (a ValueError) naming the shipped models
+        return value
+    path = Path(value)
+    if not path.exists():
+        raise ValueError(f"checkpoint {value!r} not found (a path, or pretrained:<name>)")
+    return str(path.resolve())
 
 
 class GenerateParams(BaseModel):
@@ -81,6 +107,16 @@ class GenerateParams(BaseModel):
     seed: int = 0
     use_ema: bool = True
     device: str = "auto"
+    model: str | None = Field(default=None, description="checkpoint path or pretrained:<name> (default: the "
+                              "campaign's trained model)")
+    unconditional: Literal["composition-first", "joint"] = Field(
+        default="composition-first", description="unconditional samples: a composition from the model's learned "
+                                                 "prior, then the structure (default), or both at once")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        return None if value is None else _checkpoint_reference(value)
 
     @field_validator("compositions")
     @classmethod
@@ -95,7 +131,9 @@ class GenerateParams(BaseModel):
         return value
 
     def core_config(self, checkpoint: str, out_dir: str) -> dict:
-        return {**self.model_dump(), "compositions": list(self.compositions), "checkpoint": checkpoint, "out_dir": out_dir}
+        """GenerateConfig fields; `checkpoint` is the campaign's model unless `model` names another."""
+        return {**self.model_dump(exclude={"model"}), "compositions": list(self.compositions),
+                "checkpoint": self.model or checkpoint, "out_dir": out_dir}
 
 
 class RelaxParams(BaseModel):
@@ -180,6 +218,12 @@ class EvaluateParams(BaseModel):
     reference_limit: int | None = Field(default=None, ge=1)  # seeded subset of the reference split (quick runs)
     matching: bool = True  # False skips uniqueness/novelty (single-element data: millions of matcher fits)
     cache_dir: str | None = None  # default: <results_root>/.cache/fingerprints (shared by campaigns)
+    task: Literal["generation", "csp"] = Field(
+        default="generation", description="generation: CDVAE metrics of the generated samples; csp: crystal "
+                                          "structure prediction, k samples of each reference crystal's composition")
+    k: int = Field(default=1, ge=1, description="csp: samples per reference crystal (DiffCSP reports 1 and 20)")
+    csp_targets: int | None = Field(default=None, ge=1, description="csp: seeded subset of reference crystals")
+    steps: int = Field(default=50, ge=1, description="csp: DDIM steps")
 
     @field_validator("dataset")
     @classmethod
@@ -193,10 +237,15 @@ class EvaluateParams(BaseModel):
 
     def metrics_config(self, dataset: str | None, results_root: str) -> dict:
         """Fields of unimat_core.metrics.evaluate.MetricsConfig."""
-        config = self.model_dump()
+        config = self.model_dump(exclude={"task", "k", "csp_targets", "steps"})
         config["dataset"] = self.dataset or dataset
         config["cache_dir"] = self.cache_dir or str(Path(results_root).resolve() / ".cache" / "fingerprints")
         return {k: v for k, v in config.items() if v is not None}
+
+    def csp_config(self) -> dict:
+        """Fields of unimat_core.metrics.csp.CSPConfig."""
+        return {"k": self.k, "n_targets": self.csp_targets, "seed": self.seed, "steps": self.steps,
+                "n_workers": self.n_workers}
 
 
 # 8 perov_5 test-split compositions not in its val split (seeded draw), for the demo's conditional sampling

@@ -11,8 +11,8 @@ from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import EvaluateParams, GenerateParams, RelaxParams, RunParams, ScoreParams, TensorizeParams, TrainParams
-from tasks.evaluate import evaluate_generated
-from tasks.evaluate_inputs import evaluate_inputs
+from tasks.evaluate import evaluate_csp_task, evaluate_generated
+from tasks.evaluate_inputs import csp_inputs, evaluate_inputs
 from tasks.fetch import fetch_structures
 from tasks.generate import generate_batch, plan_generation, start_progress
 from tasks.relax import plan_relax, relax_chunk, relax_report
@@ -45,7 +45,7 @@ def train_flow(run: RunParams = RunParams(), train: TrainParams = TrainParams())
 def generate_flow(run: RunParams = RunParams(), generate: GenerateParams = GenerateParams()) -> dict:
     """Fan out one task per batch on the flow's task runner; parts land as batches finish."""
     layout = run.layout()
-    checkpoint = layout.require(layout.train_checkpoint, made_by="train")
+    checkpoint = generate.model or layout.require(layout.train_checkpoint, made_by="train")
     config = generate.core_config(str(checkpoint), str(layout.generated))
     batches = plan_generation(config)
     progress = start_progress(run.campaign, len(batches))
@@ -106,6 +106,11 @@ def score_flow(run: RunParams = RunParams(), relax: RelaxParams = RelaxParams(),
 def evaluate_flow(run: RunParams = RunParams(), evaluate: EvaluateParams = EvaluateParams()) -> dict:
     """Benchmark metrics of the generated structures vs the fetched held-out split (novelty vs the training split)."""
     layout = run.layout()
+    if evaluate.task == "csp":
+        inputs = csp_inputs(layout)
+        return evaluate_csp_task(inputs["checkpoint"], inputs["structures"], inputs["reference_split"],
+                                 evaluate.csp_config(), str(layout.stage_dir("evaluate") / f"csp-k{evaluate.k}"),
+                                 evaluate.dataset or inputs["dataset"])
     inputs = evaluate_inputs(layout)
     config = evaluate.metrics_config(inputs["dataset"], run.results_root)
     return evaluate_generated(inputs["generated_dir"], inputs["structures"], inputs["structures"], config,

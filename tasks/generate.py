@@ -13,6 +13,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from unimat_core.model.checkpoint import LoadedModel, load_model
 from unimat_core.model.device import pick_device
 from unimat_core.model.generation import GenerateConfig, generate_part, part_path, plan_batches
+from unimat_core.model.pretrained import resolve
 
 _MODELS: dict[tuple[str, float, bool], LoadedModel] = {}
 _LOCK = threading.Lock()
@@ -20,7 +21,7 @@ _LOCK = threading.Lock()
 
 def cached_model(checkpoint: str, use_ema: bool, device: str) -> LoadedModel:
     """One loaded model per worker process and checkpoint version (tasks of one flow share it)."""
-    path = Path(checkpoint)
+    path = resolve(checkpoint)  # a path, or a shipped model's file for pretrained:<name>
     path = path / "last.pt" if path.is_dir() else path
     key = (str(path), path.stat().st_mtime, use_ema)
     with _LOCK:

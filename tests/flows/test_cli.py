@@ -119,3 +119,24 @@ def test_generate_without_a_model_names_the_train_stage(tmp_path):
     proc = run_cli("generate", "--campaign", "nomodel", "--results-root", str(tmp_path))
     assert proc.returncode == 1
     assert "last.pt does not exist" in proc.stderr and "`train` stage" in proc.stderr
+
+
+@pytest.mark.slow
+def test_csp_evaluation_and_a_shipped_model_from_the_command_line(tmp_path, small_csv):
+    root = ["--results-root", str(tmp_path / "runs")]
+    _result(run_cli("campaign", "--campaign", "csp", *root, "--source", str(small_csv), "--stop-after", "train",
+                    "--max-steps", "3", "--batch-size", "8", "--max-minutes", "1"))
+    csp = _result(run_cli("evaluate", "--campaign", "csp", *root, "--task", "csp", "--k", "2", "--csp-targets", "3",
+                          "--eval-workers", "1"))
+    assert csp["k"] == 2 and csp["n_targets"] == 3 and 0 <= csp["match_rate"] <= 1
+    per_target = pd.read_parquet(tmp_path / "runs" / "csp" / "evaluate" / "csp-k2" / "per_target.parquet")
+    assert len(per_target) == 3 and set(per_target["n_samples"]) == {2}
+    assert "DiffCSP" in (tmp_path / "runs" / "csp" / "evaluate" / "csp-k2" / "summary.md").read_text()
+
+    shipped = _result(run_cli("generate", "--campaign", "shipped", *root, "--model", "pretrained:perov_5",
+                              "--num-samples", "4", "--steps", "5"))
+    assert shipped["n_generated"] == 4
+    generated = pd.concat(pd.read_parquet(p) for p in (tmp_path / "runs" / "shipped" / "generate").glob("part-*.parquet"))
+    assert generated["source"].str.startswith("unimat:last.pt@step").all()
+    proc = run_cli("generate", "--campaign", "shipped2", *root, "--model", "pretrained:nope")
+    assert proc.returncode == 2 and "unknown pretrained model 'nope'" in proc.stderr

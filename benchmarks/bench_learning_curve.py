@@ -1,0 +1,200 @@
+"""Learning curve of the UniMat model: quality against crystals seen and CPU-seconds, read off snapshots of one run.
+
+    python benchmarks/bench_learning_curve.py train --dataset perov_5 --variant periodic --minutes 60 --every 15
+        trains (or resumes) the variant on the bundled val split in segments of `--every` minutes; after each
+        segment the checkpoint is copied to snapshots/step-NNNNNNN.pt with the CPU-seconds spent so far.
+    python benchmarks/bench_learning_curve.py evaluate --dataset perov_5 --variant periodic
+        scores every snapshot not yet scored: CSP match rate / RMSE (k = 1) on a seeded set of test crystals,
+        and unconditional samples (composition-first when the checkpoint has a prior) for validity and
+        coverage against a seeded subset of the test split. One row per snapshot in curve.csv.
+    python benchmarks/bench_learning_curve.py report --dataset perov_5
+        prints every variant's curve as a markdown table and writes learning_curve.png beside RESULTS.md.
+
+Work folder: benchmarks/runs/<dataset>/curve-<variant>/. The variants (ablations) are named in VARIANTS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_model import RUNS, _dataset  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+CURVE_FIELDS = ("variant", "step", "crystals_seen", "cpu_s", "csp_match", "csp_rmse", "struct_validity",
+                "comp_validity", "cov_recall", "cov_precision", "emd_density", "n_samples", "n_csp", "eval_s")
+
+# name -> (TrainConfig overrides, DiffusionConfig overrides). "base" is the landed default.
+VARIANTS: dict[str, tuple[dict, dict]] = {
+    "base": ({}, {}),
+    "periodic": ({}, {"periodic_loss": True}),
+    "periodic-notranslate": ({"augment_translate": False}, {"periodic_loss": True}),
+    "notranslate": ({"augment_translate": False}, {}),
+    "periodic-v": ({}, {"periodic_loss": True, "prediction": "v"}),
+    "periodic-small": ({"preset": "small"}, {"periodic_loss": True}),
+    "periodic-lr3e-4": ({"learning_rate": 3e-4}, {"periodic_loss": True}),
+    "periodic-b128": ({"batch_size": 128}, {"periodic_loss": True}),
+}
+
+
+def work(dataset: str, variant: str) -> Path:
+    return RUNS / dataset / f"curve-{variant}"
+
+
+def train_config(dataset: str, variant: str, threads: int):
+    from unimat_core.model.config import DiffusionConfig
+    from unimat_core.model.training import TrainConfig
+
+    train_over, diffusion_over = VARIANTS[variant]
+    base = dict(dataset=str(_dataset(dataset, "cropped")), out_dir=str(work(dataset, variant) / "train"), split="val",
+                max_steps=10_000_000, lr_decay_steps=200_000, checkpoint_every=200, log_every=50, cpu_threads=threads,
+                device="cpu", diffusion=DiffusionConfig(**diffusion_over))
+    return TrainConfig(**{**base, **train_over})
+
+
+def train_segments(dataset: str, variant: str, minutes: float, every: float, threads: int) -> None:
+    from unimat_core.model.training import train
+
+    folder = work(dataset, variant)
+    snapshots = folder / "snapshots"
+    snapshots.mkdir(parents=True, exist_ok=True)
+    log = snapshots / "snapshots.csv"
+    spent = 0.0
+    if log.exists():
+        rows = list(csv.DictReader(log.open()))
+        spent = float(rows[-1]["cpu_s"]) if rows else 0.0
+    config = train_config(dataset, variant, threads)
+    done = 0.0
+    while done < minutes - 1e-6:
+        segment = min(every, minutes - done)
+        config.max_minutes = segment
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        summary = train(config)
+        spent += time.process_time() - cpu0
+        done += (time.perf_counter() - wall0) / 60
+        name = f"step-{summary.step:07d}.pt"
+        shutil.copy(summary.checkpoint, snapshots / name)
+        new = not log.exists()
+        with log.open("a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(["snapshot", "step", "crystals_seen", "cpu_s"])
+            writer.writerow([name, summary.step, summary.step * config.batch_size, round(spent, 1)])
+        print(f"{variant}: step {summary.step}, {spent:.0f} CPU-s, loss {summary.last_loss:.4f}", flush=True)
+
+
+def evaluate_snapshots(dataset: str, variant: str, csp_targets: int, samples: int, reference_limit: int,
+                       steps: int, threads: int, workers: int) -> None:
+    from unimat_core.datasets import load_bundled
+    from unimat_core.metrics import MetricsConfig, evaluate_structures
+    from unimat_core.metrics.csp import CSPConfig, evaluate_csp
+    from unimat_core.model.checkpoint import load_model
+    from unimat_core.model.device import pick_device
+    from unimat_core.model.generation import GenerateConfig, generate, read_generated
+
+    pick_device("cpu", threads)
+    folder = work(dataset, variant)
+    curve = folder / "curve.csv"
+    done = {row["step"] for row in csv.DictReader(curve.open())} if curve.exists() else set()
+    tables = load_bundled(dataset).structures
+    reference = tables[tables["split"] == "test"].reset_index(drop=True)
+    cache = str(RUNS / dataset / "metrics" / "cache")
+    for row in csv.DictReader((folder / "snapshots" / "snapshots.csv").open()):
+        if row["step"] in done:
+            continue
+        start = time.perf_counter()
+        path = folder / "snapshots" / row["snapshot"]
+        loaded = load_model(path, "cpu")
+        _, csp = evaluate_csp(loaded, reference, CSPConfig(k=1, n_targets=csp_targets, seed=0, steps=steps,
+                                                           n_workers=workers))
+        gen_dir = folder / "samples" / row["snapshot"].removesuffix(".pt")
+        shutil.rmtree(gen_dir, ignore_errors=True)
+        generate(GenerateConfig(checkpoint=str(path), out_dir=str(gen_dir), num_samples=samples, batch_size=128,
+                                steps=steps, device="cpu", cpu_threads=threads), loaded=loaded)
+        metrics = evaluate_structures(read_generated(gen_dir), reference, None, MetricsConfig(
+            dataset=dataset, n_workers=workers, reference_limit=reference_limit, matching=False, cache_dir=cache)).summary
+        out = {"variant": variant, "step": row["step"], "crystals_seen": row["crystals_seen"], "cpu_s": row["cpu_s"],
+               "csp_match": round(csp["match_rate"], 4), "csp_rmse": round(csp["rmse"], 4),
+               "struct_validity": round(metrics["struct_validity"], 4), "comp_validity": round(metrics["comp_validity"], 4),
+               "cov_recall": round(metrics["cov_recall"], 4), "cov_precision": round(metrics["cov_precision"], 4),
+               "emd_density": round(metrics["emd_density"], 4), "n_samples": samples, "n_csp": csp["n_targets"],
+               "eval_s": round(time.perf_counter() - start)}
+        new = not curve.exists()
+        with curve.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CURVE_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(out)
+        print(json.dumps(out), flush=True)
+
+
+def report(dataset: str) -> None:
+    import pandas as pd
+
+    frames = [pd.read_csv(p) for p in sorted((RUNS / dataset).glob("curve-*/curve.csv"))]
+    if not frames:
+        print(f"no curves under {RUNS / dataset}")
+        return
+    table = pd.concat(frames, ignore_index=True)
+    print(table.to_markdown(index=False))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for variant, rows in table.groupby("variant"):
+        minutes = rows["cpu_s"] / 60
+        axes[0].plot(minutes, 100 * rows["csp_match"], marker="o", label=variant)
+        axes[1].plot(minutes, 100 * rows["struct_validity"], marker="o", label=variant)
+        axes[2].plot(minutes, 100 * rows["cov_recall"], marker="o", label=variant)
+    for ax, title in zip(axes, ("CSP match rate, k=1 (%)", "structural validity (%)", "COV-R (%)")):
+        ax.set_title(title)
+        ax.set_xlabel("training CPU-minutes")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{dataset} learning curves")
+    fig.tight_layout()
+    out = ROOT / f"learning_curve_{dataset}.png"
+    fig.savefig(out, dpi=90)
+    print(f"plot: {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--dataset", default="perov_5")
+    t.add_argument("--variant", default="periodic", choices=sorted(VARIANTS))
+    t.add_argument("--minutes", type=float, default=30)
+    t.add_argument("--every", type=float, default=15)
+    t.add_argument("--threads", type=int, default=1)
+    e = sub.add_parser("evaluate")
+    e.add_argument("--dataset", default="perov_5")
+    e.add_argument("--variant", default="periodic", choices=sorted(VARIANTS))
+    e.add_argument("--csp-targets", type=int, default=100)
+    e.add_argument("--samples", type=int, default=256)
+    e.add_argument("--reference-limit", type=int, default=300)
+    e.add_argument("--steps", type=int, default=50)
+    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--workers", type=int, default=1)
+    r = sub.add_parser("report")
+    r.add_argument("--dataset", default="perov_5")
+    args = parser.parse_args()
+    if args.command == "train":
+        train_segments(args.dataset, args.variant, args.minutes, args.every, args.threads)
+    elif args.command == "evaluate":
+        evaluate_snapshots(args.dataset, args.variant, args.csp_targets, args.samples, args.reference_limit, args.steps,
+                           args.threads, args.workers)
+    else:
+        report(args.dataset)
+
+
+if __name__ == "__main__":
+    main()
