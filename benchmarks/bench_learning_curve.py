@@ -7,6 +7,9 @@
         scores every snapshot not yet scored: CSP match rate / RMSE (k = 1) on a seeded set of test crystals,
         and unconditional samples (composition-first when the checkpoint has a prior) for validity and
         coverage against a seeded subset of the test split. One row per snapshot in curve.csv.
+    python benchmarks/bench_learning_curve.py evaluate --dataset perov_5 --variant pretrained \
+            --train-dir runs/pretrain-perov_5/train
+        the same for the snapshots a `unimat train --keep-every N` run kept (tools/pretrain.sh).
     python benchmarks/bench_learning_curve.py report --dataset perov_5
         prints every variant's curve as a markdown table and writes learning_curve.png beside RESULTS.md.
 
@@ -89,8 +92,38 @@ def train_segments(dataset: str, variant: str, minutes: float, every: float, thr
         print(f"{variant}: step {summary.step}, {spent:.0f} CPU-s, loss {summary.last_loss:.4f}", flush=True)
 
 
+def snapshots_of_run(dataset: str, variant: str) -> list[dict]:
+    """Snapshots written by `train` above (snapshots/snapshots.csv)."""
+    folder = work(dataset, variant) / "snapshots"
+    return [{**row, "path": str(folder / row["snapshot"])} for row in csv.DictReader((folder / "snapshots.csv").open())]
+
+
+def snapshots_of_train_dir(train_dir: Path) -> list[dict]:
+    """`unimat train --keep-every N` snapshots (checkpoints/step-*.pt) with training seconds read off metrics.csv.
+
+    metrics.csv's elapsed_s restarts with every resumed piece; the pieces are added up. One thread: wall = CPU.
+    """
+    import pandas as pd
+
+    log = pd.read_csv(train_dir / "metrics.csv")
+    offset, previous, seconds = 0.0, 0.0, {}
+    for step, elapsed in zip(log["step"], log["elapsed_s"]):
+        if elapsed < previous:
+            offset += previous
+        previous = elapsed
+        seconds[int(step)] = offset + float(elapsed)
+    batch = json.loads((train_dir / "config.json").read_text())["batch_size"]
+    rows = []
+    for path in sorted((train_dir / "checkpoints").glob("step-*.pt")):
+        step = int(path.stem.split("-")[1])
+        known = [s for s in seconds if s <= step]
+        rows.append({"snapshot": path.name, "path": str(path), "step": str(step), "crystals_seen": str(step * batch),
+                     "cpu_s": str(round(seconds[max(known)], 1)) if known else "nan"})
+    return rows
+
+
 def evaluate_snapshots(dataset: str, variant: str, csp_targets: int, samples: int, reference_limit: int,
-                       steps: int, threads: int, workers: int) -> None:
+                       steps: int, threads: int, workers: int, train_dir: Path | None = None) -> None:
     from unimat_core.datasets import load_bundled
     from unimat_core.metrics import MetricsConfig, evaluate_structures
     from unimat_core.metrics.csp import CSPConfig, evaluate_csp
@@ -105,11 +138,12 @@ def evaluate_snapshots(dataset: str, variant: str, csp_targets: int, samples: in
     tables = load_bundled(dataset).structures
     reference = tables[tables["split"] == "test"].reset_index(drop=True)
     cache = str(RUNS / dataset / "metrics" / "cache")
-    for row in csv.DictReader((folder / "snapshots" / "snapshots.csv").open()):
+    folder.mkdir(parents=True, exist_ok=True)
+    for row in snapshots_of_train_dir(train_dir) if train_dir else snapshots_of_run(dataset, variant):
         if row["step"] in done:
             continue
         start = time.perf_counter()
-        path = folder / "snapshots" / row["snapshot"]
+        path = Path(row["path"])
         loaded = load_model(path, "cpu")
         _, csp = evaluate_csp(loaded, reference, CSPConfig(k=1, n_targets=csp_targets, seed=0, steps=steps,
                                                            n_workers=workers))
@@ -177,7 +211,9 @@ def main() -> None:
     t.add_argument("--threads", type=int, default=1)
     e = sub.add_parser("evaluate")
     e.add_argument("--dataset", default="perov_5")
-    e.add_argument("--variant", default="periodic", choices=sorted(VARIANTS))
+    e.add_argument("--variant", default="periodic", help="a name in VARIANTS, or any name with --train-dir")
+    e.add_argument("--train-dir", type=Path, default=None,
+                   help="score the step-*.pt snapshots of a `unimat train --keep-every` folder instead")
     e.add_argument("--csp-targets", type=int, default=100)
     e.add_argument("--samples", type=int, default=256)
     e.add_argument("--reference-limit", type=int, default=300)
@@ -191,7 +227,7 @@ def main() -> None:
         train_segments(args.dataset, args.variant, args.minutes, args.every, args.threads)
     elif args.command == "evaluate":
         evaluate_snapshots(args.dataset, args.variant, args.csp_targets, args.samples, args.reference_limit, args.steps,
-                           args.threads, args.workers)
+                           args.threads, args.workers, args.train_dir)
     else:
         report(args.dataset)
 

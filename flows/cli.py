@@ -86,8 +86,9 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prediction", default=S, choices=["eps", "v"], help="denoiser target (eps)")
     parser.add_argument("--slot-loss", default=S, choices=["balanced", "slots"],
                         help="balanced (default; for composition-conditioned runs) or slots (unconditional sampling)")
-    parser.add_argument("--no-periodic-loss", dest="periodic_loss", action="store_false", default=S,
-                        help="plain coordinate targets instead of the nearest periodic image")
+    parser.add_argument("--periodic-loss", action="store_true", default=S,
+                        help="atom targets at the periodic image nearest the model's estimate (off: it did not help "
+                             "on perov_5, benchmarks/RESULTS.md)")
     parser.add_argument("--init-from", default=S,
                         help="fine-tune from a checkpoint path or a shipped model, e.g. pretrained:perov_5")
     parser.add_argument("--threads", type=int, default=S, help="torch CPU threads for training (0 = every core)")
@@ -213,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(bench)
     _relax_args(bench)
     _discovery_args(bench)
+    campaign.add_argument("--from-scratch", action="store_true", default=S,
+                          help="train a new model even where the bundled source has a shipped one (pretrained:<source>)")
     campaign.add_argument("--stop-after", default=S, choices=["fetch", "tensorize", "train", "generate", "relax",
                                                               "score", "evaluate"], help="last stage to run (evaluate)")
     return parser
@@ -256,12 +259,14 @@ def _params(args: argparse.Namespace) -> dict:
     if "source" in vars(args):
         params["source"] = DatasetSource.parse(args.source, splits=tuple(s for s in args.splits.split(",") if s))
     if args.command == "campaign":
-        defaults = p.CampaignParams()
+        defaults = p.CampaignParams(shipped_model=False)  # the shipped model is chosen for the actual source below
         for group, model in models.items():
             base = getattr(defaults, group).model_dump()
             params[group] = model(**{**base, **given.get(group, {})})
         if "stop_after" in vars(args):
             params["stop_after"] = args.stop_after
+        if "from_scratch" in vars(args):
+            params["shipped_model"] = not args.from_scratch
         return {"params": p.CampaignParams(**params)}
     for group in {"score": ["relax", "score"]}.get(args.command, [args.command]):
         if group in models:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from unimat_core.datasets.source import DatasetSource
 from unimat_core.model.config import DiffusionConfig
@@ -61,7 +61,7 @@ class TrainParams(BaseModel):
     slot_loss: Literal["balanced", "slots"] = Field(
         default="balanced", description="balanced suits composition-conditioned campaigns; slots (UniMat's plain "
                                         "loss) suits unconditional sampling, see benchmarks/RESULTS.md")
-    periodic_loss: bool = Field(default=True, description="atom targets taken at the periodic image nearest the "
+    periodic_loss: bool = Field(default=False, description="atom targets taken at the periodic image nearest the "
                                 "model's estimate (see benchmarks/RESULTS.md, learning curve)")
     init_from: str | None = Field(default=None, description="fine-tune from a checkpoint or pretrained:<name> "
                                   "(its model size and diffusion settings are kept)")
@@ -258,10 +258,10 @@ class CampaignParams(BaseModel):
     """Everything a discovery campaign needs; the defaults are the README's demo (`make demo`).
 
     Demo sizing (2 CPU cores, under 20 minutes in total; per-stage times in benchmarks/RESULTS.md):
-    the tiny model trained for at most 5 minutes (batch 32: more steps in the budget), then asked for
-    4 structures of each of 8 compositions of the perov_5 test split that are absent from its training
-    (val) split (`DEMO_COMPOSITIONS`, 32 samples: composition-conditioned sampling keeps a briefly trained
-    model to 5-atom cells worth relaxing); CHGNet + BFGS relaxations capped at 150 steps / 20 s each
+    the shipped perov_5 model (`pretrained:perov_5`, see its MODEL_CARD.md) fine-tuned for at most 2 minutes
+    at a small learning rate on the campaign's data (a bundled source with a shipped model starts from it;
+    `--from-scratch` trains anew), then asked for 4 structures of each of 8 compositions of the perov_5 test split that are absent from its training
+    (val) split (`DEMO_COMPOSITIONS`, 32 samples); CHGNet + BFGS relaxations capped at 150 steps / 20 s each
     (BFGS needs about half FIRE's steps on these small cells); an offline reference of elemental
     prototypes plus training structures inside the candidates' chemical systems; metrics against a
     seeded 1,000 of the 3,785 test structures (the reference fingerprints dominate the evaluate stage).
@@ -272,9 +272,23 @@ class CampaignParams(BaseModel):
     run: RunParams = RunParams()
     source: DatasetSource = DatasetSource()
     tensorize: TensorizeParams = TensorizeParams()
-    train: TrainParams = TrainParams(max_steps=1500, max_minutes=5.0, batch_size=32)
+    train: TrainParams = TrainParams(max_steps=1500, max_minutes=2.0, batch_size=32, learning_rate=2e-4)
     generate: GenerateParams = GenerateParams(compositions=DEMO_COMPOSITIONS, samples_per_composition=4, batch_size=32)
     relax: RelaxParams = RelaxParams(optimizer="BFGS", time_limit_s=20.0, max_steps=150, chunk_size=4)
     score: ScoreParams = ScoreParams()
     evaluate: EvaluateParams = EvaluateParams(n_eval=1000, coverage_on="subset", reference_limit=1000)
     stop_after: Stage = "evaluate"
+    shipped_model: bool = Field(default=True, description="a bundled source with a shipped model (perov_5, "
+                                "carbon_24) fine-tunes pretrained:<source> on its cropped grid instead of training "
+                                "from scratch (unless --init-from is given)")
+
+    @model_validator(mode="after")
+    def _start_from_shipped_model(self) -> CampaignParams:
+        """Fill train.init_from (and the cropped grid that model was trained on) for bundled sources."""
+        from unimat_core.model.pretrained import PREFIX, available
+
+        if self.shipped_model and self.train.init_from is None and self.source.kind == "bundled" \
+                and self.source.name in available() and not self.source.splits:
+            self.train = self.train.model_copy(update={"init_from": PREFIX + self.source.name})
+            self.tensorize = self.tensorize.model_copy(update={"crop_grid": True})
+        return self

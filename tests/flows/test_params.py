@@ -67,3 +67,16 @@ def test_train_params_reach_the_diffusion_config():
     assert unconditional.max_minutes == 3 and unconditional.preset == "tiny"
     with pytest.raises(ValidationError):
         TrainParams(slot_loss="atoms")
+
+
+def test_a_bundled_source_with_a_shipped_model_fine_tunes_it_on_its_cropped_grid(tmp_path):
+    demo = CampaignParams()
+    assert demo.train.init_from == "pretrained:perov_5" and demo.tensorize.crop_grid
+    carbon = CampaignParams(source={"kind": "bundled", "name": "carbon_24"})
+    assert carbon.train.init_from == "pretrained:carbon_24" and carbon.tensorize.crop_grid
+    scratch = CampaignParams(shipped_model=False)
+    assert scratch.train.init_from is None and not scratch.tensorize.crop_grid
+    csv = tmp_path / "x.csv"
+    csv.write_text(",material_id,cif\n")
+    own = CampaignParams(source={"kind": "csv", "name": "x", "csv_paths": (str(csv),)})
+    assert own.train.init_from is None  # no shipped model fits a user's data

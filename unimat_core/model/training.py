@@ -167,20 +167,23 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
         step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
         best_loss, resumed_from = float(state["best_loss"]), int(state["step"])
         prior_state = state.get("composition_prior")
+        ema_offset = int(state.get("ema_offset", 0))
         log.info("resuming from step %d (epoch %d, batch %d)", step, epoch, batch_in_epoch)
     else:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.as_dict(), indent=1))
+        ema_offset = 0
         if init is not None:  # fine-tune: start from the shipped weights (EMA too), a fresh optimizer and step 0
             model.load_state_dict(init["model"])
             ema.load_state_dict(init["ema"])
+            ema_offset = int(init["step"])  # the EMA goes on averaging at full decay instead of warming up again
             log.info("fine-tuning from %s (trained %d steps)", config.init_from, int(init["step"]))
         prior_state = _fit_prior_state(data, spec, config) if config.composition_prior else None
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "best_loss": best_loss,
+            "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "best_loss": best_loss, "ema_offset": ema_offset,
             "spec": spec.as_dict(), "model_config": model_config.as_dict(),
             "diffusion_config": diffusion_config.as_dict(), "train_config": config.as_dict(),
             **({"composition_prior": prior_state} if prior_state else {}),
@@ -228,7 +231,7 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
-                ema.update(model, step)
+                ema.update(model, step + ema_offset)
                 step += 1
                 batch_in_epoch = index + 1
                 last_loss = parts["loss"]
