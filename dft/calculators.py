@@ -22,6 +22,7 @@ from dft.potentials import BatchedPotential, ChgnetBatch, SevennetBatch
 IN_PROCESS = ("chgnet", "sevennet", "emt")
 SUBPROCESS = ("gpaw",)
 CLUSTER = ("vasp", "espresso")
+OUT_OF_PROCESS = (*SUBPROCESS, *CLUSTER)  # never built here; dft.relax.relax_structure routes them
 
 
 class CalculatorUnavailable(RuntimeError):
@@ -117,6 +118,13 @@ def register_calculator(name: str, factory: Callable[[CalculatorConfig], BuiltCa
 
 def available_calculators() -> list[str]:
     return sorted([*_FACTORIES, *SUBPROCESS, *CLUSTER])
+
+
+def build_once(calculator: CalculatorConfig | BuiltCalculator) -> CalculatorConfig | BuiltCalculator:
+    """Build an in-process calculator (unless it already is); GPAW / VASP / QE configs pass through."""
+    if isinstance(calculator, BuiltCalculator) or calculator.name in OUT_OF_PROCESS:
+        return calculator
+    return build_calculator(calculator)
 
 
 def build_calculator(config: CalculatorConfig) -> BuiltCalculator:

@@ -12,25 +12,20 @@ from collections.abc import Sequence
 
 from pymatgen.core import Structure
 
-from dft.calculators import BuiltCalculator, CalculatorConfig, CalculatorUnavailable, build_calculator
+from dft.calculators import BuiltCalculator, CalculatorConfig, CalculatorUnavailable, build_once
 from dft.potentials import AseCalculatorBatch, BatchedPotential
 from dft.relax import RelaxConfig, RelaxResult, relax_structure, torch_threads
 
-OUT_OF_PROCESS = ("gpaw", "vasp", "espresso")  # never built in this process; relax_structure routes them
 
-
-def batched_potential(calculator: CalculatorConfig | BuiltCalculator, config: RelaxConfig
-                      ) -> tuple[BuiltCalculator, BatchedPotential] | None:
-    """The built calculator and its batched potential when `config.engine` sends this calculator batched."""
-    name = calculator.name
-    if config.engine == "ase" or name in OUT_OF_PROCESS:
+def batched_potential(calculator: CalculatorConfig | BuiltCalculator, config: RelaxConfig) -> BatchedPotential | None:
+    """The potential the batched engine drives for this (built) calculator, or None for one by one."""
+    if not isinstance(calculator, BuiltCalculator) or config.engine == "ase":
         if config.engine == "batched":
-            raise CalculatorUnavailable(f"{name!r} runs outside this process: use engine 'auto' or 'ase'")
+            raise CalculatorUnavailable(f"{calculator.name!r} runs outside this process: use engine 'auto' or 'ase'")
         return None
-    built = calculator if isinstance(calculator, BuiltCalculator) else build_calculator(calculator)
-    if built.batched is not None:
-        return built, built.batched
-    return (built, AseCalculatorBatch(built.calculator)) if config.engine == "batched" else None
+    if calculator.batched is not None:
+        return calculator.batched
+    return AseCalculatorBatch(calculator.calculator) if config.engine == "batched" else None
 
 
 def relax_structures(structures: Sequence[Structure], calculator: CalculatorConfig | BuiltCalculator,
@@ -42,12 +37,11 @@ def relax_structures(structures: Sequence[Structure], calculator: CalculatorConf
 
     if not structures:
         return []
-    route = batched_potential(calculator, config)
-    if route is None:
-        built = calculator if isinstance(calculator, BuiltCalculator) or calculator.name in OUT_OF_PROCESS \
-            else build_calculator(calculator)
+    built = build_once(calculator)
+    potential = batched_potential(built, config)
+    if potential is None:
         return [relax_structure(s, built, config) for s in structures]
-    built, potential = route
+    assert isinstance(built, BuiltCalculator)
     # one BLAS thread for the 3x3 cell algebra (multi-threaded BLAS only contends on small matrices)
     with threadpool_limits(limits=1, user_api="blas"), torch_threads(built.cpu_threads):
         return relax_batched(structures, potential, config, calculator=built.name, version=built.version)
