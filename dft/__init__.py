@@ -4,7 +4,10 @@ Public entry points (plain functions; tasks/ wrap them):
 
 - `dft.calculators`: `CalculatorConfig(name="chgnet"|"sevennet"|"emt"|"gpaw"|"vasp"|"espresso")`,
   `build_calculator`, `register_calculator`, `CalculatorUnavailable`.
-- `dft.relax`: `RelaxConfig`, `relax_structure(structure, calculator, config) -> RelaxResult`.
+- `dft.relax`: `RelaxConfig`, `relax_structure(structure, calculator, config) -> RelaxResult` (one by one, ASE).
+- `dft.engine`: `relax_structures(structures, calculator, config) -> list[RelaxResult]`, the engine every caller
+  uses: batched for ML potentials (`dft.batched` on `dft.potentials`, `dft.optimizers`, `dft.cell_filter`),
+  one by one otherwise; `RelaxConfig.engine` overrides.
 - `dft.batch`: `relax_table(frame, out_dir, calculator=, config=, chunk_size=, n_workers=) -> BatchSummary`,
   `read_relaxed(out_dir)`, `finished_ids(out_dir)`.
 - `dft.elemental`: `elemental_references(elements, calculator, config)` (same-calculator hull corners).

@@ -2,9 +2,10 @@
 
 Re-running with the same `out_dir` skips every id already in a part file (resume after a kill:
 parts are written atomically, so a killed chunk is simply redone). A structure that fails is a
-row with its `error`, never an exception. `n_workers > 1` relaxes chunks in parallel worker
-processes (spawned, one torch thread each, each building its calculator once): on CPU this is
-the batched path that uses every core.
+row with its `error`, never an exception. Each chunk goes through `dft.engine.relax_structures`
+(batched for ML potentials: the chunk's crystals share each model call). `n_workers > 1` relaxes
+chunks in parallel worker processes (spawned, one torch thread each, each building its calculator
+once), which is how one machine's cores are all used.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from dft.calculators import BuiltCalculator, CalculatorConfig, build_calculator
-from dft.relax import RelaxConfig, RelaxResult, relax_structure
+from dft.calculators import BuiltCalculator, CalculatorConfig, build_once
+from dft.engine import relax_structures
+from dft.relax import RelaxConfig, RelaxResult
 from unimat_core.structure_table import (
     records_to_frame,
     structure_from_json,
@@ -28,7 +30,6 @@ from unimat_core.structure_table import (
     write_structures,
 )
 
-EXTERNAL = ("gpaw", "vasp", "espresso")  # not built in-process; relax_structure routes them
 PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
 RELAXED_SOURCE = "relax"
 
@@ -82,11 +83,7 @@ def results_to_frame(rows: pd.DataFrame, results: list[RelaxResult]) -> pd.DataF
 
 def _relax_rows(rows: pd.DataFrame, calculator: CalculatorConfig | BuiltCalculator, config: RelaxConfig
                 ) -> list[RelaxResult]:
-    results = []
-    for text in rows["structure"]:
-        structure = structure_from_json(text)
-        results.append(relax_structure(structure, calculator, config))
-    return results
+    return relax_structures([structure_from_json(text) for text in rows["structure"]], calculator, config)
 
 
 # worker-process state: one calculator per process, built once
@@ -98,7 +95,7 @@ def _init_worker(calculator: CalculatorConfig, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    _WORKER_CALC = calculator if calculator.name in EXTERNAL else build_calculator(calculator)
+    _WORKER_CALC = build_once(calculator)
 
 
 def _worker_relax(rows: pd.DataFrame, config: RelaxConfig) -> list[RelaxResult]:
@@ -142,7 +139,7 @@ def relax_table(
         counts["failed"] += sum(not r.converged for r in results)
 
     if len(todo) and n_workers == 1:
-        built = calculator if calculator.name in EXTERNAL else build_calculator(calculator)
+        built = build_once(calculator)
         for rows in _chunks(todo, chunk_size):
             write(rows, _relax_rows(rows, built, config))
     elif len(todo):

@@ -1,7 +1,8 @@
 """Calculator registry: a typed config in, a real ASE calculator (plus its name and version) out.
 
 In-process calculators (`chgnet`, `sevennet`, `emt`) are ASE calculators driven by quacc's
-`Runner` (see `dft.relax`). `gpaw` runs in a Debian `/usr/bin/python3` subprocess (see
+`Runner` (see `dft.relax`); the ML potentials also carry a batched view of the same model
+(`BuiltCalculator.batched`, see `dft.potentials`), which `dft.engine` uses by default. `gpaw` runs in a Debian `/usr/bin/python3` subprocess (see
 `dft.gpaw_runner`) because Debian's GPAW extension is built against numpy 1.x and cannot load
 in the project venv (numpy 2.x). `vasp` and `espresso` are cluster codes driven by quacc's
 recipes (see `dft.cluster`); they are not built here.
@@ -16,9 +17,12 @@ from typing import Literal
 
 from ase.calculators.calculator import BaseCalculator
 
+from dft.potentials import BatchedPotential, ChgnetBatch, SevennetBatch
+
 IN_PROCESS = ("chgnet", "sevennet", "emt")
 SUBPROCESS = ("gpaw",)
 CLUSTER = ("vasp", "espresso")
+OUT_OF_PROCESS = (*SUBPROCESS, *CLUSTER)  # never built here; dft.relax.relax_structure routes them
 
 
 class CalculatorUnavailable(RuntimeError):
@@ -51,6 +55,8 @@ class BuiltCalculator:
     name: str
     version: str
     cpu_threads: int | None = None  # None: leave torch's thread count alone (non-torch calculators)
+    # many crystals per model call (dft.potentials), sharing the calculator's model; None: one by one only
+    batched: BatchedPotential | None = None
 
 
 def resolve_device(device: str) -> str:
@@ -78,7 +84,7 @@ def _chgnet(config: CalculatorConfig) -> BuiltCalculator:
     model = CHGNet.load(model_name=config.model or "0.3.0", use_device="cpu", verbose=False)
     calc = CHGNetCalculator(model=model, use_device=resolve_device(config.device), **config.options)
     return BuiltCalculator(calc, "chgnet", f"chgnet {_version('chgnet')} model {model.version}",
-                           config.cpu_threads)
+                           config.cpu_threads, ChgnetBatch(calc.model))
 
 
 def _sevennet(config: CalculatorConfig) -> BuiltCalculator:
@@ -88,7 +94,8 @@ def _sevennet(config: CalculatorConfig) -> BuiltCalculator:
         raise CalculatorUnavailable("sevenn is not installed: pip install '.[mlip]'") from exc
     model = config.model or "7net-0"
     calc = SevenNetCalculator(model, device=resolve_device(config.device), **config.options)
-    return BuiltCalculator(calc, "sevennet", f"sevenn {_version('sevenn')} model {model}", config.cpu_threads)
+    return BuiltCalculator(calc, "sevennet", f"sevenn {_version('sevenn')} model {model}", config.cpu_threads,
+                           SevennetBatch(calc.model, calc.cutoff, calc.modal))
 
 
 def _emt(config: CalculatorConfig) -> BuiltCalculator:
@@ -111,6 +118,13 @@ def register_calculator(name: str, factory: Callable[[CalculatorConfig], BuiltCa
 
 def available_calculators() -> list[str]:
     return sorted([*_FACTORIES, *SUBPROCESS, *CLUSTER])
+
+
+def build_once(calculator: CalculatorConfig | BuiltCalculator) -> CalculatorConfig | BuiltCalculator:
+    """Build an in-process calculator (unless it already is); GPAW / VASP / QE configs pass through."""
+    if isinstance(calculator, BuiltCalculator) or calculator.name in OUT_OF_PROCESS:
+        return calculator
+    return build_calculator(calculator)
 
 
 def build_calculator(config: CalculatorConfig) -> BuiltCalculator:

@@ -18,8 +18,9 @@ from collections.abc import Iterable
 import pandas as pd
 from pymatgen.core import Element, Lattice, Structure
 
-from dft.calculators import BuiltCalculator, CalculatorConfig, build_calculator
-from dft.relax import RelaxConfig, relax_structure
+from dft.calculators import BuiltCalculator, CalculatorConfig, build_once
+from dft.engine import relax_structures
+from dft.relax import RelaxConfig
 from unimat_core.structure_table import records_to_frame
 
 DIATOMIC = ("H", "N", "O", "F", "Cl", "Br", "I")
@@ -62,23 +63,28 @@ def elemental_references(
 ) -> pd.DataFrame:
     """Relax every prototype of every element; returns one row per element (its lowest energy).
 
+    All bulk prototypes go to the relaxation engine in one call (one batch for ML potentials), the
+    dimers (positions only) in a second.
+
     The rows follow dft.batch's relaxed-table layout (structure table + result columns) plus
     `prototype`, so they can go straight into `dft.hull.reference_from_relaxed`. Elements whose
     prototypes all fail are left out (the hull then reports them as missing per candidate).
     """
-    built = calculator if isinstance(calculator, BuiltCalculator) or calculator.name == "gpaw" \
-        else build_calculator(calculator)
-    rows = []
-    for symbol in sorted(set(elements)):
-        best = None
-        for name, proto in elemental_prototypes(symbol).items():
-            run = RelaxConfig(**{**config.as_dict(), "relax_cell": config.relax_cell and name != "dimer"})
-            result = relax_structure(proto, built, run)
-            usable = result.converged or (result.error.startswith("not converged") and result.max_force < 0.5)
-            if usable and (best is None or result.energy_per_atom < best[1].energy_per_atom):
-                best = (name, result)
-        if best is not None:
-            rows.append((symbol, *best))
+    built = build_once(calculator)
+    cases = [(symbol, name, proto) for symbol in sorted(set(elements))
+             for name, proto in elemental_prototypes(symbol).items()]
+    by_case = {}
+    for dimers in (False, True):
+        group = [(symbol, name, proto) for symbol, name, proto in cases if (name == "dimer") == dimers]
+        run = RelaxConfig(**{**config.as_dict(), "relax_cell": config.relax_cell and not dimers})
+        relaxed = relax_structures([proto for _, _, proto in group], built, run)
+        by_case.update({(symbol, name): result for (symbol, name, _), result in zip(group, relaxed)})
+    best: dict[str, tuple] = {}
+    for (symbol, name), result in by_case.items():
+        usable = result.converged or (result.error.startswith("not converged") and result.max_force < 0.5)
+        if usable and (symbol not in best or result.energy_per_atom < best[symbol][1].energy_per_atom):
+            best[symbol] = (name, result)
+    rows = [(symbol, *best[symbol]) for symbol in sorted(best)]
     if not rows:
         raise ValueError("no elemental reference could be relaxed")
     results = [r for _, _, r in rows]

@@ -6,13 +6,15 @@ In-process calculators run through quacc's `Runner.run_opt` (FIRE or BFGS on a
 by quacc's `stop_condition` after every optimizer step, so a run is stopped at the first step
 boundary past the limit (a single step that hangs is not interrupted in-process; GPAW runs in a
 subprocess that is killed instead). Any exception inside the calculator is recorded as `error`.
+
+This is the one-by-one path (EMT, GPAW, VASP, QE, and the reference for the batched engine);
+`dft.engine.relax_structures` picks it or the batched engine (`dft.batched`) for a list of structures.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -25,6 +27,7 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from dft.calculators import BuiltCalculator, CalculatorConfig, build_calculator
+from dft.errors import short_error
 
 OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS}
 
@@ -37,7 +40,11 @@ class RelaxConfig:
     max_steps: int = 500
     optimizer: Literal["FIRE", "BFGS"] = "FIRE"
     relax_cell: bool = True
-    time_limit_s: float = 600.0
+    time_limit_s: float = 600.0  # per structure; in a batch, its share of each batched step's time
+    # "auto": batched for ML potentials (CHGNet, SevenNet), one by one through ASE otherwise; "batched"
+    # also drives EMT through the batched engine (one calculator call per crystal); "ase": one by one.
+    engine: Literal["auto", "batched", "ase"] = "auto"
+    batch_atoms: int = 1024  # most atoms in one batched model call; converged crystals make room for queued ones
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -90,11 +97,21 @@ def displacement_rmsd(initial: Structure, final: Structure) -> float:
     return float(np.sqrt((dcart**2).sum(axis=1).mean()))
 
 
-def _short_error(exc: BaseException) -> str:
-    root = getattr(exc, "parent_error", None) or exc  # quacc wraps failures in JobFailure
-    last = traceback.extract_tb(root.__traceback__)[-1:] if root.__traceback__ else []
-    where = f" (at {last[0].name} in {last[0].filename.rsplit('/', 1)[-1]})" if last else ""
-    return f"{type(root).__name__}: {root}{where}"[:500]
+def record_outcome(result: RelaxResult, initial: Structure, relaxed: Structure, energy: float, max_force: float,
+                   steps: int, timed_out: bool, config: RelaxConfig) -> RelaxResult:
+    """Fill a finished relaxation's fields and verdict (converged, or why not); both engines use it."""
+    result.structure = relaxed
+    result.energy, result.energy_per_atom = energy, energy / len(relaxed)
+    result.max_force, result.steps = max_force, steps
+    result.converged = bool(max_force <= config.fmax) and not timed_out
+    result.rmsd = displacement_rmsd(initial, relaxed)
+    if timed_out:
+        result.error = f"time limit: stopped after {steps} steps, over {config.time_limit_s:g} s"
+    elif not result.converged:
+        result.error = f"not converged: max force {max_force:.3g} eV/A > {config.fmax:g} after {steps} steps"
+    if not np.isfinite(energy):
+        result.error = f"non-finite energy {energy}"
+    return result
 
 
 @contextmanager
@@ -146,19 +163,9 @@ def relax_atoms(structure: Structure, built: BuiltCalculator, config: RelaxConfi
             max_force = float(np.linalg.norm(optimizable.get_forces(), axis=1).max())
             steps = int(dyn.nsteps)
         relaxed = AseAtomsAdaptor.get_structure(final.copy())  # .copy() drops the calculator
-        result.structure = relaxed
-        result.energy, result.energy_per_atom = energy, energy / len(final)
-        result.max_force, result.steps = max_force, steps
-        result.converged = bool(max_force <= config.fmax) and not timed_out
-        result.rmsd = displacement_rmsd(structure, relaxed)
-        if timed_out:
-            result.error = f"time limit: stopped after {steps} steps, over {config.time_limit_s:g} s"
-        elif not result.converged:
-            result.error = f"not converged: max force {max_force:.3g} eV/A > {config.fmax:g} after {steps} steps"
-        if not np.isfinite(energy):
-            result.error = f"non-finite energy {energy}"
+        record_outcome(result, structure, relaxed, energy, max_force, steps, timed_out, config)
     except Exception as exc:  # noqa: BLE001 - any calculator failure is recorded, the batch goes on
-        result.error = _short_error(exc)
+        result.error = short_error(exc)
     result.wall_time_s = time.perf_counter() - start
     return result
 

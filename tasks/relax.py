@@ -2,8 +2,8 @@
 
 The flow plans chunks of ids (small lists) and maps `relax_chunk` over them, so the chunks run on
 whatever task runner the flow has (threads locally, a Dask cluster remotely). Each chunk reads its
-rows from the input parquet itself, relaxes them with dft's relaxation and writes one part file
-atomically, named by the plan: a chunk killed mid-way leaves no part, and the next plan relaxes
+rows from the input parquet itself, relaxes them with dft's engine (batched for ML potentials: the
+chunk's crystals share each model call) and writes one part file atomically, named by the plan: a chunk killed mid-way leaves no part, and the next plan relaxes
 exactly the ids that are in no part yet (dft.batch.finished_ids).
 """
 
@@ -21,9 +21,10 @@ import pyarrow.dataset as ds
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from dft.batch import EXTERNAL, PART_RE, finished_ids, read_relaxed, results_to_frame
-from dft.calculators import BuiltCalculator, CalculatorConfig, build_calculator
-from dft.relax import RelaxConfig, RelaxResult, relax_structure
+from dft.batch import PART_RE, finished_ids, read_relaxed, results_to_frame
+from dft.calculators import OUT_OF_PROCESS, BuiltCalculator, CalculatorConfig, build_calculator
+from dft.engine import relax_structures
+from dft.relax import RelaxConfig, RelaxResult
 from tasks.artifacts import artifact_key, file_links, histogram_png, inline_image
 from unimat_core.run_layout import RunLayout
 from unimat_core.structure_table import structure_from_json, write_structures
@@ -40,7 +41,7 @@ def pooled_calculator(config: CalculatorConfig) -> Iterator[BuiltCalculator | Ca
 
     GPAW / VASP / QE run outside this process: their config is handed through unchanged.
     """
-    if config.name in EXTERNAL:
+    if config.name in OUT_OF_PROCESS:
         yield config
         return
     key = json.dumps(config.as_dict(), sort_keys=True)
@@ -115,12 +116,12 @@ def relax_ids(source: str | Path, ids: list[str], part: str | Path, calculator: 
     rows = read_rows(source, ids).set_index("id", drop=False).loc[ids].reset_index(drop=True)
     calc_config = CalculatorConfig.from_dict(calculator)
     relax_config = RelaxConfig.from_dict(relax)
-    with pooled_calculator(calc_config) as built:
-        results = []
-        for text in rows["structure"]:
-            structure = structure_from_json(text)
-            results.append(_too_big(structure, max_sites, calc_config.name)
-                           or relax_structure(structure, built, relax_config))
+    structures = [structure_from_json(text) for text in rows["structure"]]
+    refused = {i: r for i, s in enumerate(structures) if (r := _too_big(s, max_sites, calc_config.name))}
+    with pooled_calculator(calc_config) as built:  # the rest of the chunk in one engine call (batched for ML)
+        relaxed = iter(relax_structures([s for i, s in enumerate(structures) if i not in refused], built,
+                                        relax_config))
+        results = [refused.get(i) or next(relaxed) for i in range(len(structures))]
     write_structures(results_to_frame(rows, results), part)
     converged = sum(r.converged for r in results)
     return {"part": str(part), "n": len(results), "n_converged": converged, "n_failed": len(results) - converged,
