@@ -78,7 +78,8 @@ def blow_up(snapshot: Snapshot, evaluation: Evaluation) -> str:
     centers, neighbors, distances = centers[pairs], neighbors[pairs], distances[pairs]
     if len(distances):
         k = int(np.argmin(distances))
-        return f"atoms {centers[k]} and {neighbors[k]} collapsed to {distances[k]:.2f} A"
+        first, second = sorted((int(centers[k]), int(neighbors[k])))
+        return f"atoms {first} and {second} collapsed to {distances[k]:.2f} A"
     return ""
 
 
