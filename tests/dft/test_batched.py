@@ -109,6 +109,18 @@ def test_blow_up_and_bad_crystals_leave_the_batch_with_their_reason(chgnet):
         assert ours.energy == pytest.approx(reference.energy, abs=1e-9)
 
 
+def test_structures_the_engine_cannot_start_are_rows_with_a_reason():
+    emt = build_calculator(CalculatorConfig("emt"))
+    good = cu_cells(1, seed=6)[0]
+    disordered = Structure(Lattice.cubic(3.6), [{"Cu": 0.5, "Au": 0.5}], [[0, 0, 0]])
+    empty = Structure(Lattice.cubic(3.6), [], [])
+    results = relax_batched([disordered, good, empty], AseCalculatorBatch(emt.calculator), RelaxConfig(fmax=0.01),
+                            calculator="emt")
+    assert results[1].converged and results[1].calculator == "emt"
+    assert "ordered" in results[0].error and results[0].structure == disordered
+    assert results[2].error == "ValueError: structure has no sites (at start in batched.py)"
+
+
 def test_blow_up_reasons():
     cell = np.eye(3) * 3.0
     crystal = Snapshot(("Cu", "Cu"), np.array([29, 29]), np.array([[0, 0, 0], [1.5, 1.5, 0.0]]), cell)
