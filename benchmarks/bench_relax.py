@@ -22,21 +22,23 @@ from pymatgen.core import Lattice, Structure
 from dft.batch import read_relaxed, relax_table
 from dft.calculators import CalculatorConfig
 from dft.relax import RelaxConfig, relax_structure
-from unimat_core.datasets import load_bundled
+from unimat_core.datasets.bundled import bundled_csv_paths
+from unimat_core.datasets.cdvae_csv import parse_cif
 from unimat_core.structure_table import records_to_frame, structure_from_json
 
 
 def perturbed_sample(name: str, n: int, seed: int = 0) -> pd.DataFrame:
-    table = load_bundled(name, splits=("test",)).structures.sample(n, random_state=seed)
+    """`n` test-split crystals drawn with `seed`, perturbed (only the drawn CIFs are parsed)."""
+    table = pd.read_csv(bundled_csv_paths(name)["test"], usecols=["material_id", "cif"]).sample(n, random_state=seed)
     rng = np.random.default_rng(seed)
     structures = []
-    for text in table["structure"]:
-        s = structure_from_json(text)
+    for i, cif in enumerate(table["cif"]):
+        s = structure_from_json(parse_cif(cif)["structure"])
         strain = rng.uniform(-0.03, 0.03, size=(3, 3))
-        s.apply_strain((strain + strain.T) / 2)
-        s.perturb(0.05)
+        s.apply_strain((strain + strain.T) / 2)  # pymatgen keeps the diagonal: each axis by its own factor
+        s.perturb(0.05, seed=seed * 1_000_003 + i)  # seeded: every path and rerun relaxes the same cells
         structures.append(s)
-    return records_to_frame(structures, table["id"].tolist(), source=f"bench:{name}")
+    return records_to_frame(structures, table["material_id"].astype(str).tolist(), source=f"bench:{name}")
 
 
 def run(frame: pd.DataFrame, calculator: CalculatorConfig, config: RelaxConfig, workers: int) -> dict:

@@ -25,6 +25,7 @@ from pymatgen.core import Structure
 from pymatgen.optimization.neighbors import find_points_in_spheres
 
 from dft.cell_filter import CellCoordinates, cell_coordinates
+from dft.errors import short_error
 from dft.optimizers import Stepper, make_stepper
 from dft.potentials import BatchedPotential, Evaluation, Outcome, Snapshot
 from dft.relax import RelaxConfig, RelaxResult, record_outcome
@@ -43,19 +44,22 @@ class _Crystal:
     coords: CellCoordinates
     stepper: Stepper
     x: np.ndarray
+    species: tuple
     numbers: np.ndarray
     steps: int = 0
     seconds: float = 0.0
 
     @classmethod
     def start(cls, index: int, structure: Structure, config: RelaxConfig) -> _Crystal:
+        if len(structure) == 0:
+            raise ValueError("structure has no sites")
         coords = cell_coordinates(structure.lattice.matrix, config.relax_cell)
         return cls(index, structure, coords, make_stepper(config.optimizer), coords.initial(structure.cart_coords),
-                   np.array(structure.atomic_numbers))
+                   tuple(structure.species), np.array(structure.atomic_numbers))  # both raise when disordered
 
     def snapshot(self) -> Snapshot:
         positions, cell = self.coords.atoms(self.x)
-        return Snapshot(tuple(self.structure.species), self.numbers, positions, cell)
+        return Snapshot(self.species, self.numbers, positions, cell)
 
 
 def blow_up(snapshot: Snapshot, evaluation: Evaluation) -> str:
@@ -78,7 +82,8 @@ def blow_up(snapshot: Snapshot, evaluation: Evaluation) -> str:
     centers, neighbors, distances = centers[pairs], neighbors[pairs], distances[pairs]
     if len(distances):
         k = int(np.argmin(distances))
-        return f"atoms {centers[k]} and {neighbors[k]} collapsed to {distances[k]:.2f} A"
+        first, second = sorted((int(centers[k]), int(neighbors[k])))
+        return f"atoms {first} and {second} collapsed to {distances[k]:.2f} A"
     return ""
 
 
@@ -113,14 +118,24 @@ def relax_batched(structures: Sequence[Structure], potential: BatchedPotential, 
     if config.batch_atoms < 1:
         raise ValueError("batch_atoms must be >= 1")
     results: list[RelaxResult | None] = [None] * len(structures)
+
+    def failed(index: int, exc: Exception) -> None:
+        results[index] = RelaxResult(structure=structures[index], calculator=calculator, calculator_version=version,
+                                     error=short_error(exc))
+
     queue = deque(enumerate(structures))
     active: list[_Crystal] = []
     while queue or active:
         in_flight = sum(len(c.numbers) for c in active)
         while queue and (not active or in_flight + len(queue[0][1]) <= config.batch_atoms):
             index, structure = queue.popleft()
-            active.append(_Crystal.start(index, structure, config))
-            in_flight += len(structure)
+            try:  # e.g. a disordered or empty structure has no optimiser coordinates
+                active.append(_Crystal.start(index, structure, config))
+                in_flight += len(structure)
+            except Exception as exc:  # noqa: BLE001 - recorded, the batch goes on
+                failed(index, exc)
+        if not active:
+            continue
         snapshots = [c.snapshot() for c in active]
         start = time.perf_counter()
         outcomes = potential.evaluate(snapshots)
@@ -129,7 +144,11 @@ def relax_batched(structures: Sequence[Structure], potential: BatchedPotential, 
         for crystal, snapshot, outcome in zip(active, snapshots, outcomes):
             start = time.perf_counter()
             crystal.seconds += per_atom * len(crystal.numbers)
-            result = _advance(crystal, snapshot, outcome, config, calculator, version)
+            try:
+                result = _advance(crystal, snapshot, outcome, config, calculator, version)
+            except Exception as exc:  # noqa: BLE001 - this crystal's arithmetic failed, not the batch's
+                failed(crystal.index, exc)
+                continue
             crystal.seconds += time.perf_counter() - start
             if result is None:
                 staying.append(crystal)

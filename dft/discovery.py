@@ -21,7 +21,8 @@ can report an energy far below any real structure (a collapsed cell), which woul
 
 Compute time of a candidate = its share of generation time (UniMat: its batch's sampling + decoding
 time divided by the batch size, model loading excluded; random: building that cell) + its relaxation
-wall time. Calculator loading is not counted for either method.
+wall time (batched ML relaxations: its atom-weighted share of each batched step). Calculator loading is
+not counted for either method.
 
 Plain functions (no Prefect): `tasks/discovery.py` wraps them as tasks, `flows/discovery.py` composes those.
 """

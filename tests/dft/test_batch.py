@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 
@@ -77,8 +78,34 @@ def test_rerun_skips_finished_ids(tmp_path):
     assert finished_ids(tmp_path) == {f"c{i}" for i in range(4)}
 
 
+def test_batched_chunks_resume_after_a_lost_chunk(tmp_path):
+    """CHGNet through the batched engine, one part per chunk: a chunk lost to a kill is all that is redone."""
+    pytest.importorskip("chgnet", reason="needs the `mlip` extra")
+    from tests.dft.conftest import perturbed_test_crystals
+
+    frame = records_to_frame(perturbed_test_crystals("perov_5", 4, seed=3), ["a", "b", "c", "d"], source="test")
+    config = RelaxConfig(fmax=0.05, max_steps=30)
+    first = relax_table(frame, tmp_path, calculator=chgnet_config(), config=config, chunk_size=2)
+    assert first.n_relaxed == 4 and len(first.parts_written) == 2
+    before = read_relaxed(tmp_path).set_index("id")
+    assert (before["calculator"] == "chgnet").all() and (before["steps"] > 0).all()
+    lost = set(pd.read_parquet(tmp_path / "part-00001.parquet")["id"])
+    (tmp_path / "part-00001.parquet").unlink()  # what a kill during the second chunk leaves
+
+    again = relax_table(frame, tmp_path, calculator=chgnet_config(), config=config, chunk_size=2)
+    assert (again.n_done_before, again.n_relaxed) == (2, 2)
+    assert len(again.parts_written) == 1 and set(pd.read_parquet(again.parts_written[0])["id"]) == lost
+    after = read_relaxed(tmp_path).set_index("id").loc[before.index]
+    assert after["energy"].tolist() == pytest.approx(before["energy"].tolist(), abs=1e-9)  # same chunk, same path
+
+
+def chgnet_config() -> CalculatorConfig:
+    return CalculatorConfig("chgnet", device="cpu")
+
+
 @pytest.mark.slow
-def test_killed_batch_resumes_without_redoing_finished(tmp_path):
+@pytest.mark.parametrize("engine", ["ase", "batched"])
+def test_killed_batch_resumes_without_redoing_finished(tmp_path, engine):
     """SIGKILL a real batch process after its first parts land; the rerun relaxes only the rest."""
     cells = []
     for i, s in enumerate(cu_cells(60, seed=3)):
@@ -92,7 +119,8 @@ def test_killed_batch_resumes_without_redoing_finished(tmp_path):
         from dft.relax import RelaxConfig
         from unimat_core.structure_table import read_structures
         relax_table(read_structures({str(tmp_path / 'in.parquet')!r}), {str(tmp_path / 'out')!r},
-                    calculator=CalculatorConfig("emt"), config=RelaxConfig(fmax=1e-4, max_steps=300), chunk_size=2)
+                    calculator=CalculatorConfig("emt"), config=RelaxConfig(fmax=1e-4, max_steps=300, engine={engine!r}),
+                    chunk_size=2)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
