@@ -54,13 +54,17 @@ def file_hash(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def checkpoint_identity(path: str | Path) -> tuple[str, int | None]:
-    """(content hash, step) of a torch checkpoint. Its tensors and values are hashed, not its file: torch.save
-    writes other bytes when it saves the very same state again (as a resumed training with nothing left to
-    do does). Memory-mapped, so only the hashing reads the tensors."""
+def checkpoint_identity(path: str | Path, ignore: Iterable[str] = ("optimizer", "train_config")
+                        ) -> tuple[str, int | None]:
+    """(content hash, step) of a torch checkpoint, leaving out the top-level keys `ignore`: by default the
+    optimizer state and the training config, which hold no part of the model (the config holds the run
+    folder's paths, which change when a campaign folder is moved or copied). Tensors and values are hashed,
+    not the file: torch.save writes other bytes when it saves the very same state again (as a resumed
+    training with nothing left to do does). Memory-mapped, so only the hashing reads the tensors."""
     import torch
 
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state = {k: v for k, v in state.items() if k not in set(ignore)} if isinstance(state, dict) else state
     digest = hashlib.sha256()
 
     def feed(value: object) -> None:
@@ -174,8 +178,8 @@ def describe_changes(old: dict, new: dict, limit: int = 3) -> str:
 
 
 def _stage_changed(layout: RunLayout, stage: str, old: StageRecord | None, settings: dict) -> StageChanged:
-    what = (f"was made with {describe_changes(old.settings, settings)} (recorded -> asked)" if old is not None
-            else "has outputs with no record of what made them (an older unimat)")
+    what = (f"was made with other settings (made -> asked: {describe_changes(old.settings, settings)})"
+            if old is not None else "has outputs with no record of what made them (an older unimat)")
     later = [s for s in dependents(stage) if layout.stage_dir(s).exists()]
     also = f" and the stages made from it ({', '.join(later)})" if later else ""
     return StageChanged(f"{stage} of campaign {layout.campaign!r} {what}. To redo it{also}: add --overwrite {stage} "
