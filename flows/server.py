@@ -50,6 +50,23 @@ def _server_command(port: int) -> list[str]:
             "--log-level", "error", "--lifespan", "on"]
 
 
+def wait_healthy(api_url: str, server: subprocess.Popen, timeout_s: float) -> None:
+    """Return once the server at `api_url` answers its health check; raise if it exits or stays silent."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with code {server.returncode} while starting")
+        try:
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the Prefect server did not answer within {timeout_s:g} s (raise "
+                               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS on a busy machine)")
+        time.sleep(0.2)
+
+
 @contextmanager
 def command_server(timeout_s: float | None = None) -> Iterator[str | None]:
     """Start the server and point this process's Prefect client at it (PREFECT_API_URL) for the block.
@@ -66,19 +83,7 @@ def command_server(timeout_s: float | None = None) -> Iterator[str | None]:
     server = subprocess.Popen(_server_command(port), env=env, preexec_fn=_die_with(os.getpid()))
     url = f"http://127.0.0.1:{port}/api"
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"the temporary Prefect server exited with code {server.returncode} while starting")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the temporary Prefect server did not answer within {timeout_s:g} s "
-                                   "(raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS on a busy machine)")
-            time.sleep(0.2)
+        wait_healthy(url, server, timeout_s)
         os.environ["PREFECT_API_URL"] = url
         yield url
     finally:
