@@ -70,13 +70,15 @@ def _generate_targets(layout: RunLayout, generate: GenerateParams, tensorize: Te
                                      f"--max-atoms-per-element {tensorize.max_atoms_per_element}")
 
 
-def _score_calculator(layout: RunLayout, relax: RelaxParams) -> None:
-    """Energies on one hull must share a calculator: score with the one the candidates were relaxed with."""
+def check_score_calculator(layout: RunLayout, relax: RelaxParams) -> None:
+    """Energies on one hull must share a calculator: score with the one the candidates were relaxed with
+    (known from the relax stage's record, so the check costs nothing and runs before the score stage
+    touches its folder)."""
     record = read_record(layout, "relax")
     used = record.settings.get("calculator") if record else None
     if used and used != relax.calculator:
-        raise UserInputError(f"--calculator {relax.calculator}: the candidates of {layout.campaign!r} were relaxed "
-                             f"with {used}; score them with --calculator {used}")
+        raise UserInputError(f"the candidates of {layout.campaign!r} were relaxed with {[used]}, the reference would "
+                             f"use {relax.calculator!r}: score with the relax stage's calculator (--calculator {used})")
 
 
 _INPUTS = {"tensorize": ("structures", "fetch"), "train": ("tensors", "tensorize"),
@@ -112,7 +114,7 @@ def preflight(command: str, params: dict) -> None:
     if "generate" in stages:
         _generate_targets(layout, groups["generate"], groups.get("tensorize") if command == "campaign" else None)
     if command == "score":
-        _score_calculator(layout, groups["relax"])
+        check_score_calculator(layout, groups["relax"])
     _settings(layout, run, stages, groups)
 
 

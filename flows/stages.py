@@ -12,6 +12,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import (EvaluateParams, GenerateParams, RelaxParams, RunParams, ScoreParams, TensorizeParams, TrainParams,
                           stage_settings)
+from flows.preflight import check_score_calculator
 from tasks.evaluate import evaluate_generated
 from tasks.evaluate_inputs import evaluate_inputs
 from tasks.fetch import fetch_structures
@@ -117,6 +118,7 @@ def score_flow(run: RunParams = RunParams(), relax: RelaxParams = RelaxParams(),
         print(f"score: the relax stage of {run.campaign!r} had no valid generated structure; nothing to score")
         return {"skipped": "no relaxed candidates"}
     layout.require_parts(layout.relaxed, made_by="relax")
+    check_score_calculator(layout, relax)
     begin_stage(run, "score", stage_settings("score", {"score": score, "relax": relax}), upstream(layout, "relax", "fetch"))
     set_aside_damaged_parts(layout, "relax")
     calculator = relax.calculator_config()
