@@ -123,7 +123,8 @@ def snapshots_of_train_dir(train_dir: Path) -> list[dict]:
 
 
 def evaluate_snapshots(dataset: str, variant: str, csp_targets: int, samples: int, reference_limit: int,
-                       steps: int, threads: int, workers: int, train_dir: Path | None = None) -> None:
+                       steps: int, threads: int, workers: int, train_dir: Path | None = None,
+                       only: set[str] | None = None) -> None:
     from unimat_core.datasets import load_bundled
     from unimat_core.metrics import MetricsConfig, evaluate_structures
     from unimat_core.metrics.csp import CSPConfig, evaluate_csp
@@ -140,7 +141,7 @@ def evaluate_snapshots(dataset: str, variant: str, csp_targets: int, samples: in
     cache = str(RUNS / dataset / "metrics" / "cache")
     folder.mkdir(parents=True, exist_ok=True)
     for row in snapshots_of_train_dir(train_dir) if train_dir else snapshots_of_run(dataset, variant):
-        if row["step"] in done:
+        if row["step"] in done or (only and row["step"] not in only):
             continue
         start = time.perf_counter()
         path = Path(row["path"])
@@ -214,6 +215,7 @@ def main() -> None:
     e.add_argument("--variant", default="periodic", help="a name in VARIANTS, or any name with --train-dir")
     e.add_argument("--train-dir", type=Path, default=None,
                    help="score the step-*.pt snapshots of a `unimat train --keep-every` folder instead")
+    e.add_argument("--only", default="", help="comma-separated steps to score (default: every snapshot)")
     e.add_argument("--csp-targets", type=int, default=100)
     e.add_argument("--samples", type=int, default=256)
     e.add_argument("--reference-limit", type=int, default=300)
@@ -227,7 +229,7 @@ def main() -> None:
         train_segments(args.dataset, args.variant, args.minutes, args.every, args.threads)
     elif args.command == "evaluate":
         evaluate_snapshots(args.dataset, args.variant, args.csp_targets, args.samples, args.reference_limit, args.steps,
-                           args.threads, args.workers, args.train_dir)
+                           args.threads, args.workers, args.train_dir, {s for s in args.only.split(",") if s} or None)
     else:
         report(args.dataset)
 

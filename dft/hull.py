@@ -46,13 +46,27 @@ def validate_reference(frame: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in REFERENCE_COLUMNS if c not in frame.columns]
     if missing:
         raise HullError(f"reference table lacks column(s) {missing}; needs {list(REFERENCE_COLUMNS)}")
-    frame = frame[list(REFERENCE_COLUMNS)].copy()
-    frame["energy_per_atom"] = frame["energy_per_atom"].astype(float)
-    bad = ~np.isfinite(frame["energy_per_atom"])
-    if bad.any():
-        raise HullError(f"non-finite reference energies for ids {frame.loc[bad, 'id'].head(5).tolist()}")
-    frame["id"] = frame["id"].astype(str)
-    return frame.reset_index(drop=True)
+    frame = frame[list(REFERENCE_COLUMNS)].reset_index(drop=True)
+    energies = pd.to_numeric(frame["energy_per_atom"], errors="coerce").astype(float)
+    bad = [(i, f"energy_per_atom {frame.at[i, 'energy_per_atom']!r} is not a finite number")
+           for i in np.flatnonzero(~np.isfinite(energies))]
+    bad += [(i, problem) for i, c in enumerate(frame["composition"]) if (problem := _composition_problem(c))]
+    if bad:  # rows counted from 1, as a user counts the data rows of a table
+        raise HullError("non-finite or unreadable reference rows: " + "; ".join(
+            f"row {i + 1} (id {frame.at[i, 'id']!r}): {why}" for i, why in sorted(bad)[:3])
+            + (f"; and {len(bad) - 3} more" if len(bad) > 3 else ""))
+    frame = frame.assign(energy_per_atom=energies, id=frame["id"].astype(str))
+    return frame
+
+
+def _composition_problem(composition: object) -> str | None:
+    """Why a reference composition cannot be placed on a hull (unparseable, unknown element), or None."""
+    try:
+        elements = Composition(str(composition)).elements
+    except Exception:  # noqa: BLE001 - pymatgen raises several types for bad formulas
+        return f"composition {composition!r} is not a chemical formula"
+    unknown = [getattr(e, "symbol", str(e)) for e in elements if not isinstance(e, Element)]
+    return f"composition {composition!r} has unknown element(s) {', '.join(unknown)}" if unknown else None
 
 
 def write_reference(frame: pd.DataFrame, path: str | Path) -> Path:
@@ -69,8 +83,11 @@ def read_reference(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"reference hull {path} does not exist")
-    frame = pd.read_csv(path) if path.suffix.lower() in (".csv", ".gz") else pd.read_parquet(path)
-    return validate_reference(frame)
+    try:
+        frame = pd.read_csv(path) if path.suffix.lower() in (".csv", ".gz") else pd.read_parquet(path)
+        return validate_reference(frame)
+    except (HullError, ValueError, OSError, UnicodeDecodeError) as exc:  # name the file: the user has to fix it
+        raise HullError(f"{path}: {exc}") from exc
 
 
 def reference_from_relaxed(relaxed: pd.DataFrame, elemental: pd.DataFrame | None = None, *,

@@ -168,6 +168,10 @@ def relax_atoms(structure: Structure, built: BuiltCalculator, config: RelaxConfi
         record_outcome(result, structure, relaxed, energy, max_force, steps, timed_out, config)
     except Exception as exc:  # noqa: BLE001 - any calculator failure is recorded, the batch goes on
         result.error = short_error(exc)
+        # a calculator that failed half-way (e.g. EMT without parameters for an element) keeps stale state
+        # that would fail the next structure of the same species with an unrelated error: start it afresh
+        if hasattr(built.calculator, "reset"):
+            built.calculator.reset()
     result.wall_time_s = time.perf_counter() - start
     return result
 

@@ -12,6 +12,7 @@ import time
 from prefect import flow
 
 from flows.params import CampaignParams
+from flows.preflight import check_compositions, tensor_spec
 from flows.stages import evaluate_flow, fetch_flow, generate_flow, relax_flow, score_flow, tensorize_flow, train_flow
 from tasks.campaign_summary import publish_campaign_summary
 from tasks.score import summarize_sun
@@ -32,7 +33,10 @@ def discovery_campaign(params: CampaignParams = CampaignParams()) -> dict:
         "evaluate": lambda: evaluate_flow(run, params.evaluate),
     }
     results: dict = {"campaign": run.campaign, "run_dir": str(layout.campaign_dir), "seconds": {}}
-    for stage in STAGES[: STAGES.index(params.stop_after) + 1]:
+    planned = STAGES[: STAGES.index(params.stop_after) + 1]
+    for stage in planned:
+        if stage == "train" and "generate" in planned:  # L is known now: a composition that cannot fit stops
+            check_compositions(params.generate.compositions, tensor_spec(layout), "tensorized data")  # before training
         start = time.perf_counter()
         results[stage] = steps[stage]()
         results["seconds"][stage] = round(time.perf_counter() - start, 1)

@@ -1,26 +1,34 @@
 """`unimat` command line: every subcommand runs its Prefect flow.
 
 Options left out keep the pydantic defaults of the flow's parameters (for `campaign`, the demo
-defaults of `CampaignParams`). Parameters are validated before Prefect starts, so a typo fails in
-milliseconds and nothing is written.
+defaults of `CampaignParams`). Parameters, input files and existing stage outputs are checked before
+Prefect starts (flows.preflight), so a mistake fails in well under a second and nothing is written.
+
+Exit codes: 0 done; 2 a mistake in the options, files or rows given (one message naming it); 1 the run
+could not finish (e.g. a stage run before the one that makes its input), or a bug (with its traceback).
+`--debug` shows the traceback of every error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from unimat_core.errors import UserInputError
+from unimat_core.run_layout import MissingStageOutput
+
 S = argparse.SUPPRESS  # absent options are absent from the namespace: the pydantic default applies
 
 # option dest -> (parameter group, field)
 FIELDS: dict[str, tuple[str, str]] = {
     "max_atoms_per_element": ("tensorize", "max_atoms_per_element"), "shard_size": ("tensorize", "shard_size"),
-    "crop_grid": ("tensorize", "crop_grid"),
+    "crop_grid": ("tensorize", "crop_grid"), "tensorize_max_sites": ("tensorize", "max_sites"),
     "preset": ("train", "preset"), "max_steps": ("train", "max_steps"), "max_minutes": ("train", "max_minutes"),
     "batch_size": ("train", "batch_size"), "learning_rate": ("train", "learning_rate"),
     "train_split": ("train", "split"), "train_device": ("train", "device"),
@@ -45,6 +53,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "csp_targets": ("evaluate", "csp_targets"),
 }
 LISTS = {"compositions"}  # comma-separated on the command line
+OPTION_OF_DEST = {"train_device": "--device", "gen_device": "--device", "matching": "--no-matching"}  # else --dest-name
 
 
 def _ensure_prefect_home() -> None:
@@ -59,6 +68,10 @@ def _ensure_prefect_home() -> None:
 def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--campaign", default="demo", help="campaign name: results go to <results-root>/<campaign>/")
     parser.add_argument("--results-root", default=None, help="folder holding all campaigns (default: $UNIMAT_RESULTS_ROOT or ./runs)")
+    parser.add_argument("--overwrite", nargs="?", const="", default=None, metavar="STAGES",
+                        help="redo these stages (comma-separated; bare: this command's stage) although output made with "
+                             "other settings exists; it moves to <campaign>/superseded/ with the stages made from it")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of every error")
 
 
 def _source_args(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +85,9 @@ def _tensorize_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=S, help="structures per tensor shard (4096)")
     parser.add_argument("--crop-grid", action="store_true", default=S,
                         help="grid of only the data's rows/columns of the periodic table (faster; no other elements)")
+    parser.add_argument("--tensorize-max-sites", type=int, default=S,
+                        help="cells with more sites are left out with their reason, so one outlier cannot widen the "
+                             "tensor of every crystal (64)")
 
 
 def _train_args(parser: argparse.ArgumentParser) -> None:
@@ -239,14 +255,48 @@ def _groups(args: argparse.Namespace) -> dict[str, dict]:
     return groups
 
 
+def _option(group: str, field: str) -> str:
+    """The command-line option of a parameter field (for error messages)."""
+    if group == "run":
+        return "--" + field.replace("_", "-")
+    dest = next((d for d, target in FIELDS.items() if target == (group, field)), None)
+    return OPTION_OF_DEST.get(dest, "--" + dest.replace("_", "-")) if dest else field
+
+
+def _validated(group: str, make, /, *args, **values):
+    """`make(*args, **values)`, with validation errors turned into one line per mistake naming its option."""
+    try:
+        return make(*args, **values)
+    except ValidationError as exc:
+        mistakes = []
+        for error in exc.errors():
+            where = _option(group, str(error["loc"][0])) if error["loc"] else f"--{group}"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] != "value_error":
+                message += f" (got {error['input']!r})"
+            mistakes.append(f"{where}: {message}")
+        raise UserInputError("; ".join(mistakes)) from exc
+
+
+def _overwrite(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.overwrite is None:
+        return ()
+    if args.overwrite == "":
+        if args.command == "campaign":
+            raise UserInputError("--overwrite: name the stages to redo in a campaign, e.g. --overwrite generate")
+        return (args.command,)
+    return tuple(s.strip() for s in args.overwrite.split(",") if s.strip())
+
+
 def _params(args: argparse.Namespace) -> dict:
-    """Validated flow parameters for the chosen subcommand (pydantic raises on bad values)."""
+    """Validated flow parameters for the chosen subcommand; a bad value raises UserInputError naming its option."""
     from flows import params as p
     from unimat_core.datasets.source import DatasetSource
 
     models = {"tensorize": p.TensorizeParams, "train": p.TrainParams, "generate": p.GenerateParams,
               "relax": p.RelaxParams, "score": p.ScoreParams, "evaluate": p.EvaluateParams}
-    run = p.RunParams(campaign=args.campaign, **({"results_root": args.results_root} if args.results_root else {}))
+    run = _validated("run", p.RunParams, campaign=args.campaign, overwrite=_overwrite(args),
+                     **({"results_root": args.results_root} if args.results_root else {}))
     given = _groups(args)
     params: dict = {"run": run}
     if args.command == "discover-benchmark":
@@ -255,14 +305,16 @@ def _params(args: argparse.Namespace) -> dict:
         fields = {k.removeprefix("discovery_"): v for k, v in vars(args).items() if k.startswith("discovery_")}
         if "compositions" in fields:
             fields["compositions"] = tuple(c for c in fields["compositions"].split(",") if c)
-        return {**params, "discovery": DiscoveryParams(**fields), "relax": p.RelaxParams(**given.get("relax", {}))}
+        return {**params, "discovery": _validated("discovery", DiscoveryParams, **fields),
+                "relax": _validated("relax", p.RelaxParams, **given.get("relax", {}))}
     if "source" in vars(args):
-        params["source"] = DatasetSource.parse(args.source, splits=tuple(s for s in args.splits.split(",") if s))
+        params["source"] = _validated("source", DatasetSource.parse, args.source,
+                                      splits=tuple(s for s in args.splits.split(",") if s))
     if args.command == "campaign":
         defaults = p.CampaignParams(shipped_model=False)  # the shipped model is chosen for the actual source below
         for group, model in models.items():
             base = getattr(defaults, group).model_dump()
-            params[group] = model(**{**base, **given.get(group, {})})
+            params[group] = _validated(group, model, **{**base, **given.get(group, {})})
         if "stop_after" in vars(args):
             params["stop_after"] = args.stop_after
         if "from_scratch" in vars(args):
@@ -270,36 +322,71 @@ def _params(args: argparse.Namespace) -> dict:
         return {"params": p.CampaignParams(**params)}
     for group in {"score": ["relax", "score"]}.get(args.command, [args.command]):
         if group in models:
-            params[group] = models[group](**given.get(group, {}))
+            params[group] = _validated(group, models[group], **given.get(group, {}))
     return params
+
+
+class _QuietUserErrors(logging.Filter):
+    """Prefect logs a failed run's exception with its traceback; for a user mistake the message is enough."""
+
+    def __init__(self, kinds: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.kinds = kinds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.kinds):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:
+    if args.debug:
+        raise exc
+    print(f"unimat {args.command}: {exc}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         params = _params(args)
-    except (ValidationError, ValueError) as exc:
-        print(f"unimat {args.command}: invalid parameters:\n{exc}", file=sys.stderr)
-        return 2
-    _ensure_prefect_home()
-    from flows.campaign import discovery_campaign
-    from flows import stages
-    from flows.discovery import discovery_benchmark
+        from flows.preflight import preflight
 
-    flow = {"fetch": stages.fetch_flow, "tensorize": stages.tensorize_flow, "train": stages.train_flow,
-            "generate": stages.generate_flow, "relax": stages.relax_flow, "score": stages.score_flow,
-            "evaluate": stages.evaluate_flow, "campaign": discovery_campaign,
-            "discover-benchmark": discovery_benchmark}[args.command]
-    try:
-        result = flow(**params)
-    except FileNotFoundError as exc:
-        print(f"unimat {args.command}: {exc}", file=sys.stderr)
-        return 1
+        preflight(args.command, params)
+    except UserInputError as exc:
+        return _fail(args, exc, 2)
+    except MissingStageOutput as exc:
+        return _fail(args, exc, 1)
+    _ensure_prefect_home()
+    user_api = os.environ.get("PREFECT_API_URL")
+    from flows.server import command_server
+
+    with command_server():
+        from flows import stages
+        from flows.campaign import discovery_campaign
+        from flows.discovery import discovery_benchmark
+        from unimat_core.datasets.materials_project import MaterialsProjectError
+        from unimat_core.model.generation import CompositionError
+
+        user_errors = (UserInputError, CompositionError)
+        if not args.debug:
+            for name in ("prefect.flow_runs", "prefect.task_runs"):
+                logging.getLogger(name).addFilter(_QuietUserErrors((*user_errors, MissingStageOutput)))
+        flow = {"fetch": stages.fetch_flow, "tensorize": stages.tensorize_flow, "train": stages.train_flow,
+                "generate": stages.generate_flow, "relax": stages.relax_flow, "score": stages.score_flow,
+                "evaluate": stages.evaluate_flow, "campaign": discovery_campaign,
+                "discover-benchmark": discovery_benchmark}[args.command]
+        try:
+            result = flow(**params)
+        except user_errors as exc:
+            return _fail(args, exc, 2)
+        except (MissingStageOutput, MaterialsProjectError) as exc:
+            return _fail(args, exc, 1)
     print(json.dumps(result, indent=2, default=str))
     run = params["params"].run if "params" in params else params["run"]
     print(f"\nResults: {run.layout().campaign_dir}")
-    if os.environ.get("PREFECT_API_URL"):
-        print(f"Runs, logs and artifacts are in the Prefect UI served by {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
+    if user_api:
+        print(f"Runs, logs and artifacts are in the Prefect UI served by {user_api.removesuffix('/api')}")
     else:
         home = os.environ["PREFECT_HOME"]
         start = "make ui" if Path(home).resolve() == (Path.cwd() / ".prefect").resolve() else \

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -13,36 +13,65 @@ from unimat_core.datasets.source import DatasetSource
 from unimat_core.model.config import DiffusionConfig
 from unimat_core.run_layout import RunLayout
 
+Stage = Literal["fetch", "tensorize", "train", "generate", "relax", "score", "evaluate"]
+
 
 def default_results_root() -> str:
     return os.environ.get("UNIMAT_RESULTS_ROOT", "runs")
 
 
+class StageSettings(BaseModel):
+    """Parameters of one stage. `settings()` is what its provenance record keeps: every field that can change
+    the stage's results, i.e. all but `RUN_ONLY` (how the work is spread or where it runs)."""
+
+    model_config = ConfigDict(extra="forbid")
+    RUN_ONLY: ClassVar[frozenset[str]] = frozenset()
+
+    def settings(self) -> dict:
+        return self.model_dump(mode="json", exclude=set(self.RUN_ONLY))
+
+
 class RunParams(BaseModel):
-    """Where a campaign lives: `<results_root>/<campaign>/<stage>/`."""
+    """Where a campaign lives (`<results_root>/<campaign>/<stage>/`) and which stages to redo from scratch."""
 
     model_config = ConfigDict(extra="forbid")
 
     campaign: str = Field(default="demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     results_root: str = Field(default_factory=default_results_root)
+    overwrite: tuple[Stage, ...] = Field(default=(), description="stages whose existing output (made with other "
+                                         "settings) is set aside and recomputed, with every stage made from it")
+
+    @field_validator("results_root")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        path = Path(value).resolve()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise ValueError(f"{existing} is a file: the results root must be a folder (or not exist yet)")
+        return value
 
     def layout(self) -> RunLayout:
         return RunLayout(Path(self.results_root).resolve(), self.campaign)
 
 
-class TensorizeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TensorizeParams(StageSettings):
+    RUN_ONLY = frozenset({"shard_size"})
 
     max_atoms_per_element: int | None = Field(default=None, ge=1, le=256)
     shard_size: int = Field(default=4096, ge=1)
     crop_grid: bool = Field(default=False, description="keep only the grid rows/columns holding the data's elements "
                             "(smaller, faster model that cannot place other elements)")
+    max_sites: int | None = Field(default=64, ge=1, description="cells with more sites are left out (with their "
+                                  "reason), so one outlier cannot widen the tensor of every crystal")
 
 
-class TrainParams(BaseModel):
-    """Model training; the defaults are the `tiny` preset sized for a short CPU run."""
+class TrainParams(StageSettings):
+    """Model training; the defaults are the `tiny` preset sized for a short CPU run.
 
-    model_config = ConfigDict(extra="forbid")
+    The budget (max_steps, max_minutes) is not part of what made the model: a rerun with a larger budget
+    resumes the same training, and the stages made from the model see the new checkpoint."""
+
+    RUN_ONLY = frozenset({"max_steps", "max_minutes", "device", "cpu_threads", "keep_every"})
 
     preset: Literal["tiny", "small", "paper"] = "tiny"
     split: str | None = None
@@ -92,10 +121,10 @@ def _checkpoint_reference(value: str) -> str:
     return str(path.resolve())
 
 
-class GenerateParams(BaseModel):
+class GenerateParams(StageSettings):
     """Sampling: N unconditional structures, or K per composition."""
 
-    model_config = ConfigDict(extra="forbid")
+    RUN_ONLY = frozenset({"device"})
 
     num_samples: int = Field(default=200, ge=1)
     compositions: tuple[str, ...] = ()
@@ -121,13 +150,16 @@ class GenerateParams(BaseModel):
     @field_validator("compositions")
     @classmethod
     def _parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from pymatgen.core import Composition
+        from pymatgen.core import Composition, Element
 
         for formula in value:
             try:
-                Composition(formula)
+                elements = Composition(formula).elements
             except Exception as exc:
                 raise ValueError(f"{formula!r} is not a chemical formula") from exc
+            unknown = [getattr(e, "symbol", str(e)) for e in elements if not isinstance(e, Element)]
+            if unknown:
+                raise ValueError(f"{formula!r}: {', '.join(unknown)} is not an element")
         return value
 
     def core_config(self, checkpoint: str, out_dir: str) -> dict:
@@ -136,10 +168,10 @@ class GenerateParams(BaseModel):
                 "checkpoint": self.model or checkpoint, "out_dir": out_dir}
 
 
-class RelaxParams(BaseModel):
+class RelaxParams(StageSettings):
     """Relaxation of the generated candidates (and of the offline reference, so energies share a calculator)."""
 
-    model_config = ConfigDict(extra="forbid")
+    RUN_ONLY = frozenset({"chunk_size", "device"})
 
     calculator: str = "chgnet"
     model: str | None = None  # calculator-specific model name (chgnet "0.3.0", sevennet "7net-0")
@@ -171,7 +203,7 @@ class RelaxParams(BaseModel):
                 "relax_cell": self.relax_cell, "time_limit_s": self.time_limit_s}
 
 
-class ScoreParams(BaseModel):
+class ScoreParams(StageSettings):
     """Reference hull and stability scoring.
 
     `reference`: "offline" (elemental prototypes + up to `reference_size` training structures inside the
@@ -179,7 +211,7 @@ class ScoreParams(BaseModel):
     needs MP_API_KEY and network) or a path to a parquet/CSV table with id, composition, energy_per_atom, source.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    RUN_ONLY = frozenset({"elements_per_task"})
 
     reference: str = "offline"
     reference_size: int = Field(default=24, ge=0)
@@ -193,9 +225,12 @@ class ScoreParams(BaseModel):
     def _reference(cls, value: str) -> str:
         if value in ("offline", "mp"):
             return value
+        from dft.hull import read_reference
+
         path = Path(value)
         if not path.exists():
             raise ValueError(f"reference must be 'offline', 'mp' or an existing parquet/CSV file; {value!r} not found")
+        read_reference(path)  # the table's rows are checked now, not after relaxing the reference
         return str(path.resolve())
 
     @property
@@ -203,10 +238,10 @@ class ScoreParams(BaseModel):
         return self.reference if self.reference in ("offline", "mp") else "file"
 
 
-class EvaluateParams(BaseModel):
+class EvaluateParams(StageSettings):
     """Benchmark metrics (CDVAE protocol + uniqueness/novelty); cutoffs default to the dataset's."""
 
-    model_config = ConfigDict(extra="forbid")
+    RUN_ONLY = frozenset({"n_workers", "cache_dir"})
 
     dataset: str | None = None  # default: the fetched source's name (perov_5, carbon_24, mp_20)
     struct_cutoff: float | None = Field(default=None, gt=0)
@@ -251,9 +286,6 @@ class EvaluateParams(BaseModel):
 # 8 perov_5 test-split compositions not in its val split (seeded draw), for the demo's conditional sampling
 DEMO_COMPOSITIONS = ("GaPdO2F", "NiPtO3", "MgMnN3", "AsPtNO2", "ScInN3", "NbCoO3", "TaCoO3", "VSiO3")
 
-Stage = Literal["fetch", "tensorize", "train", "generate", "relax", "score", "evaluate"]
-
-
 class CampaignParams(BaseModel):
     """Everything a discovery campaign needs; the defaults are the README's demo (`make demo`).
 
@@ -292,3 +324,14 @@ class CampaignParams(BaseModel):
             self.train = self.train.model_copy(update={"init_from": PREFIX + self.source.name})
             self.tensorize = self.tensorize.model_copy(update={"crop_grid": True})
         return self
+
+
+def stage_settings(stage: str, groups: dict) -> dict:
+    """The settings a stage's provenance record keeps; `groups` maps parameter group -> parameters
+    (a CampaignParams' fields, or a stage flow's arguments). Score records the relax settings it relaxes
+    its reference with."""
+    if stage == "fetch":
+        return groups["source"].settings()
+    if stage == "score":
+        return {**groups["score"].settings(), "relax": groups["relax"].settings()}
+    return groups[stage].settings()

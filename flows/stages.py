@@ -7,10 +7,12 @@ a Dask cluster. Mapped tasks only get paths, ids and config dicts.
 
 from __future__ import annotations
 
-from prefect import flow, unmapped
+from prefect import flow, get_run_logger, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.params import EvaluateParams, GenerateParams, RelaxParams, RunParams, ScoreParams, TensorizeParams, TrainParams
+from flows.params import (EvaluateParams, GenerateParams, RelaxParams, RunParams, ScoreParams, TensorizeParams, TrainParams,
+                          stage_settings)
+from flows.preflight import check_score_calculator
 from tasks.evaluate import evaluate_csp_task, evaluate_generated
 from tasks.evaluate_inputs import csp_inputs, evaluate_inputs
 from tasks.fetch import fetch_structures
@@ -21,24 +23,57 @@ from tasks.score import (build_reference, elemental_chunk, elemental_dir, plan_r
 from tasks.tensorize import tensorize_structures
 from tasks.train import train_model
 from unimat_core.datasets.source import DatasetSource
+from unimat_core.model.pretrained import resolve
+from unimat_core.parts import set_aside_damaged
+from unimat_core.provenance import StageRecord, checkpoint_identity, reconcile, update_about, upstream_fingerprint
+from unimat_core.run_layout import RunLayout
 
 # Two chunks at a time locally: one per core of a small machine (relaxations use one torch thread each).
 LOCAL_RUNNER = ThreadPoolTaskRunner(max_workers=2)
 
 
+def begin_stage(run: RunParams, stage: str, settings: dict, inputs: dict[str, str], about: dict | None = None) -> None:
+    """Record what this run of `stage` is made from; outputs made from other inputs (or, with --overwrite,
+    other settings) are set aside first, and other settings alone stop the run (unimat_core.provenance)."""
+    message = reconcile(run.layout(), StageRecord(stage, settings, inputs, about or {}), overwrite=stage in run.overwrite)
+    if message:
+        get_run_logger().warning(message)
+
+
+def upstream(layout: RunLayout, *stages: str) -> dict[str, str]:
+    """Input fingerprints naming the upstream stages' outputs by their records."""
+    return {stage: upstream_fingerprint(layout, stage) for stage in stages}
+
+
+def set_aside_damaged_parts(layout: RunLayout, stage: str) -> None:
+    """Move unreadable part files of `stage` out of the way; its command redoes their rows."""
+    for message in set_aside_damaged(layout.stage_dir(stage)):
+        get_run_logger().warning("%s; `unimat %s --campaign %s` redoes its rows", message, stage, layout.campaign)
+
+
 @flow(name="fetch", log_prints=True)
 def fetch_flow(run: RunParams = RunParams(), source: DatasetSource = DatasetSource()) -> dict:
+    begin_stage(run, "fetch", source.settings(), source.input_hashes())
     return fetch_structures(source, run.layout())
 
 
 @flow(name="tensorize", log_prints=True)
 def tensorize_flow(run: RunParams = RunParams(), tensorize: TensorizeParams = TensorizeParams()) -> dict:
-    return tensorize_structures(run.layout(), tensorize.max_atoms_per_element, tensorize.shard_size, tensorize.crop_grid)
+    layout = run.layout()
+    layout.require(layout.structures, made_by="fetch")
+    begin_stage(run, "tensorize", tensorize.settings(), upstream(layout, "fetch"))
+    return tensorize_structures(layout, tensorize.max_atoms_per_element, tensorize.shard_size, tensorize.crop_grid,
+                                tensorize.max_sites)
 
 
 @flow(name="train", log_prints=True)
 def train_flow(run: RunParams = RunParams(), train: TrainParams = TrainParams()) -> dict:
-    return train_model(run.layout(), train.core_config())
+    layout = run.layout()
+    layout.require(layout.tensors, made_by="tensorize")
+    begin_stage(run, "train", train.settings(), upstream(layout, "tensorize"))
+    summary = train_model(layout, train.core_config())
+    update_about(layout, "train", step=summary["step"], stopped_by=summary["stopped_by"])
+    return summary
 
 
 @flow(name="generate", log_prints=True)
@@ -46,6 +81,8 @@ def generate_flow(run: RunParams = RunParams(), generate: GenerateParams = Gener
     """Fan out one task per batch on the flow's task runner; parts land as batches finish."""
     layout = run.layout()
     checkpoint = generate.model or layout.require(layout.train_checkpoint, made_by="train")
+    model, step = checkpoint_identity(resolve(checkpoint))
+    begin_stage(run, "generate", generate.settings(), {"checkpoint": model}, about={"checkpoint_step": step})
     config = generate.core_config(str(checkpoint), str(layout.generated))
     batches = plan_generation(config)
     progress = start_progress(run.campaign, len(batches))
@@ -60,6 +97,10 @@ def generate_flow(run: RunParams = RunParams(), generate: GenerateParams = Gener
 def relax_flow(run: RunParams = RunParams(), relax: RelaxParams = RelaxParams()) -> dict:
     """Relax every validly decoded generated structure not yet relaxed, one part file per chunk."""
     layout = run.layout()
+    layout.require_parts(layout.generated, made_by="generate")
+    begin_stage(run, "relax", relax.settings(), upstream(layout, "generate"))
+    set_aside_damaged_parts(layout, "generate")
+    set_aside_damaged_parts(layout, "relax")
     layout.require_parts(layout.generated, made_by="generate")
     plan = plan_relax(str(layout.generated), str(layout.relaxed), relax.chunk_size)
     futures = relax_chunk.map(unmapped(str(layout.generated)), plan["chunks"], plan["parts"],
@@ -78,6 +119,9 @@ def score_flow(run: RunParams = RunParams(), relax: RelaxParams = RelaxParams(),
         print(f"score: the relax stage of {run.campaign!r} had no valid generated structure; nothing to score")
         return {"skipped": "no relaxed candidates"}
     layout.require_parts(layout.relaxed, made_by="relax")
+    check_score_calculator(layout, relax)
+    begin_stage(run, "score", stage_settings("score", {"score": score, "relax": relax}), upstream(layout, "relax", "fetch"))
+    set_aside_damaged_parts(layout, "relax")
     calculator = relax.calculator_config()
     reference: dict = {"kind": score.kind}
     elements: list[str] = []
@@ -111,7 +155,9 @@ def evaluate_flow(run: RunParams = RunParams(), evaluate: EvaluateParams = Evalu
         return evaluate_csp_task(inputs["checkpoint"], inputs["structures"], inputs["reference_split"],
                                  evaluate.csp_config(), str(layout.stage_dir("evaluate") / f"csp-k{evaluate.k}"),
                                  evaluate.dataset or inputs["dataset"])
+    set_aside_damaged_parts(layout, "generate")
     inputs = evaluate_inputs(layout)
+    begin_stage(run, "evaluate", evaluate.settings(), upstream(layout, "generate", "fetch"))
     config = evaluate.metrics_config(inputs["dataset"], run.results_root)
     return evaluate_generated(inputs["generated_dir"], inputs["structures"], inputs["structures"], config,
                               str(layout.stage_dir("evaluate")), reference_split=inputs["reference_split"],

@@ -1,23 +1,32 @@
-"""Fetch stage: load a dataset source into `<campaign>/fetch/structures.parquet` (+ rejected.parquet)."""
+"""Fetch stage: load a dataset source into `<campaign>/fetch/structures.parquet` (+ rejected.parquet).
+
+Whether an existing table may be reused is decided before this task by the stage's provenance record
+(same source settings and same input file contents), see flows.stages.begin_stage.
+"""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from tasks.artifacts import artifact_key
 from unimat_core.datasets.materials_project import MaterialsProjectError
 from unimat_core.datasets.source import DatasetSource, load_source
 from unimat_core.run_layout import RunLayout
 from unimat_core.structure_table import read_structures, write_structures
 
+# local file-system errors are OSErrors too, but no retry heals them (e.g. --results-root is a file)
+_LOCAL = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+
 
 def _retry_on_network_error(task, task_run, state) -> bool:
-    """Retry transient network failures only; a missing key or bad input will not heal."""
+    """Retry transient network failures only; a missing key, bad input or local file problem will not heal."""
     try:
         state.result()
-    except MaterialsProjectError:
+    except (MaterialsProjectError, *_LOCAL):
         return False
     except (ConnectionError, TimeoutError, OSError):
         return True
@@ -28,11 +37,9 @@ def _retry_on_network_error(task, task_run, state) -> bool:
 
 @task(name="fetch-structures", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_on_network_error)
 def fetch_structures(source: DatasetSource, layout: RunLayout) -> dict:
-    """Write the structure table; reuse it when the same source was already fetched."""
+    """Write the structure table, or reuse the one the stage's record vouches for."""
     logger = get_run_logger()
-    marker = layout.stage_dir("fetch") / "source.json"
-    wanted = source.model_dump(mode="json")
-    if layout.structures.exists() and marker.exists() and json.loads(marker.read_text()) == wanted:
+    if layout.structures.exists():
         frame = read_structures(layout.structures, columns=["split"])
         logger.info("fetch: reusing %s (%d structures)", layout.structures, len(frame))
         return {"path": str(layout.structures), "n_structures": len(frame), "reused": True}
@@ -40,13 +47,18 @@ def fetch_structures(source: DatasetSource, layout: RunLayout) -> dict:
     result = load_source(source)
     write_structures(result.structures, layout.structures)
     result.rejected.to_parquet(layout.fetch_rejected, index=False)
-    marker.write_text(json.dumps(wanted, indent=1))
+    (layout.stage_dir("fetch") / "source.json").write_text(json.dumps(source.model_dump(mode="json"), indent=1))
     counts = result.structures["split"].value_counts().to_dict()
-    logger.info("fetch: %d structures %s, %d rejected -> %s", len(result.structures), counts, len(result.rejected), layout.structures)
+    reasons = Counter(str(r).split(":")[0] for r in result.rejected["reason"]).most_common(3)
+    logger.info("fetch: %d structures %s -> %s", len(result.structures), counts, layout.structures)
+    if len(result.rejected):
+        logger.warning("fetch: %d rows rejected (%s), each with its id and reason in %s", len(result.rejected),
+                       "; ".join(f"{n}x {r}" for r, n in reasons), layout.fetch_rejected)
     create_markdown_artifact(
-        key=f"{layout.campaign}-fetch".lower().replace("_", "-").replace(".", "-"),
+        key=artifact_key(layout.campaign, "fetch"),
         markdown=f"### Fetched structures\n\n* source: `{source.kind}:{source.name}`\n* structures: {len(result.structures)} "
-        f"({', '.join(f'{k}: {v}' for k, v in counts.items())})\n* rejected: {len(result.rejected)}\n* table: `{layout.structures}`\n",
+        f"({', '.join(f'{k}: {v}' for k, v in counts.items())})\n* rejected: {len(result.rejected)} "
+        f"({'; '.join(f'{n}x {r}' for r, n in reasons) or 'none'})\n* table: `{layout.structures}`\n",
         description="fetch stage summary",
     )
     return {"path": str(layout.structures), "n_structures": len(result.structures), "n_rejected": len(result.rejected),

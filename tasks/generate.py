@@ -14,6 +14,7 @@ from unimat_core.model.checkpoint import LoadedModel, load_model
 from unimat_core.model.device import pick_device
 from unimat_core.model.generation import GenerateConfig, generate_part, part_path, plan_batches
 from unimat_core.model.pretrained import resolve
+from unimat_core.parts import set_aside_if_damaged
 
 _MODELS: dict[tuple[str, float, bool], LoadedModel] = {}
 _LOCK = threading.Lock()
@@ -48,6 +49,9 @@ def start_progress(campaign: str, n_batches: int) -> str:
 def generate_batch(config: dict, batch: int, targets: list[str | None], progress_id: str | None = None,
                    n_batches: int | None = None) -> dict:
     generate_config = GenerateConfig.from_dict(config)
+    damaged = set_aside_if_damaged(part_path(generate_config.out_dir, batch))
+    if damaged:  # its seed is fixed by (seed, batch): sampling it again gives the part it should have been
+        get_run_logger().warning("%s; sampling batch %d again", damaged, batch)
     loaded = cached_model(generate_config.checkpoint, generate_config.use_ema, generate_config.device)
     part = generate_part(generate_config, batch, targets, loaded)
     get_run_logger().info("batch %d: %d structures, %d decoded (%s)", batch, part["n"], part["n_valid"],

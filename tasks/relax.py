@@ -17,17 +17,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from dft.batch import PART_RE, finished_ids, read_relaxed, results_to_frame
+from dft.batch import PART_RE, RELAXED_SOURCE, finished_ids, read_relaxed, results_to_frame
 from dft.calculators import OUT_OF_PROCESS, BuiltCalculator, CalculatorConfig, build_calculator
 from dft.engine import relax_structures
 from dft.relax import RelaxConfig, RelaxResult
 from tasks.artifacts import artifact_key, file_links, histogram_png, inline_image
 from unimat_core.run_layout import RunLayout
-from unimat_core.structure_table import structure_from_json, write_structures
+from unimat_core.structure_table import CORE_COLUMNS, conform, read_structure_text, write_structures
 
 # Built calculators are expensive (CHGNet: ~1 s and a model in memory) and not thread-safe, so
 # each worker process keeps a small pool: a chunk borrows one, and returns it when done.
@@ -63,7 +65,10 @@ def _input_files(source: str | Path) -> list[Path]:
 
 def read_rows(source: str | Path, ids: list[str] | None = None, *, valid_only: bool = True) -> pd.DataFrame:
     """Rows of a structure table (a file, or a folder of parts) with a structure, optionally only `ids`."""
-    dataset = ds.dataset([str(p) for p in _input_files(source)], format="parquet")
+    files = [str(p) for p in _input_files(source)]
+    # one schema for all parts: a part whose optional column is empty everywhere stores it as type null
+    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
+    dataset = ds.dataset(files, format="parquet", schema=schema)
     filt = ds.field("structure").is_valid()
     if valid_only and "valid" in dataset.schema.names:
         filt &= ds.field("valid") == True  # noqa: E712 - an Arrow expression, not a Python comparison
@@ -116,16 +121,31 @@ def relax_ids(source: str | Path, ids: list[str], part: str | Path, calculator: 
     rows = read_rows(source, ids).set_index("id", drop=False).loc[ids].reset_index(drop=True)
     calc_config = CalculatorConfig.from_dict(calculator)
     relax_config = RelaxConfig.from_dict(relax)
-    structures = [structure_from_json(text) for text in rows["structure"]]
-    refused = {i: r for i, s in enumerate(structures) if (r := _too_big(s, max_sites, calc_config.name))}
+    parsed = [read_structure_text(text) for text in rows["structure"]]
+    readable = [i for i, (structure, _) in enumerate(parsed) if structure is not None]
+    refused = {i: r for i in readable if (r := _too_big(parsed[i][0], max_sites, calc_config.name))}
     with pooled_calculator(calc_config) as built:  # the rest of the chunk in one engine call (batched for ML)
-        relaxed = iter(relax_structures([s for i, s in enumerate(structures) if i not in refused], built,
-                                        relax_config))
-        results = [refused.get(i) or next(relaxed) for i in range(len(structures))]
-    write_structures(results_to_frame(rows, results), part)
+        relaxed = iter(relax_structures([parsed[i][0] for i in readable if i not in refused], built, relax_config))
+        results = [refused.get(i) or next(relaxed) for i in readable]
+    unreadable = [i for i, (structure, _) in enumerate(parsed) if structure is None]
+    frames = [results_to_frame(rows.iloc[readable].reset_index(drop=True), results)] if results else []
+    if unreadable:  # one bad row is a row with its id and reason; the rest of the chunk is relaxed
+        frames.append(_unreadable_rows(rows.iloc[unreadable], [parsed[i][1] for i in unreadable], calc_config.name))
+    frame = pd.concat(frames, ignore_index=True).set_index("id", drop=False).loc[ids].reset_index(drop=True)
+    write_structures(conform(frame), part)
     converged = sum(r.converged for r in results)
-    return {"part": str(part), "n": len(results), "n_converged": converged, "n_failed": len(results) - converged,
+    return {"part": str(part), "n": len(rows), "n_converged": converged, "n_failed": len(rows) - converged,
             "skipped": False}
+
+
+def _unreadable_rows(rows: pd.DataFrame, reasons: list[str], calculator: str) -> pd.DataFrame:
+    """Relaxed-table rows for inputs whose structure cannot be read: no structure, the input's formula
+    columns, and the reason as `error` (the columns results_to_frame gives a relaxed structure)."""
+    frame = rows[list(CORE_COLUMNS)].assign(structure=None, source=RELAXED_SOURCE).reset_index(drop=True)
+    failed = [RelaxResult(structure=None, calculator=calculator, error=reason).properties() for reason in reasons]
+    extra = {f"input_{c}": rows[c].tolist() for c in rows.columns if c not in CORE_COLUMNS}
+    return pd.concat([frame, pd.DataFrame(failed), pd.DataFrame({**extra, "input_source": rows["source"].tolist()})],
+                     axis=1)
 
 
 @task(name="relax-chunk", retries=1)

@@ -42,7 +42,11 @@ def candidate_table(layout: RunLayout) -> pd.DataFrame:
     """Relaxed candidates (id, formula, energy_per_atom, converged, error, calculator)."""
     layout.require_parts(layout.relaxed, made_by="relax")
     frame = read_relaxed(layout.relaxed)
-    return frame[["id", "formula", "energy_per_atom", "converged", "error", "calculator"]]
+    unplaced = frame["formula"].isna()  # an unreadable input row has no composition to put on a hull
+    if unplaced.any():
+        get_run_logger().warning("score: %d relaxed rows have no structure (%s, ...): not scored, see their error",
+                                 int(unplaced.sum()), ", ".join(frame.loc[unplaced, "id"].head(3)))
+    return frame.loc[~unplaced, ["id", "formula", "energy_per_atom", "converged", "error", "calculator"]]
 
 
 def choose_training_subset(layout: RunLayout, size: int, seed: int, candidate_formulas) -> list[str]:

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
+import pandas as pd
 from prefect import get_run_logger, task
 
 from unimat_core.run_layout import RunLayout
-from unimat_core.tensor_store import tensorize_file
+from unimat_core.tensor_store import REJECTED, tensorize_file
 
 
 @task(name="tensorize")
 def tensorize_structures(layout: RunLayout, max_atoms_per_element: int | None = None, shard_size: int = 4096,
-                         crop_grid: bool = False) -> dict:
+                         crop_grid: bool = False, max_sites: int | None = None) -> dict:
     logger = get_run_logger()
     structures = layout.require(layout.structures, made_by="fetch")
     summary = tensorize_file(structures, layout.tensors, shard_size=shard_size, crop_grid=crop_grid,
-                             max_atoms_per_element=max_atoms_per_element)
-    logger.info("tensorize: %s", summary.as_dict())
+                             max_atoms_per_element=max_atoms_per_element, max_sites=max_sites)
+    logger.info("tensorize: %s", {k: v for k, v in summary.as_dict().items() if k != "warnings"})
+    if summary.n_rejected:
+        reasons = Counter(pd.read_parquet(layout.tensors / REJECTED, columns=["reason"])["reason"].str.split(":").str[0])
+        logger.warning("tensorize: %d crystals left out (%s), each with its reason in %s", summary.n_rejected,
+                       ", ".join(f"{n}x {r}" for r, n in reasons.most_common(3)), layout.tensors / REJECTED)
+    for warning in summary.warnings:
+        logger.warning("tensorize: %s", warning)
     return summary.as_dict()

@@ -1,4 +1,10 @@
-"""Shared fixtures. Prefect state goes to a project-local folder, never ~/.prefect."""
+"""Shared fixtures.
+
+Prefect state of the tests goes to its own folder, `.prefect-test` (or $UNIMAT_TEST_PREFECT_HOME), never
+to the `.prefect` of `make demo` / `make ui` that the Makefile exports, nor ~/.prefect: set, not
+defaulted, because PREFECT_HOME is usually set already when the tests run. A PREFECT_API_URL (a live
+server the user exported) is dropped for the same reason: test runs would land in the user's UI.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PREFECT_HOME", str(REPO / ".prefect-test"))
+TEST_PREFECT_HOME = os.environ.get("UNIMAT_TEST_PREFECT_HOME", str(REPO / ".prefect-test"))
+os.environ["PREFECT_HOME"] = TEST_PREFECT_HOME
+os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import pandas as pd  # noqa: E402

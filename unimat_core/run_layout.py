@@ -7,7 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STAGES = ("fetch", "tensorize", "train", "generate", "relax", "score", "evaluate")
+# which stages' outputs each stage reads: a change in one reaches every stage below it
+UPSTREAM: dict[str, tuple[str, ...]] = {"fetch": (), "tensorize": ("fetch",), "train": ("tensorize",),
+                                        "generate": ("train",), "relax": ("generate",), "score": ("relax", "fetch"),
+                                        "evaluate": ("generate", "fetch")}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def dependents(stage: str) -> list[str]:
+    """Every stage made (directly or not) from `stage`'s output, in pipeline order."""
+    below = {stage}
+    for later in STAGES[STAGES.index(stage) + 1:]:
+        if below & set(UPSTREAM[later]):
+            below.add(later)
+    return [s for s in STAGES if s in below and s != stage]
 
 
 class MissingStageOutput(FileNotFoundError):

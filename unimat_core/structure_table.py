@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pymatgen.core import Structure
+from pymatgen.core import DummySpecies, Element, Structure
 
 SCHEMA_VERSION = "1"
 
@@ -60,6 +60,42 @@ def structure_to_json(structure: Structure) -> str:
 
 def structure_from_json(text: str) -> Structure:
     return Structure.from_dict(json.loads(text))
+
+
+def read_structure_text(text: object) -> tuple[Structure | None, str]:
+    """(structure, "") or (None, reason): a row reader that never raises, so one bad row names itself
+    and the rest of the table goes on."""
+    if text is None or (isinstance(text, float) and text != text) or (isinstance(text, str) and not text.strip()):
+        return None, "no structure"
+    try:
+        return structure_from_json(str(text)), ""
+    except Exception as exc:  # noqa: BLE001 - json and pymatgen raise many types for damaged text
+        return None, f"unreadable structure: {type(exc).__name__}: {exc}"[:300]
+
+
+def structure_problem(structure: Structure) -> str | None:
+    """Why a structure cannot enter a table faithfully, or None.
+
+    Isotopes: pymatgen reads a D (or T) site as an isotope of H and writes it back as plain H, so storing
+    it would silently turn deuterium into hydrogen. Unknown symbols (e.g. "Qq") become dummy species that
+    have no element. Both are rejected with this reason rather than changed."""
+    if len(structure) == 0:
+        return "no atom sites"
+    isotopes, unknown = set(), set()
+    for site in structure:
+        for specie in site.species:
+            element = getattr(specie, "element", specie)  # Species (with oxidation state) -> its Element
+            if isinstance(specie, DummySpecies) or not isinstance(element, Element):
+                unknown.add(str(specie))
+            elif element.name != element.symbol:  # Element.D / Element.T, isotopes that print as H
+                isotopes.add(element.name)
+    if unknown:
+        return f"unknown element(s) {', '.join(sorted(unknown))}"
+    if isotopes:
+        names = ", ".join(sorted(isotopes))
+        return (f"isotope {names} of H: tables store elements, so {names} would silently become H; "
+                "write H in the input to keep this structure")
+    return None
 
 
 def describe(structure: Structure) -> dict:

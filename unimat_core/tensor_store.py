@@ -24,14 +24,15 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pymatgen.core import Structure
 
 from unimat_core.representation import UniMatSpec, encode
-from unimat_core.structure_table import read_structures, structures_of
+from unimat_core.structure_table import read_structure_text, read_structures
 
 MANIFEST = "manifest.parquet"
 SPEC = "spec.json"
@@ -49,6 +50,7 @@ class TensorizeSummary:
     max_atoms_per_element: int
     input_hash: str
     reused: bool = False
+    warnings: list[str] = field(default_factory=list)  # decisions the user should see (e.g. L set by outliers)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -62,7 +64,7 @@ def frame_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-_FIT_DEFAULTS = {"crop_grid": False, "max_atoms_per_element": None}  # what spec.json files without "fit" used
+_FIT_DEFAULTS = {"crop_grid": False, "max_atoms_per_element": None, "max_sites": None}  # spec.json files without "fit"
 
 
 def _existing(out_dir: Path, input_hash: str, spec: UniMatSpec | None, fit: dict) -> dict | None:
@@ -74,39 +76,80 @@ def _existing(out_dir: Path, input_hash: str, spec: UniMatSpec | None, fit: dict
         return None
     if spec is not None and stored["spec"] != spec.as_dict():
         return None
-    if spec is None and stored.get("fit", _FIT_DEFAULTS) != fit:
+    if {**_FIT_DEFAULTS, **stored.get("fit", {})} != fit:
         return None
     return stored
 
 
+def _readable(frame: pd.DataFrame, max_sites: int | None) -> tuple[pd.DataFrame, list[Structure], pd.DataFrame]:
+    """(rows to encode, their structures, rejected rows): unreadable structures and cells beyond the size cap
+    are rejected with their reason instead of stopping the stage or widening the tensor for every crystal."""
+    keep, structures, rejected = [], [], []
+    for position, text in enumerate(frame["structure"]):
+        structure, reason = read_structure_text(text)
+        if structure is not None and max_sites is not None and len(structure) > max_sites:
+            reason = f"{len(structure)} sites > max_sites {max_sites} (the tensorize size cap)"
+        if reason:
+            rejected.append((position, reason))
+        else:
+            keep.append(position)
+            structures.append(structure)
+    bad = [p for p, _ in rejected]
+    return (frame.iloc[keep].reset_index(drop=True), structures,
+            pd.DataFrame({"id": frame["id"].iloc[bad].astype(str).tolist(), "split": frame["split"].iloc[bad].tolist(),
+                          "reason": [r for _, r in rejected]}, dtype=str))
+
+
+def outlier_warning(structures: list[Structure], ids: list[str], slots: int) -> str | None:
+    """A warning when L (slots per element, paid by every crystal) is at least twice what all but the
+    largest 1% of crystals need: a few outliers then inflate the whole tensor."""
+    if len(structures) < 2:
+        return None
+    need = np.array([int(np.ceil(max(s.composition.values()))) for s in structures])
+    typical = int(np.sort(need)[-max(1, len(need) // 100) - 1])
+    if slots < 2 * typical:
+        return None
+    big = [ids[i] for i in np.flatnonzero(need > typical)]
+    return (f"L={slots} slots per element (paid by every crystal) is set by {len(big)} of {len(need)} crystals "
+            f"(e.g. {', '.join(big[:3])}); the others need at most {typical}: pass --max-atoms-per-element {typical} "
+            "(or a lower --tensorize-max-sites) to leave them out instead")
+
+
 def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec | None = None, shard_size: int = 4096, *,
-                    crop_grid: bool = False, max_atoms_per_element: int | None = None) -> TensorizeSummary:
+                    crop_grid: bool = False, max_atoms_per_element: int | None = None,
+                    max_sites: int | None = None) -> TensorizeSummary:
     """Encode a structure table into a tensor dataset folder; reuse it if inputs and spec match.
 
     With `spec=None` the spec is fitted to the data (smallest L that holds every crystal unless
     `max_atoms_per_element` is given; the grid cropped to the data's elements with `crop_grid`).
-    Crystals that cannot be encoded go to rejected.parquet with the reason.
+    Crystals that cannot be read or encoded, or have more than `max_sites` sites, go to
+    rejected.parquet with the reason.
     """
     out_dir = Path(out_dir)
     input_hash = frame_hash(frame)
-    fit = {"crop_grid": crop_grid, "max_atoms_per_element": max_atoms_per_element}
+    fit = {"crop_grid": crop_grid, "max_atoms_per_element": max_atoms_per_element, "max_sites": max_sites}
     stored = _existing(out_dir, input_hash, spec, fit)
     if stored is not None:
         manifest = pd.read_parquet(out_dir / MANIFEST, columns=["shard"])
         rejected = pd.read_parquet(out_dir / REJECTED, columns=["id"])
         return TensorizeSummary(str(out_dir), len(manifest), len(rejected), int(manifest["shard"].nunique()),
-                                stored["spec"]["max_atoms_per_element"], input_hash, reused=True)
+                                stored["spec"]["max_atoms_per_element"], input_hash, reused=True,
+                                warnings=stored.get("warnings", []))
 
-    structures = structures_of(frame)
+    frame, structures, unreadable = _readable(frame, max_sites)
+    warnings = []
     if spec is None:
         ordered = [s for s in structures if s.is_ordered]
         spec = UniMatSpec.fit(ordered, crop_grid=crop_grid, max_atoms_per_element=max_atoms_per_element)
+        if max_atoms_per_element is None:
+            ordered_ids = [i for i, s in zip(frame["id"].astype(str), structures) if s.is_ordered]
+            warnings = [w for w in [outlier_warning(ordered, ordered_ids, spec.max_atoms_per_element)] if w]
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "shards").mkdir(parents=True)
 
     ids = frame["id"].astype(str).tolist()
-    manifest_parts, rejected_parts, n_shards = [], [], 0
+    manifest_parts, rejected_parts, n_shards = [], [unreadable] if len(unreadable) else [], 0
     for start in range(0, len(structures), shard_size):
         stop = min(start + shard_size, len(structures))
         batch = encode(structures[start:stop], spec, ids=ids[start:stop], on_error="ignore")
@@ -133,17 +176,20 @@ def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec |
     rejected = pd.concat(rejected_parts, ignore_index=True) if rejected_parts else pd.DataFrame({"id": [], "split": [], "reason": []}, dtype=str)
     manifest.to_parquet(tmp / MANIFEST, index=False)
     rejected.to_parquet(tmp / REJECTED, index=False)
-    (tmp / SPEC).write_text(json.dumps({"spec": spec.as_dict(), "input_hash": input_hash, "fit": fit}, indent=1))
+    (tmp / SPEC).write_text(json.dumps({"spec": spec.as_dict(), "input_hash": input_hash, "fit": fit,
+                                        "warnings": warnings}, indent=1))
 
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)
-    return TensorizeSummary(str(out_dir), len(manifest), len(rejected), n_shards, spec.max_atoms_per_element, input_hash)
+    return TensorizeSummary(str(out_dir), len(manifest), len(rejected), n_shards, spec.max_atoms_per_element, input_hash,
+                            warnings=warnings)
 
 
 def tensorize_file(structures_path: str | Path, out_dir: str | Path, spec: UniMatSpec | None = None, shard_size: int = 4096, *,
-                   crop_grid: bool = False, max_atoms_per_element: int | None = None) -> TensorizeSummary:
+                   crop_grid: bool = False, max_atoms_per_element: int | None = None,
+                   max_sites: int | None = None) -> TensorizeSummary:
     return tensorize_frame(read_structures(structures_path), out_dir, spec=spec, shard_size=shard_size,
-                           crop_grid=crop_grid, max_atoms_per_element=max_atoms_per_element)
+                           crop_grid=crop_grid, max_atoms_per_element=max_atoms_per_element, max_sites=max_sites)
 
 
 class TensorDataset:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from flows.server import wait_healthy as server_healthy
+
 REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
@@ -86,17 +88,11 @@ class PrefectServer:
 
 
 def wait_healthy(api_url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {proc.returncode}:\n{tail(log)}")
-        try:
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"prefect server not healthy after {timeout:.0f} s:\n{tail(log)}")
+    """flows.server's health wait, with the server's log in the error."""
+    try:
+        server_healthy(api_url, proc, timeout)
+    except (RuntimeError, TimeoutError) as exc:
+        raise type(exc)(f"{exc}:\n{tail(log)}") from exc
 
 
 @contextmanager

@@ -110,8 +110,9 @@ def test_bad_stage_parameters_fail_before_any_work(tmp_path, capsys):
     assert main(["evaluate", *root, "--eval-dataset", "nosuchset"]) == 2
     assert main(["campaign", *root, "--fmax", "-1"]) == 2
     err = capsys.readouterr().err
-    assert "unknown calculator 'nosuchcalc'" in err and "chunk_size" in err and "nohull.csv" in err
-    assert "nosuchset" in err and "fmax" in err
+    assert "--calculator: unknown calculator 'nosuchcalc'" in err and "--chunk-size" in err and "nohull.csv" in err
+    assert "--eval-dataset" in err and "nosuchset" in err and "--fmax" in err
+    assert len(err.splitlines()) == 5  # one line per mistake, no traceback
     assert not any(tmp_path.iterdir())
 
 

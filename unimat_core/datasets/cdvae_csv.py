@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from pymatgen.core import Structure
 
-from unimat_core.structure_table import CORE_COLUMNS, conform, describe, structure_to_json
+from unimat_core.structure_table import CORE_COLUMNS, conform, describe, structure_problem, structure_to_json
 
 REJECTED_COLUMNS = ("id", "split", "source", "reason", "raw")
 
@@ -45,8 +45,9 @@ def parse_cif(cif: str) -> dict:
             structure = Structure.from_str(cif, fmt="cif")
         except Exception as exc:  # pymatgen raises many types for bad CIFs
             raise ValueError(f"CIF does not parse: {type(exc).__name__}: {exc}") from exc
-    if len(structure) == 0:
-        raise ValueError("CIF has no atom sites")
+    problem = structure_problem(structure)
+    if problem:
+        raise ValueError(problem)
     return {**describe(structure), "structure": structure_to_json(structure)}
 
 
@@ -75,14 +76,30 @@ def _split_from_name(path: Path) -> str:
     return stem if stem in ("train", "val", "test") else ""
 
 
+def check_cdvae_csv(path: str | Path) -> None:
+    """Fail fast, naming the file, when it is not a CDVAE-format CSV with at least one row (reads its head only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"CSV file {path} not found" if not path.exists() else f"{path} is a folder, not a CSV file")
+    try:
+        head = pd.read_csv(path, nrows=2)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty: a CDVAE-format CSV needs a header (,material_id,cif,...) and rows") from None
+    except (UnicodeDecodeError, pd.errors.ParserError, OSError, EOFError) as exc:
+        raise ValueError(f"{path} is not a CSV file ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if "cif" not in head.columns:
+        raise ValueError(f"{path} is not a CDVAE-format CSV: it has no 'cif' column (columns: {list(head.columns)[:8]})")
+    if head.empty:
+        raise ValueError(f"{path} has a header but no rows")
+
+
 def read_cdvae_csv(path: str | Path, *, split: str | None = None, source: str | None = None, workers: int | None = None) -> LoadResult:
     """Read one CDVAE-format CSV (optionally .gz). The split defaults to the file name (train/val/test)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"CDVAE CSV {path} does not exist")
+    check_cdvae_csv(path)
     frame = pd.read_csv(path)
-    if "cif" not in frame.columns:
-        raise ValueError(f"{path} is not a CDVAE-format CSV: it has no 'cif' column (columns: {list(frame.columns)})")
     frame = frame.drop(columns=[c for c in frame.columns if c.startswith("Unnamed:")])
     split = _split_from_name(path) if split is None else split
     source = source or f"csv:{path.name}"

@@ -21,7 +21,7 @@ import pandas as pd
 
 from unimat_core.datasets.cdvae_csv import REJECTED_COLUMNS, LoadResult
 from unimat_core.datasets.splits import hashed_split
-from unimat_core.structure_table import records_to_frame
+from unimat_core.structure_table import records_to_frame, structure_problem
 
 DEFAULT_ENDPOINT = "https://api.materialsproject.org"
 SUMMARY_FIELDS = (
@@ -103,7 +103,7 @@ def require_api_key(api_key: str | None = None) -> str:
         raise MaterialsProjectError(
             "MP_API_KEY is not set: the Materials Project source needs an API key. Get one at "
             "https://next-gen.materialsproject.org/api and run `export MP_API_KEY=<your key>`, "
-            "or use an offline source (--source perov_5 | carbon_24, or --csv PATH)."
+            "or use an offline source (--source perov_5 | carbon_24 | PATH.csv)."
         )
     return key
 
@@ -119,7 +119,7 @@ def require_network(endpoint: str, timeout_s: float) -> None:
         raise MaterialsProjectError(
             f"cannot reach the Materials Project at {host}:{port} ({exc}): this source needs network "
             "access. Run where the API is reachable, or use an offline source "
-            "(--source perov_5 | carbon_24, or --csv PATH)."
+            "(--source perov_5 | carbon_24 | PATH.csv)."
         ) from exc
 
 
@@ -156,6 +156,10 @@ def fetch_materials_project(
             structure = _structure_of(doc)
         except Exception as exc:
             rejected.append((material_id, f"structure does not parse: {exc}", str(doc.get("structure"))))
+            continue
+        problem = structure_problem(structure)
+        if problem:
+            rejected.append((material_id, problem, str(doc.get("structure"))))
             continue
         e_form = doc.get("formation_energy_per_atom")
         if len(structure) > query.max_sites or (e_form is not None and e_form >= query.max_formation_energy):

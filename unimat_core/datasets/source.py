@@ -7,9 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from unimat_core.datasets.bundled import BUNDLED_DATASETS, load_bundled
-from unimat_core.datasets.cdvae_csv import LoadResult, read_cdvae_csv
+from unimat_core.datasets.bundled import BUNDLED_DATASETS, bundled_csv_paths, load_bundled
+from unimat_core.datasets.cdvae_csv import LoadResult, check_cdvae_csv, read_cdvae_csv
 from unimat_core.datasets.materials_project import MP20Query, fetch_materials_project
+from unimat_core.provenance import file_hash
 
 
 class DatasetSource(BaseModel):
@@ -31,10 +32,25 @@ class DatasetSource(BaseModel):
         if self.kind == "csv":
             if not self.csv_paths:
                 raise ValueError("a csv source needs at least one path in csv_paths")
-            missing = [p for p in self.csv_paths if not Path(p).exists()]
-            if missing:
-                raise ValueError(f"CSV file(s) not found: {missing}")
+            for path in self.csv_paths:
+                check_cdvae_csv(path)
         return self
+
+    def settings(self) -> dict:
+        """What decides the fetched table (for its provenance record): not `workers`; CSV paths resolved."""
+        return {"kind": self.kind, "name": self.name, "splits": list(self.splits), "mp_chemsys": list(self.mp_chemsys),
+                "csv_paths": [str(Path(p).resolve()) for p in self.csv_paths]}
+
+    def input_hashes(self) -> dict[str, str]:
+        """Content hashes of the files this source reads (none for the Materials Project, queried live)."""
+        if self.kind == "csv":
+            files = {str(Path(p).resolve()): Path(p) for p in self.csv_paths}
+        elif self.kind == "bundled":
+            paths = bundled_csv_paths(self.name)
+            files = {f"{self.name}/{split}": paths[split] for split in (self.splits or tuple(paths)) if split in paths}
+        else:
+            files = {}
+        return {name: file_hash(path) for name, path in files.items()}
 
     @classmethod
     def parse(cls, text: str, *, splits: tuple[str, ...] = ()) -> DatasetSource:

@@ -43,20 +43,13 @@ class Analysis:
         return len(self.frame)
 
 
-def _missing(text: object) -> bool:
-    return text is None or (isinstance(text, float) and np.isnan(text)) or (isinstance(text, str) and not text.strip())
-
-
 def _parse(text: object):
     """(structure, None) or (None, reason)."""
-    from unimat_core.structure_table import structure_from_json
+    from unimat_core.structure_table import read_structure_text
 
-    if _missing(text):
-        return None, "no structure"
-    try:
-        structure = structure_from_json(str(text))
-    except Exception as exc:
-        return None, f"unreadable structure: {type(exc).__name__}: {exc}"[:300]
+    structure, reason = read_structure_text(text)
+    if structure is None:
+        return None, reason
     bad = finite_reason(structure)
     return (None, bad) if bad else (structure, None)
 
