@@ -44,7 +44,7 @@ def test_score_with_a_user_reference_gives_hand_checked_energies(tmp_path):
     relax_flow(run, EMT)
     reference = tmp_path / "hull.csv"
     pd.DataFrame({"id": ["cu", "au"], "composition": ["Cu", "Au"], "energy_per_atom": [-0.1, 0.2],
-                  "source": "hand"}).to_csv(reference, index=False)
+                  "source": "hand", "energy_scale": "own:emt"}).to_csv(reference, index=False)
     result = score_flow(run, EMT, ScoreParams(reference=str(reference)))
     assert result["reference"]["n_entries"] == 2
 
@@ -62,6 +62,20 @@ def test_score_with_a_user_reference_gives_hand_checked_energies(tmp_path):
     assert not sun["uniqueness_known"]
     table = Artifact.get("s-top-candidates")
     assert table is not None and "formation_energy_per_atom" in str(table.data)
+    assert (scores["energy_scale"] == "own:emt").all() and (scores["correction_per_atom"] == 0).all()
+
+
+def test_score_refuses_a_reference_on_another_energy_scale(tmp_path):
+    """EMT energies cannot face MP-corrected ones: refused before any score is written."""
+    make_run(tmp_path, "x", n_candidates=1)
+    run = RunParams(campaign="x", results_root=str(tmp_path))
+    relax_flow(run, EMT)
+    reference = tmp_path / "mp_like.csv"
+    pd.DataFrame({"id": ["cu"], "composition": ["Cu"], "energy_per_atom": [-4.1], "source": "MP",
+                  "energy_scale": "mp2020"}).to_csv(reference, index=False)
+    with pytest.raises(ValueError, match=r"candidates on energy scale own:emt and reference on mp2020"):
+        score_flow(run, EMT, ScoreParams(reference=str(reference)))
+    assert not RunLayout(tmp_path, "x").scores.exists()
 
 
 @pytest.mark.slow
@@ -72,9 +86,16 @@ def test_offline_reference_uses_the_candidates_calculator_and_is_reused(tmp_path
     result = score_flow(run, EMT, ScoreParams(reference_size=3, elements_per_task=3))
     reference = pd.read_parquet(layout.reference)
     assert set(reference["source"]) == {"relaxed:emt"}
-    elementals = {p.stem for p in (layout.stage_dir("score") / "elemental" / "emt").glob("*.parquet")}
-    assert {"Cu", "Au", "Al", "Ni"} <= elementals <= {"Cu", "Au", "Al", "Ni", "Ag", "Pt", "Pd"}
-    assert result["reference"]["n_training_relaxed"] == 3
+    assert set(reference["energy_scale"]) == {"own:emt"}
+    (cache,) = (tmp_path / "_reference_cache").iterdir()  # one folder: EMT with these relaxation settings
+    systems = {p.stem for p in (cache / "systems").glob("*.parquet")}
+    # candidates Cu4, Cu3Au, Ni3Al, AgAu (+ dataset crystals inside those systems): elements and their pairs
+    assert {"Cu", "Au", "Al", "Ni", "Ag", "Au-Cu", "Al-Ni", "Ag-Au"} <= systems
+    assert not {"Pt", "Pd", "Pd-Pt"} & systems  # no candidate there
+    kinds = json.loads((layout.stage_dir("score") / "reference.json").read_text())["sources"]
+    assert kinds["prototype"] > 0 and kinds["elemental"] > 0 and kinds["dataset"] > 0
+    assert result["reference"]["n_dataset_relaxed"] == 3
+    assert result["reference"]["n_prototypes_relaxed"] > 0
     scores = pd.read_parquet(layout.scores)
     assert np.isfinite(scores["decomposition_energy"]).all() and (scores["missing_elements"] == "").all()
     # every elemental reference sits on the hull it defines: pure-element candidates are at or above it
@@ -82,7 +103,20 @@ def test_offline_reference_uses_the_candidates_calculator_and_is_reused(tmp_path
     assert (pure["decomposition_energy"] >= -1e-6).all()
 
     again = score_flow(run, EMT, ScoreParams(reference_size=3, elements_per_task=3))
-    assert again["reference"]["n_training_relaxed"] == 0  # training subset already relaxed: resumed
+    assert again["reference"]["n_dataset_relaxed"] == 0  # dataset subset already relaxed: resumed
+    assert again["reference"]["n_prototypes_relaxed"] == 0  # every system from the cache
+
+    # another campaign with the same calculator and settings reuses the cache; other settings do not
+    make_run(tmp_path, "o2", n_candidates=2)
+    other = RunParams(campaign="o2", results_root=str(tmp_path))
+    relax_flow(other, EMT)
+    reuse = score_flow(other, EMT, ScoreParams(reference_size=0))
+    assert reuse["reference"]["n_prototypes_relaxed"] == 0
+    stricter = EMT.model_copy(update={"fmax": 0.02})
+    relax_flow(RunParams(campaign="o2", results_root=str(tmp_path)), stricter)
+    fresh = score_flow(other, stricter, ScoreParams(reference_size=0))
+    assert fresh["reference"]["n_prototypes_relaxed"] > 0
+    assert len(list((tmp_path / "_reference_cache").iterdir())) == 2
 
 
 def test_score_rejects_a_reference_from_another_calculator(tmp_path):
@@ -94,4 +128,4 @@ def test_score_rejects_a_reference_from_another_calculator(tmp_path):
     with pytest.raises(ValueError, match=r"relaxed with \['emt'\].*'chgnet'"):
         score_flow(run, EMT.model_copy(update={"calculator": "chgnet"}), ScoreParams(reference_size=1))
     assert layout.scores.stat().st_mtime_ns == before
-    assert not (layout.stage_dir("score") / "elemental" / "chgnet").exists()
+    assert [p.name.split("-")[0] for p in (tmp_path / "_reference_cache").iterdir()] == ["emt"]
