@@ -27,12 +27,12 @@ from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
-from pymatgen.core import Structure
+from pymatgen.core import Composition, Structure
 
 from dft.batch import EXTERNAL
 from dft.calculators import BuiltCalculator, CalculatorConfig, build_calculator, calculator_identity
 from dft.elemental import elemental_prototypes
-from dft.prototypes import DEFAULT_PROTOTYPES, binary_decorations
+from dft.prototypes import DEFAULT_PROTOTYPES, binary_decorations, element_pairs
 from dft.relax import RelaxConfig, RelaxResult, relax_structure
 from unimat_core.structure_table import records_to_frame
 
@@ -77,6 +77,14 @@ def system_jobs(system: str, prototypes: Sequence[str] = DEFAULT_PROTOTYPES) -> 
         return [PrototypeJob(f"prototype:{pair}:{name}", pair, name, structure)
                 for name, structure in binary_decorations(*elements, names=tuple(prototypes)).items()]
     raise ValueError(f"reference systems are single elements or pairs, not {system!r}")
+
+
+def hull_systems(formulas: Iterable[str]) -> list[str]:
+    """The systems an offline hull needs for these compositions: every element, then every pair of elements
+    inside one composition's chemical system (a ternary can decompose into any of its three binaries)."""
+    chemsys = sorted({Composition(f).chemical_system for f in formulas if f})
+    elements = sorted({el for system in chemsys for el in system.split("-")})
+    return elements + ["-".join(pair) for pair in element_pairs(chemsys)]
 
 
 def relax_structures(jobs: Sequence[PrototypeJob], calculator: CalculatorConfig | BuiltCalculator,

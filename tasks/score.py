@@ -32,8 +32,7 @@ from dft.calculators import CalculatorConfig, energy_scale
 from dft.energy_scale import EnergyScale, on_hull_scale, plan_scales
 from dft.hull import (make_reference, read_reference, reference_from_relaxed, reference_scale, score_candidates,
                       sun_summary, validate_reference, write_reference)
-from dft.prototypes import element_pairs
-from dft.reference_cache import ReferenceCache
+from dft.reference_cache import ReferenceCache, hull_systems
 from dft.reference_checks import elemental_deviation, textbook_check
 from dft.relax import RelaxConfig
 from tasks.artifacts import artifact_key, file_links, histogram_png, inline_image, markdown_table
@@ -45,10 +44,6 @@ CACHE_DIR = "_reference_cache"  # under the results root; campaign names cannot 
 TOP_COLUMNS = ["id", "formula", "energy_per_atom", "formation_energy_per_atom", "e_above_hull",
                "decomposition_energy", "stable", "metastable"]
 EXCLUDED_COLUMNS = ["id", "formula", "raw_energy_per_atom", "score_error"]
-
-
-def _elements(formulas) -> set[str]:
-    return {str(el) for formula in formulas if formula for el in Composition(formula).elements}
 
 
 def candidate_table(layout: RunLayout) -> pd.DataFrame:
@@ -66,12 +61,15 @@ def check_calculator(layout: RunLayout, candidates: pd.DataFrame, calculator: st
                          f"{calculator!r}: score with the relax stage's calculator (--calculator {used[0]})")
 
 
-def choose_dataset_subset(layout: RunLayout, size: int, seed: int, candidate_formulas) -> list[str]:
-    """Up to `size` of the dataset's crystals (any split: all are known) inside some candidate's chemical
-    system, in a seeded random order. Only those can lie on a candidate's hull."""
+def choose_dataset_subset(layout: RunLayout, size: int, seed: int, candidate_formulas,
+                          split: str | None = None) -> list[str]:
+    """Up to `size` of the dataset's crystals (any split, all are known; or only `split`) inside some
+    candidate's chemical system, in a seeded random order. Only those can lie on a candidate's hull."""
     if size == 0:
         return []
-    table = read_structures(layout.require(layout.structures, made_by="fetch"), columns=["id", "chemsys"])
+    table = read_structures(layout.require(layout.structures, made_by="fetch"), columns=["id", "chemsys", "split"])
+    if split is not None:
+        table = table[table["split"] == split]
     systems = [frozenset(Composition(f).chemical_system.split("-")) for f in set(candidate_formulas) if f]
     inside = np.array([any(frozenset(c.split("-")) <= s for s in systems) for c in table["chemsys"]], dtype=bool)
     order = np.random.default_rng(seed).permutation(len(table))
@@ -89,15 +87,12 @@ def plan_reference(layout: RunLayout, size: int, seed: int, calculator: str) -> 
     check_calculator(layout, candidates, calculator)
     # converged candidates only: an unconverged energy is never scored, so its system needs no reference
     finite = candidates[np.isfinite(candidates["energy_per_atom"].astype(float)) & candidates["converged"].astype(bool)]
-    dataset_ids = choose_dataset_subset(layout, size, seed, finite["formula"])
-    formulas = read_structures(layout.structures, columns=["id", "formula"]).set_index("id").loc[dataset_ids, "formula"]
-    elements = sorted(_elements(finite["formula"]) | _elements(formulas))
-    chemsys = sorted({Composition(f).chemical_system for f in finite["formula"] if f})
-    pairs = ["-".join(p) for p in element_pairs(chemsys)]
+    dataset_ids = choose_dataset_subset(layout, size, seed, finite["formula"])  # inside those systems by choice
+    systems = hull_systems(finite["formula"])
+    n_elements = sum("-" not in s for s in systems)
     get_run_logger().info("reference plan: %d elements, %d element pairs, %d dataset structures",
-                          len(elements), len(pairs), len(dataset_ids))
-    return {"systems": elements + pairs, "n_elements": len(elements), "n_pairs": len(pairs),
-            "dataset_ids": dataset_ids}
+                          n_elements, len(systems) - n_elements, len(dataset_ids))
+    return {"systems": systems, "dataset_ids": dataset_ids}
 
 
 def reference_cache(layout: RunLayout, calculator: dict, relax: dict) -> ReferenceCache:
