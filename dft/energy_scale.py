@@ -151,7 +151,8 @@ def mp2020_corrections(compositions: Sequence[str], energies_per_atom: Sequence[
             try:
                 processed = compat.process_entry(entry, on_error="raise")
             except Exception as exc:  # noqa: BLE001 - CompatibilityError and friends: recorded with the row
-                errors[rid] = f"MP2020 corrections failed for {composition.reduced_formula}: {type(exc).__name__}: {exc}"
+                errors[rid] = (f"MP2020 corrections failed for {composition.reduced_formula}: "
+                               f"{type(exc).__name__}: {exc}")
                 continue
         if processed is None:
             errors[rid] = f"MP2020 compatibility rejected {composition.reduced_formula}"

@@ -17,6 +17,9 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Composition
 
+from dft.energy_scale import MP2020_SCALE, EnergyScale, on_hull_scale, plan_scales
+from dft.hull import reference_from_relaxed
+
 MP_ELEMENTS_FILE = "2023-02-07-mp-elemental-reference-entries.json.gz"
 
 # Formation energies (eV/atom) of textbook binaries. MP: the Materials Project's GGA/GGA+U + MP2020 values
@@ -74,3 +77,26 @@ def textbook_check(reference: pd.DataFrame, elements: dict[str, float] | None = 
             rows.append({"formula": formula, "formation_energy_per_atom": value, "known": known, "known_source": source,
                          "difference": value - known})
     return pd.DataFrame(rows, columns=["formula", "formation_energy_per_atom", "known", "known_source", "difference"])
+
+
+def textbook_report(relaxed: pd.DataFrame, scale: EnergyScale) -> pd.DataFrame:
+    """Textbook formation energies of relaxed rows (elements + compounds of one calculator on `scale`), three ways:
+
+    `vs_mp`: the compound on MP's scale (per `plan_scales`) against MP's own elements, as when facing MP's hull;
+    `vs_mp_other_treatment`: the same with the opposite correction choice (raw left raw, or corrected twice);
+    `offline`: compound and the calculator's own elements, both on the offline hull's scale.
+    A scale that cannot face MP raises `ScaleMismatch`."""
+    reference = reference_from_relaxed(relaxed, scale=scale)
+    facing = plan_scales(scale, MP2020_SCALE)
+    mp = mp_elemental_energies()
+    columns = {}
+    treatments = (("vs_mp", facing.correct_candidates), ("vs_mp_other_treatment", not facing.correct_candidates))
+    for label, correct in treatments:
+        on_scale, _ = on_hull_scale(reference, correct)
+        columns[label] = textbook_check(on_scale, mp).set_index("formula")["formation_energy_per_atom"]
+    hull, _ = on_hull_scale(reference, plan_scales(scale, scale).correct_reference)
+    columns["offline"] = textbook_check(hull).set_index("formula")["formation_energy_per_atom"]
+    report = pd.DataFrame(columns)
+    report["known"] = [TEXTBOOK_FORMATION[f][0] for f in report.index]
+    report["known_source"] = [TEXTBOOK_FORMATION[f][1] for f in report.index]
+    return report.rename_axis("formula").reset_index()

@@ -46,7 +46,8 @@ def evaluate_inputs(layout: RunLayout) -> dict:
     reference = reference_split(splits, training)
     known, bundled = known_sources(layout, splits)
     get_run_logger().info("evaluate: reference split %s, training split %s; novelty vs %s%s", reference or "all",
-                          training or "all", [origin for origin, _ in known], f" + bundled {bundled}" if bundled else "")
+                          training or "all", [origin for origin, _ in known],
+                          f" + bundled {bundled}" if bundled else "")
     return {"generated_dir": str(layout.generated), "structures": str(structures), "reference_split": reference,
             "training_split": training, "dataset": dataset_name(layout), "known": known, "known_bundled": bundled}
 

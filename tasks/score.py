@@ -275,7 +275,8 @@ def summarize_sun(layout: RunLayout, use_metastable: bool = False) -> dict:
                for k, v in sun_summary(scores, unique=unique, novel=novel, use_metastable=use_metastable).items()}
     path = layout.stage_dir("score") / "sun.json"
     path.write_text(json.dumps(summary, indent=1))
-    known = "from the evaluate stage" if summary["uniqueness_known"] else "unknown (evaluate not run yet): counted as all"
+    known = ("from the evaluate stage" if summary["uniqueness_known"]
+             else "unknown (evaluate not run yet): counted as all")
     create_markdown_artifact(
         key=artifact_key(layout.campaign, "sun"),
         markdown=(f"### S.U.N. of {layout.campaign}\n\n| | count | rate |\n|---|---|---|\n"

@@ -35,12 +35,14 @@ def test_known_crystals_merge_tables_and_the_reference_hull(tmp_path):
                          "energy_per_atom": [-3.6, -1.3], "source": "relaxed:chgnet",
                          "structure": [structure_to_json(rocksalt()), None]})
     known = known_crystals([("perov_5", _splits()), ("perov_5", _splits()), ("reference-hull", hull)])
-    assert known["id"].tolist() == ["perov_5:cdvae-0", "perov_5:cdvae-1", "reference-hull:prototype:Na-Cl:rocksalt:Na-Cl"]
-    assert known["reduced_formula"].tolist() == ["SrTiO3", "BaTiO3", "NaCl"]  # the hull row without a structure is left out
+    assert known["id"].tolist() == ["perov_5:cdvae-0", "perov_5:cdvae-1",
+                                    "reference-hull:prototype:Na-Cl:rocksalt:Na-Cl"]
+    assert known["reduced_formula"].tolist() == ["SrTiO3", "BaTiO3", "NaCl"]  # the hull row without structure: out
 
     write_structures(_splits(), tmp_path / "structures.parquet")
     hull.to_parquet(tmp_path / "reference.parquet", index=False)
-    read = read_known([("perov_5", tmp_path / "structures.parquet"), ("reference-hull", tmp_path / "reference.parquet")])
+    read = read_known([("perov_5", tmp_path / "structures.parquet"),
+                       ("reference-hull", tmp_path / "reference.parquet")])
     pd.testing.assert_frame_equal(read, known)
     with pytest.raises(FileNotFoundError, match=r"missing.parquet \(elsewhere\) does not exist"):
         read_known([("elsewhere", tmp_path / "missing.parquet")])
