@@ -199,8 +199,8 @@ def score_relaxed(layout: RunLayout, calculator: dict, metastable_cutoff: float,
     scores["energy_scale"] = str(plan.hull_scale)
     scores["relax_converged"] = scores["id"].map(extra["converged"]).astype(bool)
     scores["relax_error"] = scores["id"].map(extra["error"]).fillna("")
-    for rid, reason in rejected.items():
-        scores.loc[scores["id"] == rid, "score_error"] = reason
+    for rid, reason in rejected.items():  # MP2020 refused the entry: say so (an unconverged row keeps its reason)
+        scores.loc[(scores["id"] == rid) & (scores["score_error"] == "no finite energy"), "score_error"] = reason
     scores.to_parquet(layout.scores, index=False)
 
     stats = score_stats(scores)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from prefect.artifacts import Artifact
+from pymatgen.core import Composition, Lattice, Structure
 
 from dft.batch import read_relaxed
 from flows.params import RelaxParams, RunParams, ScoreParams
@@ -129,3 +130,38 @@ def test_score_rejects_a_reference_from_another_calculator(tmp_path):
         score_flow(run, EMT.model_copy(update={"calculator": "chgnet"}), ScoreParams(reference_size=1))
     assert layout.scores.stat().st_mtime_ns == before
     assert [p.name.split("-")[0] for p in (tmp_path / "_reference_cache").iterdir()] == ["emt"]
+
+
+def test_a_raw_gga_calculator_is_corrected_on_both_sides_of_its_offline_hull(tmp_path, monkeypatch):
+    """EMT registered as a raw-GGA calculator (standing in for SevenNet-0, whose weights are slow here): the score
+    stage applies MP2020 to the candidates and to every reference entry. Rock-salt NiO: GGA+U with U(Ni) = 6.2,
+    so each entry gets (-0.687 (oxide) - 2.541 (Ni in an oxide)) / 2 = -1.614 eV/atom; the elements get nothing."""
+    from ase.calculators.emt import EMT as AseEMT
+
+    from dft import calculators
+    from tests.flows.helpers import write_fetched, write_generated
+
+    monkeypatch.setattr(calculators, "_FACTORIES", dict(calculators._FACTORIES))
+    monkeypatch.setattr(calculators, "_SCALES", dict(calculators._SCALES))
+    calculators.register_calculator("emt-as-gga", lambda config: calculators.BuiltCalculator(
+        AseEMT(), "emt-as-gga", "ase EMT standing in for a raw-GGA potential"), scale="gga_raw")
+    layout = RunLayout(tmp_path, "g")
+    write_fetched(layout, n=1)  # one Cu4 crystal: outside Ni-O, so no dataset structure joins the hull
+    nio = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.17), ["Ni", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    write_generated(layout, [nio], n_invalid=0, prefix="g-gen")
+    run = RunParams(campaign="g", results_root=str(tmp_path))
+    raw_gga = EMT.model_copy(update={"calculator": "emt-as-gga"})
+    relax_flow(run, raw_gga)
+    score_flow(run, raw_gga, ScoreParams(reference_size=0))
+
+    info = json.loads((layout.stage_dir("score") / "reference.json").read_text())
+    assert (info["source_scale"], info["hull_scale"]) == ("gga_raw", "mp2020")
+    assert info["note"].startswith("MP2020 corrections applied to the candidates and reference")
+    reference = pd.read_parquet(layout.reference)
+    per_formula = reference.groupby(reference["composition"].map(lambda c: Composition(c).reduced_formula))
+    corrections = per_formula["correction_per_atom"].first()
+    assert corrections["NiO"] == pytest.approx((-0.687 - 2.541) / 2) and corrections["Ni"] == corrections["O2"] == 0
+    assert (reference["energy_per_atom"] == reference["raw_energy_per_atom"] + reference["correction_per_atom"]).all()
+    scores = pd.read_parquet(layout.scores).iloc[0]
+    assert scores["energy_scale"] == "mp2020" and scores["correction_per_atom"] == pytest.approx(-1.614)
+    assert scores["energy_per_atom"] == pytest.approx(scores["raw_energy_per_atom"] - 1.614)
