@@ -29,7 +29,7 @@ from pymatgen.core import Composition
 
 from dft.batch import read_relaxed
 from dft.calculators import CalculatorConfig, energy_scale
-from dft.energy_scale import EnergyScale, on_hull_scale, plan_scales
+from dft.energy_scale import MP2020_SCALE, EnergyScale, on_hull_scale, plan_scales
 from dft.hull import (make_reference, read_reference, reference_from_relaxed, reference_scale, score_candidates,
                       sun_summary, validate_reference, write_reference)
 from dft.reference_cache import ReferenceCache, hull_systems
@@ -131,7 +131,18 @@ def offline_reference(layout: RunLayout, systems: list[str], calculator: dict, r
     return reference_from_relaxed(pd.concat(pieces, ignore_index=True), scale=scale)
 
 
-@task(name="build-reference", retries=2, retry_delay_seconds=5)
+def _retry_unless_bad_input(task, task_run, state) -> bool:
+    """Retry a failed reference build (e.g. a dropped MP connection), never a refusal or a bad file: they won't heal."""
+    try:
+        state.result()
+    except (ValueError, FileNotFoundError):  # ScaleMismatch, HullError, a missing file
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False
+
+
+@task(name="build-reference", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_unless_bad_input)
 def build_reference(layout: RunLayout, kind: str, path: str | None, systems: list[str], calculator: dict,
                     relax: dict) -> dict:
     """Write `score/reference.parquet` (on the hull's scale) and `score/reference.json` (its scales)."""
@@ -140,6 +151,7 @@ def build_reference(layout: RunLayout, kind: str, path: str | None, systems: lis
     elif kind == "mp":
         from dft.mp_reference import reference_from_mp
 
+        plan_scales(energy_scale(CalculatorConfig.from_dict(calculator)), MP2020_SCALE)  # refuse before any query
         systems_mp = {Composition(f).chemical_system for f in candidate_table(layout)["formula"] if f}
         reference = reference_from_mp(systems_mp)
     else:

@@ -66,8 +66,8 @@ def test_score_with_a_user_reference_gives_hand_checked_energies(tmp_path):
     assert (scores["energy_scale"] == "own:emt").all() and (scores["correction_per_atom"] == 0).all()
 
 
-def test_score_refuses_a_reference_on_another_energy_scale(tmp_path):
-    """EMT energies cannot face MP-corrected ones: refused before any score is written."""
+def test_score_refuses_a_reference_on_another_energy_scale(tmp_path, monkeypatch):
+    """EMT energies cannot face MP-corrected ones: refused before any score is written (and before asking MP)."""
     make_run(tmp_path, "x", n_candidates=1)
     run = RunParams(campaign="x", results_root=str(tmp_path))
     relax_flow(run, EMT)
@@ -76,6 +76,9 @@ def test_score_refuses_a_reference_on_another_energy_scale(tmp_path):
                   "energy_scale": "mp2020"}).to_csv(reference, index=False)
     with pytest.raises(ValueError, match=r"candidates on energy scale own:emt and reference on mp2020"):
         score_flow(run, EMT, ScoreParams(reference=str(reference)))
+    monkeypatch.delenv("MP_API_KEY", raising=False)  # the refusal comes first, not "no API key"
+    with pytest.raises(ValueError, match=r"candidates on energy scale own:emt and reference on mp2020"):
+        score_flow(run, EMT, ScoreParams(reference="mp"))
     assert not RunLayout(tmp_path, "x").scores.exists()
 
 
