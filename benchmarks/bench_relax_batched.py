@@ -15,7 +15,8 @@ worker start-up; CPU seconds (this process and its workers) are printed beside t
 busy machine still compares the two paths. Run on an otherwise idle machine for the wall times.
 
 Usage: python benchmarks/bench_relax_batched.py [--agree-perov 200] [--agree-carbon 50] [--perov 1000]
-           [--carbon 1000] [--optimizer FIRE] [--workers 1 2] [--one-by-one-limit N] [--chunk-size 50]
+           [--carbon 1000] [--optimizer FIRE|BFGS] [--workers 1 2] [--one-by-one-limit N] [--chunk-size 50]
+           [--cpu-threads 1] [--calculator chgnet|sevennet] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -100,20 +101,22 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=["FIRE", "BFGS"], default="FIRE")
     parser.add_argument("--calculator", default="chgnet")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cpu-threads", type=int, default=1, help="torch threads while relaxing (CalculatorConfig)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
     config = RelaxConfig(fmax=0.05, max_steps=500, optimizer=args.optimizer, time_limit_s=300)
-    calculator = CalculatorConfig(args.calculator, device=args.device)
+    calculator = CalculatorConfig(args.calculator, device=args.device, cpu_threads=args.cpu_threads)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"torch {torch.__version__}; load average {os.getloadavg()[0]:.2f}; {config}\n")
 
-    print("#### Agreement (same crystals, batched engine vs one-by-one ASE path, one process, 1 torch thread)\n")
-    print("| data | crystals | same verdict | both converged | within 2 meV/atom | median / max abs dE (meV/atom) | "
-          "batched wall s / CPU s (steps) | one-by-one wall s / CPU s (steps) | speed-up wall / CPU |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    if args.agree_perov or args.agree_carbon:
+        print("#### Agreement (same crystals, batched engine vs one-by-one ASE path, one process, 1 torch thread)\n")
+        print("| data | crystals | same verdict | both converged | within 2 meV/atom | median / max abs dE (meV/atom) | "
+              "batched wall s / CPU s (steps) | one-by-one wall s / CPU s (steps) | speed-up wall / CPU |")
+        print("|---|---|---|---|---|---|---|---|---|")
     built = build_calculator(calculator)
     tables = []
     for data, n in (("perov_5", args.agree_perov), ("carbon_24", args.agree_carbon)):
@@ -133,10 +136,11 @@ def main() -> None:
                   f"({'converged' if row.converged_batched else row.error_batched[:60]}), one-by-one "
                   f"{row.epa_ase:.4f} in {row.steps_ase} ({'converged' if row.converged_ase else row.error_ase[:60]})")
 
-    print("\n#### Throughput (dft.batch.relax_table: chunks of "
-          f"{args.chunk_size}, part files; 1 torch thread per worker process)\n")
-    print("| data | path | workers | structures | wall s | CPU s | structures/min | converged | median steps |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    if args.perov or args.carbon:
+        print("\n#### Throughput (dft.batch.relax_table: chunks of "
+              f"{args.chunk_size}, part files; {args.cpu_threads} torch thread(s) per worker process)\n")
+        print("| data | path | workers | structures | wall s | CPU s | structures/min | converged | median steps |")
+        print("|---|---|---|---|---|---|---|---|---|")
     rates: dict[tuple, dict] = {}
     for data, n in (("perov_5", args.perov), ("carbon_24", args.carbon)):
         if not n:
