@@ -174,4 +174,6 @@ class AseCalculatorBatch:
                                            np.array(atoms.get_stress(voigt=False))))
             except Exception as exc:  # noqa: BLE001 - e.g. EMT has no parameters for the element
                 outcomes.append(short_error(exc))
+                if hasattr(self.calculator, "reset"):  # as dft.relax does: no half-initialised state for the next
+                    self.calculator.reset()
         return outcomes
