@@ -313,6 +313,19 @@ def test_a_user_mistake_leaves_prefect_untouched(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and not home.exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # a subprocess with its server: fetch and tensorize run before the mistake can be known
+def test_a_composition_beyond_the_fitted_l_stops_a_new_campaign_before_training(tmp_path):
+    csv = perov5_test_csv(tmp_path / "mine.csv", 12)
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "campaign", "--campaign", "f", "--results-root",
+                           str(tmp_path / "runs"), "--source", str(csv), "--compositions", "Fe30O40", "--stop-after",
+                           "generate", "--max-steps", "1"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == ("unimat campaign: --compositions: 'Fe30O40': 30 Fe atoms exceed "
+                                                    "the model's 3 slots per element (L) (tensorized data)")
+    assert sorted(p.name for p in (tmp_path / "runs" / "f").iterdir()) == ["fetch", "tensorize"]  # no training spent
+
+
 # ---- silent input damage becomes a decision the user sees -------------------------------------------------
 
 def test_deuterium_is_rejected_with_its_reason_not_turned_into_hydrogen(tmp_path):
