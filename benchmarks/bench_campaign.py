@@ -36,8 +36,12 @@ def headline(stage: str, result: dict) -> str:
         if "skipped" in result:
             return result["skipped"]
         s, r = result["scores"], result["reference"]
-        return (f"reference {r['n_entries']} entries; scored {s['n_scored']}/{s['n_candidates']}, "
-                f"stable {s['n_stable']}, metastable {s['n_metastable']}")
+        relaxed = "" if r["kind"] != "offline" else (
+            f" ({r.get('n_prototypes_relaxed', 0)} prototype + {r.get('n_dataset_relaxed', 0)} dataset "
+            f"relaxations, {r.get('n_systems_from_cache', 0)} systems from the cache)")
+        return (f"reference {r['n_entries']} entries {r.get('sources', {})}{relaxed}; scored {s['n_scored']}/"
+                f"{s['n_candidates']} ({s['n_not_converged']} not converged), stable {s['n_stable']}, "
+                f"metastable {s['n_metastable']}")
     keys = {"fetch": ("n_structures",), "tensorize": ("n_encoded",), "train": ("step", "stopped_by", "last_loss"),
             "generate": ("n_generated", "n_valid"), "relax": ("n_relaxed", "n_converged", "n_failed"),
             "evaluate": ("validity", "cov_recall", "cov_precision", "uniqueness", "novelty")}[stage]
@@ -79,7 +83,8 @@ def main() -> None:
     print(f"Demo parameters: train {params.train.max_minutes} min / {params.train.max_steps} steps, batch "
           f"{params.train.batch_size}; {samples}; {params.relax.calculator} + {params.relax.optimizer} relax "
           f"{params.relax.max_steps} steps / {params.relax.time_limit_s:g} s, chunks of {params.relax.chunk_size}; "
-          f"reference {params.score.reference} (<= {params.score.reference_size} training structures); evaluate vs "
+          f"reference {params.score.reference} (prototypes + <= {params.score.reference_size} dataset structures); "
+          f"evaluate vs "
           f"{params.evaluate.reference_limit or 'all'} reference structures, coverage on {params.evaluate.coverage_on}\n")
     print("| stage | seconds | result |\n|---|---|---|")
     print(f"| imports | {imported - start:.1f} | |")
@@ -91,7 +96,7 @@ def main() -> None:
     if "sun" in result:
         sun = result["sun"]
         print(f"\nS.U.N.: {sun['n_sun']} / {sun['n_candidates']} (stable {sun['n_stable']}, unique {sun['n_unique']}, "
-              f"novel {sun['n_novel']})")
+              f"novel {sun['n_novel']}; {sun['n_not_converged']} not converged, never stable)")
     if not args.keep and args.results_root is None:
         shutil.rmtree(root, ignore_errors=True)
     else:

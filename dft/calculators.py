@@ -6,10 +6,14 @@ In-process calculators (`chgnet`, `sevennet`, `emt`) are ASE calculators driven 
 `dft.gpaw_runner`) because Debian's GPAW extension is built against numpy 1.x and cannot load
 in the project venv (numpy 2.x). `vasp` and `espresso` are cluster codes driven by quacc's
 recipes (see `dft.cluster`); they are not built here.
+
+Each calculator also declares the energy scale of what it returns (`energy_scale`, see
+`dft.energy_scale`): the score stage uses it to put candidates and reference on one footing.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -18,11 +22,13 @@ from typing import Literal
 from ase.calculators.calculator import BaseCalculator
 
 from dft.potentials import BatchedPotential, ChgnetBatch, SevennetBatch
+from dft.energy_scale import EnergyScale, ScaleKind
 
 IN_PROCESS = ("chgnet", "sevennet", "emt")
 SUBPROCESS = ("gpaw",)
 CLUSTER = ("vasp", "espresso")
 OUT_OF_PROCESS = (*SUBPROCESS, *CLUSTER)  # never built here; dft.relax.relax_structure routes them
+DEFAULT_MODELS = {"chgnet": "0.3.0", "sevennet": "7net-0"}
 
 
 class CalculatorUnavailable(RuntimeError):
@@ -81,7 +87,7 @@ def _chgnet(config: CalculatorConfig) -> BuiltCalculator:
         from chgnet.model.dynamics import CHGNetCalculator
     except ImportError as exc:  # the `mlip` extra
         raise CalculatorUnavailable("chgnet is not installed: pip install '.[mlip]'") from exc
-    model = CHGNet.load(model_name=config.model or "0.3.0", use_device="cpu", verbose=False)
+    model = CHGNet.load(model_name=config.model or DEFAULT_MODELS["chgnet"], use_device="cpu", verbose=False)
     calc = CHGNetCalculator(model=model, use_device=resolve_device(config.device), **config.options)
     return BuiltCalculator(calc, "chgnet", f"chgnet {_version('chgnet')} model {model.version}",
                            config.cpu_threads, ChgnetBatch(calc.model))
@@ -92,7 +98,7 @@ def _sevennet(config: CalculatorConfig) -> BuiltCalculator:
         from sevenn.calculator import SevenNetCalculator
     except ImportError as exc:
         raise CalculatorUnavailable("sevenn is not installed: pip install '.[mlip]'") from exc
-    model = config.model or "7net-0"
+    model = config.model or DEFAULT_MODELS["sevennet"]
     calc = SevenNetCalculator(model, device=resolve_device(config.device), **config.options)
     return BuiltCalculator(calc, "sevennet", f"sevenn {_version('sevenn')} model {model}", config.cpu_threads,
                            SevennetBatch(calc.model, calc.cutoff, calc.modal))
@@ -110,10 +116,60 @@ _FACTORIES: dict[str, Callable[[CalculatorConfig], BuiltCalculator]] = {
     "emt": _emt,
 }
 
+# Energy scale of each model, from its training data (see dft.energy_scale). CHGNet was trained on MPtrj's
+# MP2020-corrected energies; SevenNet-0 and -l3i5 on MPtrj's raw PBE/PBE+U energies. A model not listed
+# here is on its own scale (compared only with itself) until someone checks and declares it.
+MODEL_SCALES: dict[tuple[str, str], ScaleKind] = {
+    ("chgnet", "0.3.0"): "mp2020", ("chgnet", "0.2.0"): "mp2020",
+    **{("sevennet", m): "gga_raw" for m in ("7net-0", "sevennet-0", "7net-0_11july2024", "7net-0_22may2024",
+                                            "7net-l3i5", "sevennet-l3i5")},
+}
+_SCALES: dict[str, ScaleKind] = {}  # registered calculators: name -> declared scale
+_PACKAGES = {"chgnet": "chgnet", "sevennet": "sevenn", "emt": "ase"}
 
-def register_calculator(name: str, factory: Callable[[CalculatorConfig], BuiltCalculator]) -> None:
-    """Add an in-process calculator (e.g. a site-specific potential) under `name`."""
+
+def register_calculator(name: str, factory: Callable[[CalculatorConfig], BuiltCalculator], *,
+                        scale: ScaleKind = "own") -> None:
+    """Add an in-process calculator (e.g. a site-specific potential) under `name`, with the scale of its
+    energies ("own" unless it reproduces MP's raw GGA or corrected energies)."""
     _FACTORIES[name] = factory
+    _SCALES[name] = scale
+
+
+def _energy_options(config: CalculatorConfig) -> dict:
+    """The options that change energies; GPAW's with its defaults filled in (a default may change)."""
+    if config.name != "gpaw":
+        return dict(config.options)
+    from dft.gpaw_runner import GpawConfig
+
+    settings = GpawConfig.from_options(config.options).as_dict()
+    return {k: v for k, v in settings.items() if k not in ("python", "setup_path")}
+
+
+def calculator_label(config: CalculatorConfig) -> str:
+    """Name, model and energy-relevant options, e.g. `chgnet 0.3.0` or `gpaw {"ecut": 300.0, ...}`."""
+    model = config.model or DEFAULT_MODELS.get(config.name)
+    options = _energy_options(config)
+    return " ".join(part for part in (config.name, model, json.dumps(options, sort_keys=True) if options else "")
+                    if part)
+
+
+def energy_scale(config: CalculatorConfig) -> EnergyScale:
+    """The scale of this calculator's energies (declared here, once per calculator and model)."""
+    model = (config.model or DEFAULT_MODELS.get(config.name, "")).lower()
+    kind = MODEL_SCALES.get((config.name, model)) or _SCALES.get(config.name, "own")
+    return EnergyScale(kind, "" if kind != "own" else calculator_label(config))
+
+
+def calculator_identity(config: CalculatorConfig) -> dict:
+    """What determines this calculator's energies (no device or threads): a cache key for its results."""
+    version = _version(_PACKAGES[config.name]) if config.name in _PACKAGES else "unknown"
+    if config.name == "gpaw":
+        from dft.gpaw_runner import GpawConfig, check_gpaw
+
+        version = check_gpaw(GpawConfig.from_options(config.options))
+    return {"name": config.name, "model": config.model or DEFAULT_MODELS.get(config.name),
+            "options": _energy_options(config), "version": version}
 
 
 def available_calculators() -> list[str]:

@@ -1,8 +1,10 @@
 """Reference hulls and candidate scoring: formation energy, energy above hull, decomposition energy.
 
-A reference hull is a table (id, composition, energy_per_atom, source) stored as parquet.
-Candidates are grouped by chemical system; each system gets one pymatgen `PhaseDiagram` built
-from the reference entries whose elements lie inside it, and systems are scored in parallel.
+A reference hull is a table (id, composition, energy_per_atom, source) stored as parquet, optionally
+with the `energy_scale` its energies are on (`dft.energy_scale`), the crystal `structure` (JSON) and,
+once put on the hull's scale, `raw_energy_per_atom` / `correction_per_atom`. Candidates are grouped by
+chemical system; each system gets one pymatgen `PhaseDiagram` built from the reference entries whose
+elements lie inside it, and systems are scored in parallel. Energies must already share one scale.
 
 Definitions (per atom, eV):
 - formation_energy_per_atom: against the reference's lowest elemental energies;
@@ -12,6 +14,8 @@ Definitions (per atom, eV):
 - e_above_hull: max(decomposition_energy, 0), the distance above the hull that includes it;
 - stable: decomposition_energy <= 0; metastable: decomposition_energy <= 0.1 (`metastable_cutoff`).
 Candidates whose elements are missing from the reference get NaN scores and `missing_elements`.
+Only converged relaxations are scored (a `converged` column, when given, decides): an unconverged
+energy is not a minimum, so its row gets NaN scores, no flags and the reason in `score_error`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ import pandas as pd
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Element
 
+from dft.energy_scale import EnergyScale, ScaleMismatch
+
 REFERENCE_COLUMNS = ("id", "composition", "energy_per_atom", "source")
+OPTIONAL_REFERENCE_COLUMNS = ("energy_scale", "structure", "raw_energy_per_atom", "correction_per_atom")
 TOLERANCE = 1e-8
 
 
@@ -46,7 +53,8 @@ def validate_reference(frame: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in REFERENCE_COLUMNS if c not in frame.columns]
     if missing:
         raise HullError(f"reference table lacks column(s) {missing}; needs {list(REFERENCE_COLUMNS)}")
-    frame = frame[list(REFERENCE_COLUMNS)].reset_index(drop=True)
+    frame = frame[[*REFERENCE_COLUMNS, *(c for c in OPTIONAL_REFERENCE_COLUMNS if c in frame.columns)]]
+    frame = frame.reset_index(drop=True)
     energies = pd.to_numeric(frame["energy_per_atom"], errors="coerce").astype(float)
     bad = [(i, f"energy_per_atom {frame.at[i, 'energy_per_atom']!r} is not a finite number")
            for i in np.flatnonzero(~np.isfinite(energies))]
@@ -79,20 +87,38 @@ def write_reference(frame: pd.DataFrame, path: str | Path) -> Path:
 
 
 def read_reference(path: str | Path) -> pd.DataFrame:
-    """A user-supplied reference: parquet or CSV with id, composition, energy_per_atom, source."""
+    """A user-supplied reference: parquet or CSV with id, composition, energy_per_atom, source, energy_scale."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"reference hull {path} does not exist")
     try:
         frame = pd.read_csv(path) if path.suffix.lower() in (".csv", ".gz") else pd.read_parquet(path)
-        return validate_reference(frame)
+        reference = validate_reference(frame)
     except (HullError, ValueError, OSError, UnicodeDecodeError) as exc:  # name the file: the user has to fix it
         raise HullError(f"{path}: {exc}") from exc
+    reference_scale(reference, str(path))  # a file must say what scale its energies are on
+    return reference
+
+def reference_scale(reference: pd.DataFrame, where: str = "the reference") -> EnergyScale:
+    """The one energy scale of a reference table's `energy_scale` column (clear error when absent or mixed)."""
+    if "energy_scale" not in reference.columns:
+        raise ScaleMismatch(
+            f"{where} does not say which energy scale its energies are on: add an `energy_scale` column with "
+            "'mp2020' (MP2020-corrected, e.g. mp-api entries or CHGNet), 'gga_raw' (uncorrected PBE/PBE+U with "
+            "MP's settings, e.g. SevenNet-0) or 'own:<label>' (a calculator's own scale; the label must be the "
+            "one dft.calculators.energy_scale gives the candidates' calculator, e.g. 'own:emt')")
+    scales = sorted({str(v) for v in reference["energy_scale"]})
+    if len(scales) != 1:
+        raise ScaleMismatch(f"{where} mixes energy scales {scales}; one hull needs one scale")
+    return EnergyScale.parse(scales[0])
 
 
 def reference_from_relaxed(relaxed: pd.DataFrame, elemental: pd.DataFrame | None = None, *,
-                           converged_only: bool = True) -> pd.DataFrame:
-    """Reference from relaxed structure tables (dft.batch output) made with one calculator."""
+                           converged_only: bool = True, scale: EnergyScale | None = None) -> pd.DataFrame:
+    """Reference from relaxed structure tables (dft.batch output) made with one calculator.
+
+    Keeps each crystal's structure (for MP2020's oxide-type detection and for novelty checks) and, when
+    given, the calculator's energy `scale`."""
     frames = [relaxed] + ([elemental] if elemental is not None else [])
     table = pd.concat(frames, ignore_index=True)
     keep = np.isfinite(table["energy_per_atom"].astype(float))
@@ -102,8 +128,13 @@ def reference_from_relaxed(relaxed: pd.DataFrame, elemental: pd.DataFrame | None
     calculators = set(table["calculator"])
     if len(calculators) > 1:
         raise HullError(f"reference mixes calculators {sorted(calculators)}; energies must share one")
-    return make_reference(table["id"], table["formula"], table["energy_per_atom"],
-                          [f"relaxed:{c}" for c in table["calculator"]])
+    reference = make_reference(table["id"], table["formula"], table["energy_per_atom"],
+                               [f"relaxed:{c}" for c in table["calculator"]])
+    if "structure" in table.columns:
+        reference["structure"] = table["structure"].to_numpy()
+    if scale is not None:
+        reference["energy_scale"] = str(scale)
+    return reference
 
 
 def _entries(reference: pd.DataFrame) -> list[PDEntry]:
@@ -156,7 +187,9 @@ def score_candidates(candidates: pd.DataFrame, reference: pd.DataFrame, *, metas
             raise HullError("candidates need a 'composition' or 'formula' column")
         cand["composition"] = cand["formula"]
     cand["id"] = cand["id"].astype(str)
-    finite = np.isfinite(cand["energy_per_atom"].astype(float))
+    energy_ok = np.isfinite(cand["energy_per_atom"].astype(float))
+    converged = cand["converged"].astype(bool) if "converged" in cand.columns else pd.Series(True, index=cand.index)
+    finite = energy_ok & converged
     cand["chemsys"] = [Composition(c).chemical_system for c in cand["composition"]]
     ref_elements = [frozenset(str(el) for el in Composition(c).elements) for c in reference["composition"]]
     all_entries = _entries(reference)
@@ -177,7 +210,10 @@ def score_candidates(candidates: pd.DataFrame, reference: pd.DataFrame, *, metas
     scored = scored.reindex(columns=["id", *columns])  # every column, even when no system could be scored
     out = cand[["id", "composition", "chemsys", "energy_per_atom"]].merge(scored, on="id", how="left")
     out.loc[~finite.values, "missing_elements"] = ""
-    out["score_error"] = np.where(~finite.values, "no finite energy", "")
+    why_not = [("no finite energy" if not ok else
+                f"relaxation not converged ({err})" if err else "relaxation not converged")
+               for ok, err in zip(energy_ok, cand["error"].fillna("") if "error" in cand.columns else [""] * len(cand))]
+    out["score_error"] = np.where(~finite.values, why_not, "")
     out["stable"] = out["stable"].eq(True)
     out["metastable"] = out["metastable"].eq(True)
     out["missing_elements"] = out["missing_elements"].fillna("")
@@ -190,19 +226,26 @@ def _score_system_args(job: tuple) -> list[dict]:
 
 def sun_summary(scores: pd.DataFrame, *, unique: pd.Series | None = None, novel: pd.Series | None = None,
                 use_metastable: bool = False) -> dict:
-    """Stable / unique / novel counts and rates over all scored candidates.
+    """Stable / unique / novel counts and rates over all candidates (rates divide by every candidate).
 
     `unique` and `novel` are boolean Series indexed like `scores` (from the evaluation stage);
     when absent they count as all-True and the summary says so in `uniqueness_known`/`novelty_known`.
+    A candidate whose relaxation did not converge (`relax_converged` False) is never stable; the
+    summary counts them in `n_not_converged`.
     """
     total = len(scores)
-    stable = scores["metastable" if use_metastable else "stable"].astype(bool).to_numpy()
+    converged = (scores["relax_converged"].astype(bool).to_numpy() if "relax_converged" in scores.columns
+                 else np.ones(total, bool))
+    stable = scores["metastable" if use_metastable else "stable"].astype(bool).to_numpy() & converged
     uniq = np.ones(total, bool) if unique is None else unique.astype(bool).to_numpy()
     nov = np.ones(total, bool) if novel is None else novel.astype(bool).to_numpy()
     sun = stable & uniq & nov
     rate = (lambda n: n / total if total else float("nan"))
     return {
-        "n_candidates": total, "n_stable": int(stable.sum()), "n_unique": int(uniq.sum()),
+        "n_candidates": total, "n_not_converged": int((~converged).sum()),
+        "n_scored": int(np.isfinite(scores["decomposition_energy"].astype(float)).sum())
+        if "decomposition_energy" in scores.columns else total,
+        "n_stable": int(stable.sum()), "n_unique": int(uniq.sum()),
         "n_novel": int(nov.sum()), "n_sun": int(sun.sum()), "stable_rate": rate(stable.sum()),
         "unique_rate": rate(uniq.sum()), "novel_rate": rate(nov.sum()), "sun_rate": rate(sun.sum()),
         "stability_criterion": "metastable (<= cutoff)" if use_metastable else "stable (<= 0 eV/atom)",

@@ -146,9 +146,10 @@ def _relax_args(parser: argparse.ArgumentParser) -> None:
 
 def _score_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", default=S,
-                        help="offline (default: elemental + training subset relaxed with the same calculator), "
-                             "mp (needs MP_API_KEY), or a parquet/CSV path (id, composition, energy_per_atom, source)")
-    parser.add_argument("--reference-size", type=int, default=S, help="training structures in the offline reference (24)")
+                        help="offline (default: elemental + binary prototypes + dataset crystals relaxed with the same "
+                             "calculator), mp (needs MP_API_KEY), or a parquet/CSV path (id, composition, "
+                             "energy_per_atom, source, energy_scale)")
+    parser.add_argument("--reference-size", type=int, default=S, help="dataset crystals in the offline reference (24)")
     parser.add_argument("--metastable-cutoff", type=float, default=S, help="eV/atom above the hull (0.1)")
     parser.add_argument("--use-metastable", action="store_true", default=S, help="S.U.N. counts metastable as stable")
 

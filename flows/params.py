@@ -206,9 +206,11 @@ class RelaxParams(StageSettings):
 class ScoreParams(StageSettings):
     """Reference hull and stability scoring.
 
-    `reference`: "offline" (elemental prototypes + up to `reference_size` training structures inside the
-    candidates' chemical systems, all relaxed with the relax stage's calculator), "mp" (Materials Project,
-    needs MP_API_KEY and network) or a path to a parquet/CSV table with id, composition, energy_per_atom, source.
+    `reference`: "offline" (elemental and binary prototypes of the candidates' chemical systems, cached across
+    campaigns, + up to `reference_size` dataset structures of any split inside those systems, all relaxed with the
+    relax stage's calculator and settings), "mp" (Materials Project, needs MP_API_KEY and network) or a path to a
+    parquet/CSV table with id, composition, energy_per_atom, source, energy_scale (see dft.energy_scale).
+    `elements_per_task`: chemical systems (elements and element pairs) per prototype-relaxation task.
     """
 
     RUN_ONLY = frozenset({"elements_per_task"})
@@ -294,8 +296,8 @@ class CampaignParams(BaseModel):
     at a small learning rate on the campaign's data (a bundled source with a shipped model starts from it;
     `--from-scratch` trains anew), then asked for 4 structures of each of 8 compositions of the perov_5 test split that are absent from its training
     (val) split (`DEMO_COMPOSITIONS`, 32 samples); CHGNet + BFGS relaxations capped at 150 steps / 20 s each
-    (BFGS needs about half FIRE's steps on these small cells); an offline reference of elemental
-    prototypes plus training structures inside the candidates' chemical systems; metrics against a
+    (BFGS needs about half FIRE's steps on these small cells); an offline reference of elemental and
+    binary prototypes plus dataset structures inside the candidates' chemical systems; metrics against a
     seeded 1,000 of the 3,785 test structures (the reference fingerprints dominate the evaluate stage).
     """
 

@@ -55,7 +55,7 @@ def _generate_targets(layout: RunLayout, generate: GenerateParams, tensorize: Te
     if tensorize is None:
         from unimat_core.model.checkpoint import load_checkpoint
 
-        checkpoint = layout.require(layout.train_checkpoint, made_by="train")
+        checkpoint = generate.model or layout.require(layout.train_checkpoint, made_by="train")
         spec = UniMatSpec.from_dict(load_checkpoint(checkpoint)["spec"])
         check_compositions(generate.compositions, spec, f"model {checkpoint}")
     elif (spec := tensor_spec(layout)) is not None:
@@ -85,12 +85,16 @@ _INPUTS = {"tensorize": ("structures", "fetch"), "train": ("tensors", "tensorize
            "generate": ("train_checkpoint", "train"), "evaluate": ("structures", "fetch")}
 
 
-def _inputs_exist(layout: RunLayout, stage: str) -> None:
+def _inputs_exist(layout: RunLayout, stage: str, groups: dict) -> None:
     """A stage run on its own needs its input stage's output (named in the error)."""
+    if stage == "generate" and groups["generate"].model:
+        return  # a given checkpoint (validated with the parameters) instead of the campaign's
     if stage in _INPUTS:
         attribute, made_by = _INPUTS[stage]
         layout.require(getattr(layout, attribute), made_by=made_by)
-    if stage in ("relax", "evaluate"):
+    if stage == "evaluate" and groups["evaluate"].task == "csp":  # CSP samples with the trained model itself
+        layout.require(layout.train_checkpoint, made_by="train")
+    elif stage in ("relax", "evaluate"):
         layout.require_parts(layout.generated, made_by="generate")
     if stage == "score" and not layout.relaxed.is_dir():
         layout.require_parts(layout.relaxed, made_by="relax")
@@ -108,13 +112,15 @@ def preflight(command: str, params: dict) -> None:
         run, groups, stages = params["run"], params, (command,)
     layout = run.layout()
     if command != "campaign":
-        _inputs_exist(layout, command)
+        _inputs_exist(layout, command, groups)
     if "fetch" in stages:
         check_source(groups["source"])
     if "generate" in stages:
         _generate_targets(layout, groups["generate"], groups.get("tensorize") if command == "campaign" else None)
     if command == "score":
         check_score_calculator(layout, groups["relax"])
+    if command == "evaluate" and groups["evaluate"].task == "csp":
+        return  # CSP writes evaluate/csp-k<k>/ afresh each run: no stage record to agree with
     _settings(layout, run, stages, groups)
 
 

@@ -18,8 +18,8 @@ from tasks.evaluate_inputs import csp_inputs, evaluate_inputs
 from tasks.fetch import fetch_structures
 from tasks.generate import generate_batch, plan_generation, start_progress
 from tasks.relax import plan_relax, relax_chunk, relax_report
-from tasks.score import (build_reference, elemental_chunk, elemental_dir, plan_reference, reference_relax_dir,
-                         score_relaxed, summarize_sun)
+from tasks.score import (build_reference, plan_reference, reference_relax_dir, reference_systems, score_relaxed,
+                         summarize_sun)
 from tasks.tensorize import tensorize_structures
 from tasks.train import train_model
 from unimat_core.datasets.source import DatasetSource
@@ -122,33 +122,34 @@ def score_flow(run: RunParams = RunParams(), relax: RelaxParams = RelaxParams(),
     check_score_calculator(layout, relax)
     begin_stage(run, "score", stage_settings("score", {"score": score, "relax": relax}), upstream(layout, "relax", "fetch"))
     set_aside_damaged_parts(layout, "relax")
-    calculator = relax.calculator_config()
+    calculator, relax_config = relax.calculator_config(), relax.relax_config()
     reference: dict = {"kind": score.kind}
-    elements: list[str] = []
+    systems: list[str] = []
     if score.kind == "offline":
         plan = plan_reference(layout, score.reference_size, score.seed, relax.calculator)
-        elements = plan["elements"]
-        groups = [elements[i:i + score.elements_per_task] for i in range(0, len(elements), score.elements_per_task)]
-        elemental = elemental_chunk.map(groups, unmapped(str(elemental_dir(layout, calculator))),
-                                        unmapped(calculator), unmapped(relax.relax_config()))
-        pieces = str(reference_relax_dir(layout, calculator))
-        train_plan = plan_relax(str(layout.structures), pieces, relax.chunk_size, plan["train_ids"]) \
-            if plan["train_ids"] else {"chunks": [], "parts": []}
-        training = relax_chunk.map(unmapped(str(layout.structures)), train_plan["chunks"], train_plan["parts"],
-                                   unmapped(calculator), unmapped(relax.relax_config()))
-        failed = {k: v for r in elemental.result() for k, v in r["failed"].items()}
-        reference.update(n_training_relaxed=sum(c["n"] for c in training.result() if not c["skipped"]),
-                         elements_failed=sorted(failed))
+        systems = plan["systems"]
+        groups = [systems[i:i + score.elements_per_task] for i in range(0, len(systems), score.elements_per_task)]
+        cached = reference_systems.map(unmapped(layout), groups, unmapped(calculator), unmapped(relax_config))
+        pieces = str(reference_relax_dir(layout, calculator, relax_config))
+        dataset_plan = plan_relax(str(layout.structures), pieces, relax.chunk_size, plan["dataset_ids"]) \
+            if plan["dataset_ids"] else {"chunks": [], "parts": []}
+        dataset = relax_chunk.map(unmapped(str(layout.structures)), dataset_plan["chunks"], dataset_plan["parts"],
+                                  unmapped(calculator), unmapped(relax_config))
+        systems_done = cached.result()
+        reference.update(n_dataset_relaxed=sum(c["n"] for c in dataset.result() if not c["skipped"]),
+                         n_prototypes_relaxed=sum(c["n_relaxed"] for c in systems_done),
+                         n_systems_from_cache=sum(c["n_reused"] for c in systems_done),
+                         prototype_seconds=round(sum(c["seconds"] for c in systems_done), 1))
     reference.update(build_reference(layout, score.kind, score.reference if score.kind == "file" else None,
-                                     elements, calculator))
-    scores = score_relaxed(layout, score.metastable_cutoff)
+                                     systems, calculator, relax_config))
+    scores = score_relaxed(layout, calculator, score.metastable_cutoff)
     sun = summarize_sun(layout, score.use_metastable)
     return {"reference": reference, "scores": scores, "sun": sun}
 
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(run: RunParams = RunParams(), evaluate: EvaluateParams = EvaluateParams()) -> dict:
-    """Benchmark metrics of the generated structures vs the fetched held-out split (novelty vs the training split)."""
+    """Benchmark metrics of the generated structures vs the fetched held-out split (novelty vs every known crystal)."""
     layout = run.layout()
     if evaluate.task == "csp":
         inputs = csp_inputs(layout)
@@ -159,6 +160,6 @@ def evaluate_flow(run: RunParams = RunParams(), evaluate: EvaluateParams = Evalu
     inputs = evaluate_inputs(layout)
     begin_stage(run, "evaluate", evaluate.settings(), upstream(layout, "generate", "fetch"))
     config = evaluate.metrics_config(inputs["dataset"], run.results_root)
-    return evaluate_generated(inputs["generated_dir"], inputs["structures"], inputs["structures"], config,
+    return evaluate_generated(inputs["generated_dir"], inputs["structures"], inputs["known"], config,
                               str(layout.stage_dir("evaluate")), reference_split=inputs["reference_split"],
-                              training_split=inputs["training_split"])
+                              known_bundled=inputs["known_bundled"])

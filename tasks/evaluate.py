@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from unimat_core.metrics import MetricsConfig, evaluate_structures, write_metrics
 from unimat_core.metrics.csp import CSPConfig, evaluate_csp, write_csp
 from unimat_core.metrics.csp import markdown as csp_markdown
+from unimat_core.metrics.known import read_known
 from unimat_core.model.checkpoint import load_model
 from unimat_core.model.device import pick_device
 from unimat_core.model.generation import read_generated
@@ -38,18 +39,22 @@ def _artifact_key(out_dir: str) -> str:
 
 
 @task(name="evaluate-generated")
-def evaluate_generated(generated_dir: str, reference_path: str, training_path: str | None, config: dict, out_dir: str,
-                       reference_split: str | None = None, training_split: str | None = None) -> dict:
-    """Read parquet, compute the metrics, write per_structure/summary parquet + markdown; return paths + headline."""
+def evaluate_generated(generated_dir: str, reference_path: str, known: list[tuple[str, str]] | None, config: dict,
+                       out_dir: str, reference_split: str | None = None, known_bundled: str | None = None) -> dict:
+    """Read parquet, compute the metrics, write per_structure/summary parquet + markdown; return paths + headline.
+
+    Novelty is against every crystal of the `known` (origin, parquet) tables and of the bundled dataset
+    `known_bundled` (unimat_core.metrics.known); without either, it is not measured."""
     logger = get_run_logger()
     metrics_config = MetricsConfig.from_dict(config)
     source = Path(generated_dir)
     generated = read_generated(source) if source.is_dir() else pd.read_parquet(source)
     reference = _table(reference_path, reference_split)
-    training = _table(training_path, training_split) if training_path else None
+    known_table = read_known(known or [], known_bundled) if known or known_bundled else None
     logger.info("evaluate: %d generated vs %d reference%s", len(generated), len(reference),
-                f", novelty vs {len(training)} training" if training is not None else "")
-    result = evaluate_structures(generated, reference, training, metrics_config)
+                f", novelty vs {len(known_table)} known crystals {dict(known_table['known_from'].value_counts())}"
+                if known_table is not None else "")
+    result = evaluate_structures(generated, reference, known_table, metrics_config)
     paths = write_metrics(result, out_dir)
     create_markdown_artifact(key=_artifact_key(out_dir), markdown=result.markdown(), description="generation metrics")
     headline = {key: result.summary[key] for key in SUMMARY_KEYS}

@@ -1,8 +1,9 @@
-"""Inputs of the evaluate stage: which fetched split is the reference and which one the model trained on.
+"""Inputs of the evaluate stage: which fetched split is the reference, and every known crystal for novelty.
 
-The metrics compare generated structures with the held-out split (test, else val) and measure
-novelty against the split the model was trained on; both are rows of `fetch/structures.parquet`,
-so the evaluation task gets one path and two split names.
+The metrics compare generated structures with the held-out split (test, else val). Novelty is measured
+against every known crystal (unimat_core.metrics.known): every split of `fetch/structures.parquet`, the
+bundled dataset's other splits when the fetch took only some, and the score stage's reference hull when
+it exists. The task gets paths and names only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
 from tasks.train import training_split_of
+from unimat_core.datasets.bundled import BUNDLED_DATASETS
 from unimat_core.metrics.cdvae_constants import COV_CUTOFFS
 from unimat_core.metrics.evaluate import dataset_key
 from unimat_core.run_layout import RunLayout
@@ -42,9 +44,12 @@ def evaluate_inputs(layout: RunLayout) -> dict:
     training = training_split_of(layout)
     training = training if training in splits else None
     reference = reference_split(splits, training)
-    get_run_logger().info("evaluate: reference split %s, training split %s", reference or "all", training or "all")
+    known, bundled = known_sources(layout, splits)
+    get_run_logger().info("evaluate: reference split %s, training split %s; novelty vs %s%s", reference or "all",
+                          training or "all", [origin for origin, _ in known],
+                          f" + bundled {bundled}" if bundled else "")
     return {"generated_dir": str(layout.generated), "structures": str(structures), "reference_split": reference,
-            "training_split": training, "dataset": dataset_name(layout)}
+            "training_split": training, "dataset": dataset_name(layout), "known": known, "known_bundled": bundled}
 
 
 @task(name="csp-inputs")
@@ -58,3 +63,15 @@ def csp_inputs(layout: RunLayout) -> dict:
     get_run_logger().info("csp: reference split %s, model %s", reference or "all", checkpoint)
     return {"checkpoint": str(checkpoint), "structures": str(structures), "reference_split": reference,
             "dataset": dataset_name(layout)}
+
+
+def known_sources(layout: RunLayout, fetched_splits: set[str]) -> tuple[list[tuple[str, str]], str | None]:
+    """(origin, path) of every known-crystal table, and the bundled dataset to add when the fetch lacks splits."""
+    marker = layout.stage_dir("fetch") / "source.json"
+    source = json.loads(marker.read_text()) if marker.exists() else {}
+    bundled = source.get("name") if source.get("kind") == "bundled" else None
+    known = [(bundled or "fetched", str(layout.structures))]  # a bundled fetch shares the dataset's origin
+    if layout.reference.exists():
+        known.append(("reference-hull", str(layout.reference)))
+    missing = bundled and set(BUNDLED_DATASETS.get(bundled, ())) - fetched_splits
+    return known, bundled if missing else None

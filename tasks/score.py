@@ -1,10 +1,18 @@
 """Score stage: a reference hull under `<campaign>/score/`, candidate scores and the S.U.N. summary.
 
-Offline default reference (every energy from the candidates' own calculator): elemental ground
-states (dft.elemental, one file per element under `score/elemental/`) plus a small seeded subset
-of the training split relaxed like the candidates (`score/reference-relax/part-*.parquet`). Both are
-resumable. Alternatives: the Materials Project (dft.mp_reference, needs MP_API_KEY) or a user
-parquet/CSV (dft.hull.read_reference). The reference actually used is `score/reference.parquet`.
+Offline default reference, every energy from the candidates' own calculator and relaxation settings:
+- the elements and element pairs of the candidates' chemical systems, as elemental prototypes and binary
+  prototype decorations (dft.reference_cache), relaxed once per chemical system into
+  `<results_root>/_reference_cache/` and reused by every campaign with the same calculator and settings;
+- up to `reference_size` of the dataset's own crystals (any split) inside those systems, relaxed like the
+  candidates (`score/reference-relax/<calculator>-<settings digest>/part-*.parquet`, resumable).
+Alternatives: the Materials Project (dft.mp_reference, needs MP_API_KEY) or a user parquet/CSV that declares
+its `energy_scale` (dft.hull.read_reference).
+
+One energy scale (dft.energy_scale): `score/reference.parquet` holds the hull actually used, its energies
+already on the hull's scale (raw values and MP2020 corrections beside them), and `score/reference.json` says
+which scale the reference came on, so the candidates get the same treatment. A pair of scales no correction
+relates is refused before anything is written. Only converged relaxations are scored and flagged.
 """
 
 from __future__ import annotations
@@ -20,45 +28,51 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pymatgen.core import Composition
 
 from dft.batch import read_relaxed
-from dft.calculators import CalculatorConfig
-from dft.elemental import elemental_references
-from dft.hull import make_reference, read_reference, reference_from_relaxed, score_candidates, sun_summary, write_reference
+from dft.calculators import CalculatorConfig, energy_scale
+from dft.energy_scale import MP2020_SCALE, EnergyScale, on_hull_scale, plan_scales
+from dft.hull import (make_reference, read_reference, reference_from_relaxed, reference_scale, score_candidates,
+                      sun_summary, validate_reference, write_reference)
+from dft.reference_cache import ReferenceCache, hull_systems
+from dft.reference_checks import elemental_deviation, textbook_check
 from dft.relax import RelaxConfig
 from tasks.artifacts import artifact_key, file_links, histogram_png, inline_image, markdown_table
 from tasks.relax import pooled_calculator
-from tasks.train import training_split_of
 from unimat_core.run_layout import RunLayout
 from unimat_core.structure_table import read_structures
 
+CACHE_DIR = "_reference_cache"  # under the results root; campaign names cannot start with "_"
 TOP_COLUMNS = ["id", "formula", "energy_per_atom", "formation_energy_per_atom", "e_above_hull",
-               "decomposition_energy", "stable", "metastable", "relax_converged"]
-
-
-def _elements(formulas) -> set[str]:
-    return {str(el) for formula in formulas if formula for el in Composition(formula).elements}
+               "decomposition_energy", "stable", "metastable"]
+EXCLUDED_COLUMNS = ["id", "formula", "raw_energy_per_atom", "score_error"]
 
 
 def candidate_table(layout: RunLayout) -> pd.DataFrame:
-    """Relaxed candidates (id, formula, energy_per_atom, converged, error, calculator)."""
+    """Relaxed candidates (id, formula, energy_per_atom, converged, error, calculator, structure)."""
     layout.require_parts(layout.relaxed, made_by="relax")
     frame = read_relaxed(layout.relaxed)
     unplaced = frame["formula"].isna()  # an unreadable input row has no composition to put on a hull
     if unplaced.any():
         get_run_logger().warning("score: %d relaxed rows have no structure (%s, ...): not scored, see their error",
                                  int(unplaced.sum()), ", ".join(frame.loc[unplaced, "id"].head(3)))
-    return frame.loc[~unplaced, ["id", "formula", "energy_per_atom", "converged", "error", "calculator"]]
+    return frame.loc[~unplaced, ["id", "formula", "energy_per_atom", "converged", "error", "calculator", "structure"]]
 
 
-def choose_training_subset(layout: RunLayout, size: int, seed: int, candidate_formulas) -> list[str]:
-    """Up to `size` training-split ids inside some candidate's chemical system, in a seeded random order.
+def check_calculator(layout: RunLayout, candidates: pd.DataFrame, calculator: str) -> None:
+    """Energies on one hull must share one calculator: refuse a score with another one than the relax stage's."""
+    used = sorted(set(candidates["calculator"]) - {""})
+    if used and used != [calculator]:
+        raise ValueError(f"candidates of {layout.campaign!r} were relaxed with {used}, the reference would use "
+                         f"{calculator!r}: score with the relax stage's calculator (--calculator {used[0]})")
 
-    Only those can lie on a candidate's hull; a structure outside every candidate's system would cost a
-    relaxation (and its elements' references) without changing any decomposition energy."""
+
+def choose_dataset_subset(layout: RunLayout, size: int, seed: int, candidate_formulas,
+                          split: str | None = None) -> list[str]:
+    """Up to `size` of the dataset's crystals (any split, all are known; or only `split`) inside some
+    candidate's chemical system, in a seeded random order. Only those can lie on a candidate's hull."""
     if size == 0:
         return []
     table = read_structures(layout.require(layout.structures, made_by="fetch"), columns=["id", "chemsys", "split"])
-    split = training_split_of(layout)
-    if split is not None and (table["split"] == split).any():
+    if split is not None:
         table = table[table["split"] == split]
     systems = [frozenset(Composition(f).chemical_system.split("-")) for f in set(candidate_formulas) if f]
     inside = np.array([any(frozenset(c.split("-")) <= s for s in systems) for c in table["chemsys"]], dtype=bool)
@@ -68,164 +82,224 @@ def choose_training_subset(layout: RunLayout, size: int, seed: int, candidate_fo
 
 @task(name="plan-reference")
 def plan_reference(layout: RunLayout, size: int, seed: int, calculator: str) -> dict:
-    """Elements needing a same-calculator elemental reference (those of converged candidates and of the
-    training subset), and the training ids to relax (small lists).
+    """The chemical systems to take from the prototype cache (every element, and every pair of elements,
+    of the converged candidates' systems) and the dataset ids to relax (small lists).
 
     Fails fast when the candidates were relaxed with another calculator: energies on one hull must share one.
     """
     candidates = candidate_table(layout)
-    used = sorted(set(candidates["calculator"]) - {""})
-    if used and used != [calculator]:
-        raise ValueError(f"candidates of {layout.campaign!r} were relaxed with {used}, the reference would use "
-                         f"{calculator!r}: score with the relax stage's calculator (--calculator {used[0]})")
-    # converged candidates only: an unconverged energy never counts as stable, so its elements need no corners
+    check_calculator(layout, candidates, calculator)
+    # converged candidates only: an unconverged energy is never scored, so its system needs no reference
     finite = candidates[np.isfinite(candidates["energy_per_atom"].astype(float)) & candidates["converged"].astype(bool)]
-    train_ids = choose_training_subset(layout, size, seed, finite["formula"])
-    formulas = read_structures(layout.structures, columns=["id", "formula"]).set_index("id").loc[train_ids, "formula"]
-    elements = sorted(_elements(finite["formula"]) | _elements(formulas))
-    get_run_logger().info("reference plan: %d elements, %d training structures", len(elements), len(train_ids))
-    return {"elements": elements, "train_ids": train_ids, "calculators": sorted(set(candidates["calculator"]) - {""})}
+    dataset_ids = choose_dataset_subset(layout, size, seed, finite["formula"])  # inside those systems by choice
+    systems = hull_systems(finite["formula"])
+    n_elements = sum("-" not in s for s in systems)
+    get_run_logger().info("reference plan: %d elements, %d element pairs, %d dataset structures",
+                          n_elements, len(systems) - n_elements, len(dataset_ids))
+    return {"systems": systems, "dataset_ids": dataset_ids}
 
 
-def calculator_slug(calculator: dict) -> str:
-    """Folder name of a calculator's reference pieces, e.g. `chgnet` or `sevennet-7net-0`."""
-    return "-".join(str(v) for v in (calculator["name"], calculator.get("model")) if v)
+def reference_cache(layout: RunLayout, calculator: dict, relax: dict) -> ReferenceCache:
+    """The prototype cache shared by every campaign under this results root."""
+    return ReferenceCache(layout.root / CACHE_DIR, CalculatorConfig.from_dict(calculator), RelaxConfig.from_dict(relax))
 
 
-def elemental_dir(layout: RunLayout, calculator: dict) -> Path:
-    return layout.stage_dir("score") / "elemental" / calculator_slug(calculator)
+def reference_relax_dir(layout: RunLayout, calculator: dict, relax: dict) -> Path:
+    """Where the dataset crystals are relaxed; named by the cache key, so other settings never reuse them."""
+    return layout.stage_dir("score") / "reference-relax" / reference_cache(layout, calculator, relax).folder.name
 
 
-def reference_relax_dir(layout: RunLayout, calculator: dict) -> Path:
-    return layout.stage_dir("score") / "reference-relax" / calculator_slug(calculator)
+@task(name="reference-systems", retries=1)
+def reference_systems(layout: RunLayout, systems: list[str], calculator: dict, relax: dict) -> dict:
+    """Relax the prototypes of every system not yet in the cache (elements and pairs); returns counts."""
+    cache = reference_cache(layout, calculator, relax)
+    with pooled_calculator(CalculatorConfig.from_dict(calculator)) as built:
+        summary = cache.ensure(systems, built)
+    get_run_logger().info("reference systems: %d, %d from the cache, %d prototypes relaxed in %.0f s",
+                          summary["n_systems"], summary["n_reused"], summary["n_relaxed"], summary["seconds"])
+    return summary
 
 
-@task(name="elemental-references", retries=1)
-def elemental_chunk(elements: list[str], out_dir: str, calculator: dict, relax: dict) -> dict:
-    """Relax elemental prototypes for `elements`, one file per element (skipped when present)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    done, failed = [], {}
-    todo = [s for s in elements if not ((out / f"{s}.parquet").exists() or (out / f"{s}.failed.json").exists())]
-    done += [s for s in elements if s not in todo]
-    if todo:
-        with pooled_calculator(CalculatorConfig.from_dict(calculator)) as built:
-            for symbol in todo:
-                path = out / f"{symbol}.parquet"
-                try:
-                    frame = elemental_references([symbol], built, RelaxConfig.from_dict(relax))
-                except ValueError as exc:  # every prototype failed: recorded, the hull reports the element missing
-                    (out / f"{symbol}.failed.json").write_text(json.dumps({"element": symbol, "reason": str(exc)}))
-                    failed[symbol] = str(exc)
-                    continue
-                tmp = path.with_name(f".{path.name}.tmp")
-                frame.to_parquet(tmp, index=False)
-                tmp.replace(path)
-                done.append(symbol)
-    get_run_logger().info("elemental references: %d done, %d failed %s", len(done), len(failed), sorted(failed))
-    return {"n_done": len(done), "failed": failed}
+def offline_reference(layout: RunLayout, systems: list[str], calculator: dict, relax: dict) -> pd.DataFrame:
+    """Converged cached prototypes of `systems` + the relaxed dataset crystals, on the calculator's scale."""
+    pieces = [reference_cache(layout, calculator, relax).read(systems)] if systems else []
+    dataset = reference_relax_dir(layout, calculator, relax)
+    if any(dataset.glob("part-*.parquet")):
+        pieces.append(read_relaxed(dataset))
+    scale = energy_scale(CalculatorConfig.from_dict(calculator))
+    if not pieces:  # nothing converged and no dataset subset: every candidate is reported with missing elements
+        get_run_logger().warning("offline reference is empty: no converged candidate and no dataset structure")
+        reference = make_reference([], [], [], "none")
+        reference["energy_scale"] = str(scale)
+        return reference
+    return reference_from_relaxed(pd.concat(pieces, ignore_index=True), scale=scale)
 
 
-def read_elementals(out_dir: str | Path, elements: list[str]) -> pd.DataFrame | None:
-    frames = [pd.read_parquet(p) for s in elements if (p := Path(out_dir) / f"{s}.parquet").exists()]
-    return pd.concat(frames, ignore_index=True) if frames else None
+def _retry_unless_bad_input(task, task_run, state) -> bool:
+    """Retry a failed reference build (e.g. a dropped MP connection), never a refusal or a bad file: they won't heal."""
+    try:
+        state.result()
+    except (ValueError, FileNotFoundError):  # ScaleMismatch, HullError, a missing file
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False
 
 
-@task(name="build-reference", retries=2, retry_delay_seconds=5)
-def build_reference(layout: RunLayout, kind: str, path: str | None, elements: list[str], calculator: dict) -> dict:
-    """Write `score/reference.parquet` from the relaxed pieces, the Materials Project or a user file."""
+@task(name="build-reference", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_unless_bad_input)
+def build_reference(layout: RunLayout, kind: str, path: str | None, systems: list[str], calculator: dict,
+                    relax: dict) -> dict:
+    """Write `score/reference.parquet` (on the hull's scale) and `score/reference.json` (its scales)."""
     if kind == "offline":
-        pieces = reference_relax_dir(layout, calculator)
-        relaxed = read_relaxed(pieces) if any(pieces.glob("part-*.parquet")) else None
-        elemental = read_elementals(elemental_dir(layout, calculator), elements)
-        pieces_found = [f for f in (relaxed, elemental) if f is not None]
-        if pieces_found:
-            reference = reference_from_relaxed(pd.concat(pieces_found, ignore_index=True))
-        else:  # nothing converged and no training subset: every candidate is reported with missing elements
-            get_run_logger().warning("offline reference is empty: no converged candidate and no training subset")
-            reference = make_reference([], [], [], "none")
+        reference = offline_reference(layout, systems, calculator, relax)
     elif kind == "mp":
         from dft.mp_reference import reference_from_mp
 
-        systems = {Composition(f).chemical_system for f in candidate_table(layout)["formula"] if f}
-        reference = reference_from_mp(systems)
+        plan_scales(energy_scale(CalculatorConfig.from_dict(calculator)), MP2020_SCALE)  # refuse before any query
+        systems_mp = {Composition(f).chemical_system for f in candidate_table(layout)["formula"] if f}
+        reference = reference_from_mp(systems_mp)
     else:
         reference = read_reference(path)
-    write_reference(reference, layout.reference)
-    counts = dict(Counter(str(source).split(":")[0] for source in reference["source"]))
-    get_run_logger().info("reference hull: %d entries %s -> %s", len(reference), counts, layout.reference)
-    return {"path": str(layout.reference), "n_entries": len(reference), "sources": counts}
+    source_scale = reference_scale(reference, path or f"the {kind} reference")
+    plan = plan_scales(energy_scale(CalculatorConfig.from_dict(calculator)), source_scale)  # refuses a bad pair
+    aligned, rejected = on_hull_scale(reference, plan.correct_reference)
+    aligned = aligned[~aligned["id"].isin(list(rejected))]
+    aligned["energy_scale"] = str(plan.hull_scale)
+    write_reference(validate_reference(aligned), layout.reference)
+    counts = dict(Counter(_source_kind(i, s) for i, s in zip(aligned["id"], aligned["source"])))
+    info = {"kind": kind, "source_scale": str(source_scale), "hull_scale": str(plan.hull_scale), "note": plan.note,
+            "n_entries": len(aligned), "sources": counts, "rejected": rejected}
+    reference_info_path(layout).write_text(json.dumps(info, indent=1))
+    logger = get_run_logger()
+    logger.info("reference hull: %d entries %s on %s (%s) -> %s", len(aligned), counts, plan.hull_scale, plan.note,
+                layout.reference)
+    if rejected:
+        logger.warning("reference entries MP2020 could not correct, left out: %s", rejected)
+    return {"path": str(layout.reference), **info}
+
+
+def _source_kind(rid: str, source: str) -> str:
+    """elemental / prototype / dataset / materials_project / the user's source label, for counts."""
+    head = str(rid).split(":")[0]
+    if head in ("elemental", "prototype"):
+        return head
+    return "dataset" if str(source).startswith("relaxed:") else str(source)
+
+
+def reference_info_path(layout: RunLayout) -> Path:
+    return layout.stage_dir("score") / "reference.json"
+
+
+def sanity_checks(reference: pd.DataFrame, hull_scale: str) -> dict:
+    """Elemental energies and textbook binaries of a hull on MP's scale (empty on any other scale)."""
+    if hull_scale != "mp2020":
+        return {}
+    elements = elemental_deviation(reference)
+    return {"elements": elements, "textbook": textbook_check(reference)}
 
 
 @task(name="score-candidates")
-def score_relaxed(layout: RunLayout, metastable_cutoff: float, top_k: int = 20) -> dict:
-    """Formation / decomposition energies and stability flags for every relaxed candidate -> scores.parquet."""
+def score_relaxed(layout: RunLayout, calculator: dict, metastable_cutoff: float, top_k: int = 20) -> dict:
+    """Formation / decomposition energies and stability flags for every converged candidate -> scores.parquet."""
     candidates = candidate_table(layout)
+    check_calculator(layout, candidates, calculator["name"])
     reference = read_reference(layout.require(layout.reference, made_by="score"))
-    scores = score_candidates(candidates.rename(columns={"formula": "composition"}), reference,
-                              metastable_cutoff=metastable_cutoff)
-    extra = candidates.set_index("id")
-    scores["formula"] = scores["id"].map(extra["formula"])
+    info = json.loads(layout.require(reference_info_path(layout), made_by="score").read_text())
+    plan = plan_scales(energy_scale(CalculatorConfig.from_dict(calculator)), EnergyScale.parse(info["source_scale"]))
+    aligned, rejected = on_hull_scale(candidates.rename(columns={"formula": "composition"}), plan.correct_candidates)
+    scores = score_candidates(aligned, reference, metastable_cutoff=metastable_cutoff)
+    extra = aligned.set_index("id")
+    scores["formula"] = scores["id"].map(extra["composition"])
+    scores["raw_energy_per_atom"] = scores["id"].map(extra["raw_energy_per_atom"])
+    scores["correction_per_atom"] = scores["id"].map(extra["correction_per_atom"])
+    scores["energy_scale"] = str(plan.hull_scale)
     scores["relax_converged"] = scores["id"].map(extra["converged"]).astype(bool)
     scores["relax_error"] = scores["id"].map(extra["error"]).fillna("")
+    for rid, reason in rejected.items():  # MP2020 refused the entry: say so (an unconverged row keeps its reason)
+        scores.loc[(scores["id"] == rid) & (scores["score_error"] == "no finite energy"), "score_error"] = reason
     scores.to_parquet(layout.scores, index=False)
 
+    stats = score_stats(scores)
+    checks = sanity_checks(reference, info["hull_scale"])
     stage = layout.stage_dir("score")
     hist = histogram_png(scores["decomposition_energy"], stage / "decomposition_energy.png",
-                         title="decomposition energy of relaxed candidates", xlabel="eV/atom",
+                         title="decomposition energy of converged candidates", xlabel="eV/atom",
                          markers={"hull": 0.0, f"metastable ({metastable_cutoff:g})": metastable_cutoff})
     ranked = scores[np.isfinite(scores["decomposition_energy"].astype(float))].sort_values("decomposition_energy")
     top = ranked[TOP_COLUMNS].head(top_k)
-    n = len(scores)
-    counted = scores["relax_converged"]
-    stats = {"n_candidates": n, "n_scored": int(np.isfinite(scores["decomposition_energy"].astype(float)).sum()),
-             "n_stable": int((scores["stable"] & counted).sum()), "n_metastable": int((scores["metastable"] & counted).sum()),
-             "n_missing_elements": int((scores["missing_elements"] != "").sum()),
-             "n_not_converged": int((~counted).sum())}
-    key = artifact_key(layout.campaign, "top-candidates")
-    create_table_artifact(key=key, table=json.loads(top.to_json(orient="records")),
-                          description=f"{layout.campaign}: lowest decomposition energy (eV/atom) first")
+    create_table_artifact(key=artifact_key(layout.campaign, "top-candidates"),
+                          table=json.loads(top.to_json(orient="records")),
+                          description=f"{layout.campaign}: lowest decomposition energy (eV/atom) first, "
+                                      f"converged relaxations only, energies on {plan.hull_scale}")
+    excluded = scores[scores["score_error"] != ""][EXCLUDED_COLUMNS]
     markdown = (f"### Scores of {layout.campaign}\n\n"
-                f"* candidates relaxed: {n}, scored: {stats['n_scored']} (missing reference elements: "
-                f"{stats['n_missing_elements']}, relaxation not converged: {stats['n_not_converged']})\n"
+                f"* candidates relaxed: {stats['n_candidates']}, scored: {stats['n_scored']}; excluded: relaxation "
+                f"not converged {stats['n_not_converged']}, missing reference elements {stats['n_missing_elements']}, "
+                f"other {stats['n_other_excluded']}\n"
                 f"* stable (on or below the hull, converged): {stats['n_stable']}\n"
-                f"* metastable (<= {metastable_cutoff:g} eV/atom): {stats['n_metastable']}\n\n"
+                f"* metastable (<= {metastable_cutoff:g} eV/atom): {stats['n_metastable']}\n"
+                f"* energy scale: {plan.hull_scale} ({plan.note})\n"
+                f"* reference: {info['n_entries']} entries {info['sources']}\n\n"
                 + inline_image(hist, "decomposition energy histogram")
-                + "#### Top candidates\n\n" + markdown_table(top.drop(columns=["relax_converged"]).head(10))
+                + "#### Top candidates\n\n" + markdown_table(top.head(10))
+                + "\n#### Excluded candidates (not scored, never stable)\n\n" + markdown_table(excluded.head(10))
+                + _checks_markdown(checks)
                 + "\n#### Files\n\n" + file_links({"scores": layout.scores, "reference hull": layout.reference,
+                                                   "reference scales": reference_info_path(layout),
                                                    "histogram": hist or ""}))
     create_markdown_artifact(key=artifact_key(layout.campaign, "score"), markdown=markdown,
                              description="score stage summary")
-    return {"path": str(layout.scores), **stats, "histogram": str(hist) if hist else None}
+    return {"path": str(layout.scores), **stats, "energy_scale": str(plan.hull_scale), "scale_note": plan.note,
+            "histogram": str(hist) if hist else None}
+
+
+def score_stats(scores: pd.DataFrame) -> dict:
+    """Counts for the summary: stability flags only ever come from converged, scored rows."""
+    scored = np.isfinite(scores["decomposition_energy"].astype(float))
+    not_converged = ~scores["relax_converged"]
+    missing = scores["missing_elements"] != ""
+    return {"n_candidates": len(scores), "n_scored": int(scored.sum()), "n_stable": int(scores["stable"].sum()),
+            "n_metastable": int(scores["metastable"].sum()), "n_missing_elements": int(missing.sum()),
+            "n_not_converged": int(not_converged.sum()),
+            "n_other_excluded": int((~scored & ~not_converged & ~missing).sum())}
+
+
+def _checks_markdown(checks: dict) -> str:
+    if not checks:
+        return ""
+    return ("\n#### Reference sanity (hull on MP's scale)\n\nElements vs MP's elemental references (eV/atom):\n\n"
+            + markdown_table(checks["elements"]) + "\nTextbook binaries in the hull (formation energy, eV/atom):\n\n"
+            + markdown_table(checks["textbook"]))
 
 
 @task(name="sun-summary")
 def summarize_sun(layout: RunLayout, use_metastable: bool = False) -> dict:
     """S.U.N. counts; uniqueness/novelty come from the evaluate stage's per_structure.parquet when it exists.
 
-    Only candidates whose relaxation converged count as stable (an unconverged energy is not a minimum).
+    Only candidates whose relaxation converged count as stable (an unconverged energy is not a minimum);
+    the summary says how many were left out.
     """
     scores = pd.read_parquet(layout.require(layout.scores, made_by="score"))
-    flags = scores.copy()
-    flags["stable"] = flags["stable"] & flags["relax_converged"]
-    flags["metastable"] = flags["metastable"] & flags["relax_converged"]
     unique = novel = None
     if layout.per_structure_metrics.exists():
         per = pd.read_parquet(layout.per_structure_metrics).drop_duplicates("id").set_index("id")
         if "unique" in per:
-            unique = flags["id"].map(per["unique"]).fillna(False).astype(bool)
+            unique = scores["id"].map(per["unique"]).fillna(False).astype(bool)
         if "novel" in per:
-            novel = flags["id"].map(per["novel"]).fillna(False).astype(bool)
+            novel = scores["id"].map(per["novel"]).fillna(False).astype(bool)
     summary = {k: float(v) if isinstance(v, float) else v  # numpy floats -> plain JSON numbers
-               for k, v in sun_summary(flags, unique=unique, novel=novel, use_metastable=use_metastable).items()}
+               for k, v in sun_summary(scores, unique=unique, novel=novel, use_metastable=use_metastable).items()}
     path = layout.stage_dir("score") / "sun.json"
     path.write_text(json.dumps(summary, indent=1))
-    known = "from the evaluate stage" if summary["uniqueness_known"] else "unknown (evaluate not run yet): counted as all"
+    known = ("from the evaluate stage" if summary["uniqueness_known"]
+             else "unknown (evaluate not run yet): counted as all")
     create_markdown_artifact(
         key=artifact_key(layout.campaign, "sun"),
         markdown=(f"### S.U.N. of {layout.campaign}\n\n| | count | rate |\n|---|---|---|\n"
                   + "".join(f"| {k} | {summary['n_' + k]} | {summary[k + '_rate']:.3f} |\n"
                             for k in ("stable", "unique", "novel", "sun"))
-                  + f"\nCriterion: {summary['stability_criterion']}; uniqueness/novelty {known}.\n"),
+                  + f"\nCriterion: {summary['stability_criterion']}, converged relaxations only "
+                    f"({summary['n_not_converged']} of {summary['n_candidates']} not converged: never stable); "
+                    f"uniqueness/novelty {known}.\n"),
         description="stable, unique and novel candidates")
     return {**summary, "path": str(path)}

@@ -12,11 +12,13 @@ import pytest
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
+from dft.energy_scale import EnergyScale, ScaleMismatch
 from dft.hull import (
     HullError,
     make_reference,
     read_reference,
     reference_from_relaxed,
+    reference_scale,
     score_candidates,
     sun_summary,
     write_reference,
@@ -95,6 +97,7 @@ def test_parallel_matches_serial(li_o_reference):
 
 
 def test_reference_roundtrip_and_bad_input(tmp_path, li_o_reference):
+    li_o_reference["energy_scale"] = "own:hand"
     path = write_reference(li_o_reference, tmp_path / "ref.parquet")
     pd.testing.assert_frame_equal(read_reference(path), li_o_reference)
     li_o_reference.to_csv(tmp_path / "ref.csv", index=False)
@@ -104,6 +107,18 @@ def test_reference_roundtrip_and_bad_input(tmp_path, li_o_reference):
         write_reference(read_reference_frame, tmp_path / "bad.parquet")
     with pytest.raises(HullError, match="non-finite"):
         make_reference(["a"], ["Li"], [np.nan], "x")
+
+
+def test_a_reference_file_must_declare_one_energy_scale(tmp_path, li_o_reference):
+    li_o_reference.to_csv(tmp_path / "undeclared.csv", index=False)
+    with pytest.raises(ScaleMismatch, match=r"undeclared.csv does not say which energy scale.*'own:emt'"):
+        read_reference(tmp_path / "undeclared.csv")
+    li_o_reference["energy_scale"] = ["mp2020", "mp2020", "gga_raw"]
+    li_o_reference.to_csv(tmp_path / "mixed.csv", index=False)
+    with pytest.raises(ScaleMismatch, match=r"mixes energy scales \['gga_raw', 'mp2020'\]"):
+        read_reference(tmp_path / "mixed.csv")
+    li_o_reference["energy_scale"] = "gga_raw"
+    assert reference_scale(li_o_reference) == EnergyScale("gga_raw")
 
 
 def test_reference_from_relaxed_refuses_mixed_calculators():
@@ -124,3 +139,27 @@ def test_sun_summary_counts():
     assert summary["sun_rate"] == 0.25
     assert sun_summary(scores, use_metastable=True)["n_sun"] == 4
     assert not sun_summary(scores)["novelty_known"]
+
+
+def test_only_converged_relaxations_are_scored(li_o_reference):
+    """Same energies, one relaxation stopped early: it gets no scores, no flags and says why."""
+    e = (2 * LI + O) / 3 - 2.5  # 0.5 eV/atom below the Li2O on the hull
+    candidates = pd.DataFrame({"id": ["ok", "stopped", "crashed"], "formula": ["Li2O", "Li2O", "Li2O"],
+                               "energy_per_atom": [e, e, np.nan], "converged": [True, False, False],
+                               "error": ["", "not converged: max force 5.3 eV/A > 0.05 after 150 steps",
+                                         "RuntimeError: boom"]})
+    scores = score_candidates(candidates, li_o_reference).set_index("id")
+    assert scores.loc["ok", "stable"] and scores.loc["ok", "decomposition_energy"] == pytest.approx(-0.5)
+    assert not scores.loc["stopped", "stable"] and not scores.loc["stopped", "metastable"]
+    assert np.isnan(scores.loc["stopped", "decomposition_energy"])
+    assert scores.loc["stopped", "score_error"] == ("relaxation not converged (not converged: max force 5.3 eV/A "
+                                                    "> 0.05 after 150 steps)")
+    assert scores.loc["crashed", "score_error"] == "no finite energy"
+
+
+def test_sun_summary_never_counts_an_unconverged_candidate():
+    scores = pd.DataFrame({"stable": [True, True, True], "metastable": [True, True, True],
+                           "relax_converged": [True, False, True], "decomposition_energy": [-0.1, np.nan, 0.0]})
+    summary = sun_summary(scores)
+    assert (summary["n_stable"], summary["n_not_converged"], summary["n_scored"]) == (2, 1, 2)
+    assert summary["stable_rate"] == pytest.approx(2 / 3)

@@ -55,6 +55,8 @@ def test_entries_become_a_reference(monkeypatch):
     assert sorted(ref["composition"].map(lambda c: c.split()[0].rstrip("0123456789"))) == ["Li", "O"]
     assert set(ref["source"]) == {"materials_project"}
     assert ref["energy_per_atom"].between(-10, -1).all()
+    assert set(ref["energy_scale"]) == {"mp2020"}  # mp-api's compatible entries: MP2020 already applied
+    assert ref["structure"].isna().all()  # these stand-in entries carry no structure
 
 
 def test_server_failure_is_wrapped(monkeypatch):

@@ -127,11 +127,11 @@ def test_csp_evaluation_and_a_shipped_model_from_the_command_line(tmp_path, smal
     _result(run_cli("campaign", "--campaign", "csp", *root, "--source", str(small_csv), "--stop-after", "train",
                     "--max-steps", "3", "--batch-size", "8", "--max-minutes", "1"))
     csp = _result(run_cli("evaluate", "--campaign", "csp", *root, "--task", "csp", "--k", "2", "--csp-targets", "3",
-                          "--eval-workers", "1"))
+                          "--eval-workers", "1", "--eval-dataset", "perov_5"))
     assert csp["k"] == 2 and csp["n_targets"] == 3 and 0 <= csp["match_rate"] <= 1
     per_target = pd.read_parquet(tmp_path / "runs" / "csp" / "evaluate" / "csp-k2" / "per_target.parquet")
     assert len(per_target) == 3 and set(per_target["n_samples"]) == {2}
-    assert "DiffCSP" in (tmp_path / "runs" / "csp" / "evaluate" / "csp-k2" / "summary.md").read_text()
+    assert "k = 2, 3 test crystals, perov_5" in (tmp_path / "runs" / "csp" / "evaluate" / "csp-k2" / "summary.md").read_text()
 
     shipped = _result(run_cli("generate", "--campaign", "shipped", *root, "--model", "pretrained:perov_5",
                               "--num-samples", "4", "--steps", "5"))

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from prefect.artifacts import Artifact
+from pymatgen.core import Composition, Lattice, Structure
 
 from dft.batch import read_relaxed
 from flows.params import RelaxParams, RunParams, ScoreParams
@@ -44,7 +45,7 @@ def test_score_with_a_user_reference_gives_hand_checked_energies(tmp_path):
     relax_flow(run, EMT)
     reference = tmp_path / "hull.csv"
     pd.DataFrame({"id": ["cu", "au"], "composition": ["Cu", "Au"], "energy_per_atom": [-0.1, 0.2],
-                  "source": "hand"}).to_csv(reference, index=False)
+                  "source": "hand", "energy_scale": "own:emt"}).to_csv(reference, index=False)
     result = score_flow(run, EMT, ScoreParams(reference=str(reference)))
     assert result["reference"]["n_entries"] == 2
 
@@ -62,6 +63,23 @@ def test_score_with_a_user_reference_gives_hand_checked_energies(tmp_path):
     assert not sun["uniqueness_known"]
     table = Artifact.get("s-top-candidates")
     assert table is not None and "formation_energy_per_atom" in str(table.data)
+    assert (scores["energy_scale"] == "own:emt").all() and (scores["correction_per_atom"] == 0).all()
+
+
+def test_score_refuses_a_reference_on_another_energy_scale(tmp_path, monkeypatch):
+    """EMT energies cannot face MP-corrected ones: refused before any score is written (and before asking MP)."""
+    make_run(tmp_path, "x", n_candidates=1)
+    run = RunParams(campaign="x", results_root=str(tmp_path))
+    relax_flow(run, EMT)
+    reference = tmp_path / "mp_like.csv"
+    pd.DataFrame({"id": ["cu"], "composition": ["Cu"], "energy_per_atom": [-4.1], "source": "MP",
+                  "energy_scale": "mp2020"}).to_csv(reference, index=False)
+    with pytest.raises(ValueError, match=r"candidates on energy scale own:emt and reference on mp2020"):
+        score_flow(run, EMT, ScoreParams(reference=str(reference)))
+    monkeypatch.delenv("MP_API_KEY", raising=False)  # the refusal comes first, not "no API key"
+    with pytest.raises(ValueError, match=r"candidates on energy scale own:emt and reference on mp2020"):
+        score_flow(run, EMT, ScoreParams(reference="mp"))
+    assert not RunLayout(tmp_path, "x").scores.exists()
 
 
 @pytest.mark.slow
@@ -72,9 +90,16 @@ def test_offline_reference_uses_the_candidates_calculator_and_is_reused(tmp_path
     result = score_flow(run, EMT, ScoreParams(reference_size=3, elements_per_task=3))
     reference = pd.read_parquet(layout.reference)
     assert set(reference["source"]) == {"relaxed:emt"}
-    elementals = {p.stem for p in (layout.stage_dir("score") / "elemental" / "emt").glob("*.parquet")}
-    assert {"Cu", "Au", "Al", "Ni"} <= elementals <= {"Cu", "Au", "Al", "Ni", "Ag", "Pt", "Pd"}
-    assert result["reference"]["n_training_relaxed"] == 3
+    assert set(reference["energy_scale"]) == {"own:emt"}
+    (cache,) = (tmp_path / "_reference_cache").iterdir()  # one folder: EMT with these relaxation settings
+    systems = {p.stem for p in (cache / "systems").glob("*.parquet")}
+    # candidates Cu4, Cu3Au, Ni3Al, AgAu (+ dataset crystals inside those systems): elements and their pairs
+    assert {"Cu", "Au", "Al", "Ni", "Ag", "Au-Cu", "Al-Ni", "Ag-Au"} <= systems
+    assert not {"Pt", "Pd", "Pd-Pt"} & systems  # no candidate there
+    kinds = json.loads((layout.stage_dir("score") / "reference.json").read_text())["sources"]
+    assert kinds["prototype"] > 0 and kinds["elemental"] > 0 and kinds["dataset"] > 0
+    assert result["reference"]["n_dataset_relaxed"] == 3
+    assert result["reference"]["n_prototypes_relaxed"] > 0
     scores = pd.read_parquet(layout.scores)
     assert np.isfinite(scores["decomposition_energy"]).all() and (scores["missing_elements"] == "").all()
     # every elemental reference sits on the hull it defines: pure-element candidates are at or above it
@@ -82,7 +107,20 @@ def test_offline_reference_uses_the_candidates_calculator_and_is_reused(tmp_path
     assert (pure["decomposition_energy"] >= -1e-6).all()
 
     again = score_flow(run, EMT, ScoreParams(reference_size=3, elements_per_task=3))
-    assert again["reference"]["n_training_relaxed"] == 0  # training subset already relaxed: resumed
+    assert again["reference"]["n_dataset_relaxed"] == 0  # dataset subset already relaxed: resumed
+    assert again["reference"]["n_prototypes_relaxed"] == 0  # every system from the cache
+
+    # another campaign with the same calculator and settings reuses the cache; other settings do not
+    make_run(tmp_path, "o2", n_candidates=2)
+    other = RunParams(campaign="o2", results_root=str(tmp_path))
+    relax_flow(other, EMT)
+    reuse = score_flow(other, EMT, ScoreParams(reference_size=0))
+    assert reuse["reference"]["n_prototypes_relaxed"] == 0
+    stricter = EMT.model_copy(update={"fmax": 0.02})
+    relax_flow(RunParams(campaign="o2", results_root=str(tmp_path)), stricter)
+    fresh = score_flow(other, stricter, ScoreParams(reference_size=0))
+    assert fresh["reference"]["n_prototypes_relaxed"] > 0
+    assert len(list((tmp_path / "_reference_cache").iterdir())) == 2
 
 
 def test_score_rejects_a_reference_from_another_calculator(tmp_path):
@@ -94,4 +132,39 @@ def test_score_rejects_a_reference_from_another_calculator(tmp_path):
     with pytest.raises(ValueError, match=r"relaxed with \['emt'\].*'chgnet'"):
         score_flow(run, EMT.model_copy(update={"calculator": "chgnet"}), ScoreParams(reference_size=1))
     assert layout.scores.stat().st_mtime_ns == before
-    assert not (layout.stage_dir("score") / "elemental" / "chgnet").exists()
+    assert [p.name.split("-")[0] for p in (tmp_path / "_reference_cache").iterdir()] == ["emt"]
+
+
+def test_a_raw_gga_calculator_is_corrected_on_both_sides_of_its_offline_hull(tmp_path, monkeypatch):
+    """EMT registered as a raw-GGA calculator (standing in for SevenNet-0, whose weights are slow here): the score
+    stage applies MP2020 to the candidates and to every reference entry. Rock-salt NiO: GGA+U with U(Ni) = 6.2,
+    so each entry gets (-0.687 (oxide) - 2.541 (Ni in an oxide)) / 2 = -1.614 eV/atom; the elements get nothing."""
+    from ase.calculators.emt import EMT as AseEMT
+
+    from dft import calculators
+    from tests.flows.helpers import write_fetched, write_generated
+
+    monkeypatch.setattr(calculators, "_FACTORIES", dict(calculators._FACTORIES))
+    monkeypatch.setattr(calculators, "_SCALES", dict(calculators._SCALES))
+    calculators.register_calculator("emt-as-gga", lambda config: calculators.BuiltCalculator(
+        AseEMT(), "emt-as-gga", "ase EMT standing in for a raw-GGA potential"), scale="gga_raw")
+    layout = RunLayout(tmp_path, "g")
+    write_fetched(layout, n=1)  # one Cu4 crystal: outside Ni-O, so no dataset structure joins the hull
+    nio = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.17), ["Ni", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    write_generated(layout, [nio], n_invalid=0, prefix="g-gen")
+    run = RunParams(campaign="g", results_root=str(tmp_path))
+    raw_gga = EMT.model_copy(update={"calculator": "emt-as-gga"})
+    relax_flow(run, raw_gga)
+    score_flow(run, raw_gga, ScoreParams(reference_size=0))
+
+    info = json.loads((layout.stage_dir("score") / "reference.json").read_text())
+    assert (info["source_scale"], info["hull_scale"]) == ("gga_raw", "mp2020")
+    assert info["note"].startswith("MP2020 corrections applied to the candidates and reference")
+    reference = pd.read_parquet(layout.reference)
+    per_formula = reference.groupby(reference["composition"].map(lambda c: Composition(c).reduced_formula))
+    corrections = per_formula["correction_per_atom"].first()
+    assert corrections["NiO"] == pytest.approx((-0.687 - 2.541) / 2) and corrections["Ni"] == corrections["O2"] == 0
+    assert (reference["energy_per_atom"] == reference["raw_energy_per_atom"] + reference["correction_per_atom"]).all()
+    scores = pd.read_parquet(layout.scores).iloc[0]
+    assert scores["energy_scale"] == "mp2020" and scores["correction_per_atom"] == pytest.approx(-1.614)
+    assert scores["energy_per_atom"] == pytest.approx(scores["raw_energy_per_atom"] - 1.614)

@@ -132,7 +132,7 @@ class MetricsResult:
             f"| EMD density (g/cm^3) | {num('emd_density')} (on {s['n_eval']} valid vs {s['n_reference_used']} reference) |",
             f"| EMD # elements | {num('emd_n_elements')} |",
             f"| uniqueness | {pct('uniqueness')} |",
-            f"| novelty | {pct('novelty')} |",
+            f"| novelty | {pct('novelty')} (vs {s.get('n_known', 0)} known crystals) |",
             f"| fingerprint failures | {s['n_fingerprint_failures']} |",
         ]
         if self.reason_counts:
@@ -182,16 +182,17 @@ def _fraction(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator else float("nan")
 
 
-def evaluate_structures(generated: pd.DataFrame, reference: pd.DataFrame, training: pd.DataFrame | None = None,
+def evaluate_structures(generated: pd.DataFrame, reference: pd.DataFrame, known: pd.DataFrame | None = None,
                         config: MetricsConfig = MetricsConfig()) -> MetricsResult:
-    """Metrics of `generated` against `reference` (and novelty against `training`), see module doc."""
+    """Metrics of `generated` against `reference`, and novelty against `known` (every known crystal, see
+    `unimat_core.metrics.known`; the training split alone would call a known test crystal novel)."""
     with WorkerPool(config.n_workers) as pool:
-        return _evaluate(generated, reference, training, config, pool)
+        return _evaluate(generated, reference, known, config, pool)
 
 
-def _evaluate(generated: pd.DataFrame, reference: pd.DataFrame, training: pd.DataFrame | None, config: MetricsConfig,
+def _evaluate(generated: pd.DataFrame, reference: pd.DataFrame, known: pd.DataFrame | None, config: MetricsConfig,
               pool: WorkerPool) -> MetricsResult:
-    for name, table in (("generated", generated), ("reference", reference), ("training", training)):
+    for name, table in (("generated", generated), ("reference", reference), ("known", known)):
         if table is not None and "structure" not in table.columns:
             raise MetricsError(f"{name} table has no 'structure' column (expected the structure-table schema)")
     if len(reference) == 0:
@@ -239,16 +240,16 @@ def _evaluate(generated: pd.DataFrame, reference: pd.DataFrame, training: pd.Dat
 
     start = time.perf_counter()
     valid_rows = np.flatnonzero(valid)
-    train_texts = train_formulas = None
-    if training is not None:
-        train_texts = training["structure"].tolist()
-        train_formulas = (training["reduced_formula"].tolist() if "reduced_formula" in training.columns
-                          else check_structures(train_texts, workers=pool)["reduced_formula"].tolist())
+    known_texts = known_formulas = None
+    if known is not None:
+        known_texts = known["structure"].tolist()
+        known_formulas = (known["reduced_formula"].tolist() if "reduced_formula" in known.columns
+                          else check_structures(known_texts, workers=pool)["reduced_formula"].tolist())
     unique_v = novel_v = None
     if config.matching:
         unique_v, novel_v = uniqueness_novelty([texts[i] for i in valid_rows],
                                                frame["reduced_formula"].iloc[valid_rows].tolist(),
-                                               train_texts, train_formulas, config.matcher, pool)
+                                               known_texts, known_formulas, config.matcher, pool)
     timings["seconds_matching"] = time.perf_counter() - start
     unique = pd.array([pd.NA] * len(frame), dtype="boolean")
     novel = pd.array([pd.NA] * len(frame), dtype="boolean")
@@ -275,7 +276,7 @@ def _evaluate(generated: pd.DataFrame, reference: pd.DataFrame, training: pd.Dat
         "n_reference": len(reference),
         "n_reference_given": n_reference_given,
         "n_reference_used": int(ref_ok.sum()),
-        "n_training": 0 if training is None else len(training),
+        "n_known": 0 if known is None else len(known),
         "n_fingerprint_failures": int((frame["fingerprinted"] & ~frame["fingerprint_ok"]).sum()),
         "struct_validity": _fraction(frame["valid_struct"].sum(), n),
         "comp_validity": _fraction(frame["valid_comp"].sum(), n),

@@ -3,7 +3,7 @@
 Two structures can only match if they share a reduced formula, so we never compare across
 formulas: each formula group is one independent job (run in a process pool). Within a group
 the first occurrence of a structure is unique and later matches are duplicates. Novelty is
-checked for each unique structure against the training structures of the same formula, and a
+checked for each unique structure against the known structures of the same formula, and a
 duplicate inherits the novelty of the structure it duplicates (saves N_dup x N_train fits).
 """
 
@@ -67,7 +67,7 @@ def uniqueness_novelty(gen_texts: Sequence[str], gen_formulas: Sequence[str],
                        train_texts: Sequence[str] | None = None, train_formulas: Sequence[str] | None = None,
                        settings: MatcherSettings = MatcherSettings(),
                        workers: int | WorkerPool = 1) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per generated structure: unique within the set, and novel w.r.t. training (None without training)."""
+    """Per generated structure: unique within the set, and novel w.r.t. the known structures (None without)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, formula in enumerate(gen_formulas):
         groups[formula].append(i)

@@ -46,3 +46,10 @@ def test_an_overfit_model_predicts_its_training_crystals(overfit_model):
     assert result["n_targets"] == 4 and result["k"] == 2
     assert result["match_rate"] == 1.0 and result["rmse"] < 0.1
     assert per_target["id"].tolist() == frame["id"].tolist()
+
+
+def test_report_names_the_published_anchors():
+    from unimat_core.metrics.csp import markdown
+
+    text = markdown({"k": 1, "n_targets": 100, "match_rate": 0.4, "rmse": 0.3}, "perov_5")
+    assert "| this model | 40.00 % | 0.3000 |" in text and "| DiffCSP (published) | 52.02 % | 0.076 |" in text
