@@ -372,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
         user_errors = (UserInputError, CompositionError)
         if not args.debug:
             for name in ("prefect.flow_runs", "prefect.task_runs"):
-                logging.getLogger(name).addFilter(_QuietUserErrors((*user_errors, MissingStageOutput)))
+                logger = logging.getLogger(name)
+                if not any(isinstance(f, _QuietUserErrors) for f in logger.filters):  # main() may run again
+                    logger.addFilter(_QuietUserErrors((*user_errors, MissingStageOutput)))
         flow = {"fetch": stages.fetch_flow, "tensorize": stages.tensorize_flow, "train": stages.train_flow,
                 "generate": stages.generate_flow, "relax": stages.relax_flow, "score": stages.score_flow,
                 "evaluate": stages.evaluate_flow, "campaign": discovery_campaign,

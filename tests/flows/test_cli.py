@@ -95,8 +95,7 @@ def test_bad_parameters_fail_before_any_work(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.slow  # a subprocess with its own Prefect server start
-def test_relax_without_generated_structures_names_the_generate_stage(tmp_path):
+def test_relax_without_generated_structures_names_the_generate_stage(tmp_path):  # found before any server starts
     proc = run_cli("relax", "--campaign", "nogen", "--results-root", str(tmp_path), "--calculator", "emt")
     assert proc.returncode == 1
     assert "generate/part-*.parquet does not exist" in proc.stderr and "`generate` stage" in proc.stderr

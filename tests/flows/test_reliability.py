@@ -10,12 +10,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -30,21 +28,13 @@ from tests.conftest import REPO, TEST_PREFECT_HOME, perov5_test_csv
 from tests.flows.helpers import make_run, write_generated
 from unimat_core.datasets import read_cdvae_csv
 from unimat_core.datasets.source import DatasetSource
-from unimat_core.provenance import RECORD_NAME, SUPERSEDED, read_record
+from unimat_core.provenance import SUPERSEDED, read_record
 from unimat_core.run_layout import RunLayout
 from unimat_core.structure_table import records_to_frame, structure_from_json
 from unimat_core.tensor_store import REJECTED, TensorDataset, tensorize_frame
 
 EMT = RelaxParams(calculator="emt", chunk_size=2, max_steps=200, time_limit_s=30)
 GENERATE = GenerateParams(num_samples=4, batch_size=2, steps=2, device="cpu")  # two parts of two samples
-
-KILLABLE = textwrap.dedent("""
-    import sys
-    from flows.params import RelaxParams, RunParams
-    from flows.stages import relax_flow
-    relax_flow(RunParams(campaign="k", results_root=sys.argv[1]),
-               RelaxParams(calculator="emt", chunk_size=1, max_steps=300, fmax=0.01, time_limit_s=60))
-""")
 
 
 def snapshot(folder: Path) -> dict[Path, bytes]:
@@ -313,6 +303,19 @@ def test_a_user_mistake_leaves_prefect_untouched(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and not home.exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # a subprocess with its server: fetch and tensorize run before the mistake can be known
+def test_a_composition_beyond_the_fitted_l_stops_a_new_campaign_before_training(tmp_path):
+    csv = perov5_test_csv(tmp_path / "mine.csv", 12)
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "campaign", "--campaign", "f", "--results-root",
+                           str(tmp_path / "runs"), "--source", str(csv), "--compositions", "Fe30O40", "--stop-after",
+                           "generate", "--max-steps", "1"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == ("unimat campaign: --compositions: 'Fe30O40': 30 Fe atoms exceed "
+                                                    "the model's 3 slots per element (L) (tensorized data)")
+    assert sorted(p.name for p in (tmp_path / "runs" / "f").iterdir()) == ["fetch", "tensorize"]  # no training spent
+
+
 # ---- silent input damage becomes a decision the user sees -------------------------------------------------
 
 def test_deuterium_is_rejected_with_its_reason_not_turned_into_hydrogen(tmp_path):
@@ -377,12 +380,15 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
-def test_a_killed_stage_leaves_no_server_behind(tmp_path):
+def test_a_killed_stage_leaves_no_server_behind_and_resumes(tmp_path):
+    """`kill -9` of a running `unimat relax`: its temporary server goes with it, every finished chunk is a
+    complete part, and the rerun relaxes exactly the rest."""
     layout = make_run(tmp_path, "k", n_candidates=8, supercell=2)  # 32-atom cells: about a second each with EMT
-    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the tests' Prefect home: its database is migrated already
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "relax", "--campaign", "k", "--results-root",
-                             str(tmp_path), "--calculator", "emt", "--chunk-size", "1", "--relax-steps", "300",
-                             "--fmax", "0.01"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+    args = ["relax", "--campaign", "k", "--results-root", str(tmp_path), "--calculator", "emt", "--chunk-size", "1",
+            "--relax-steps", "300", "--fmax", "0.01", "--time-limit", "60"]
+    # the tests' Prefect home: its database is migrated already
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     children: list[int] = []
     try:
@@ -399,7 +405,19 @@ def test_a_killed_stage_leaves_no_server_behind(tmp_path):
         for pid in [proc.pid, *children]:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
-    assert finished_ids(layout.relaxed)  # what finished before the kill is kept
+
+    parts = sorted(layout.relaxed.glob("part-*.parquet"))
+    assert 1 <= len(parts) < 8, "killed mid-stage: some chunks must be missing"
+    done = [i for part in parts for i in pq.read_table(part, columns=["id"]).column("id").to_pylist()]
+    assert len(done) == len(set(done)) == len(parts)  # complete parts only; a half-written chunk is a hidden temp
+    stamps = {p.name: p.stat().st_mtime_ns for p in parts}
+
+    assert main(args) == 0
+    assert finished_ids(layout.relaxed) == {f"k-gen-{i:05d}" for i in range(8)}
+    ids = [i for p in sorted(layout.relaxed.glob("part-*.parquet")) for i in pq.read_table(p, columns=["id"])["id"].to_pylist()]
+    assert len(ids) == 8  # each id exactly once
+    for name, stamp in stamps.items():  # finished chunks were not redone
+        assert (layout.relaxed / name).stat().st_mtime_ns == stamp
 
 
 def test_tests_keep_their_own_prefect_home(tmp_path):
@@ -417,37 +435,7 @@ def test_tests_keep_their_own_prefect_home(tmp_path):
     assert "PREFECT_HOME=$(CURDIR)/.prefect-test" in recipe
 
 
-# ---- crash safety (before issue #20) ----------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_relax_killed_mid_stage_leaves_a_consistent_folder_and_resumes(tmp_path):
-    layout = make_run(tmp_path, "k", n_candidates=8, supercell=2)  # 32-atom cells: about a second each with EMT
-    proc = subprocess.Popen([sys.executable, "-c", KILLABLE, str(tmp_path)], cwd=REPO, env={**os.environ},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for_a_part(proc, layout.relaxed)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the flow process and the temporary Prefect server it started
-        proc.wait(timeout=30)
-
-    parts = sorted(layout.relaxed.glob("part-*.parquet"))
-    assert 1 <= len(parts) < 8, "killed mid-stage: some chunks must be missing"
-    done = []
-    for part in parts:  # every part is complete and readable; a half-written chunk is only a hidden temp file
-        done += pq.read_table(part, columns=["id"]).column("id").to_pylist()
-    assert len(done) == len(set(done)) == len(parts)
-    stamps = {p.name: p.stat().st_mtime_ns for p in parts}
-
-    result = relax_flow(RunParams(campaign="k", results_root=str(tmp_path)),
-                        RelaxParams(calculator="emt", chunk_size=1, max_steps=300, fmax=0.01, time_limit_s=60))
-    assert result["n_done_before"] >= len(done) and result["n_relaxed"] == 8
-    assert result["n_relaxed_now"] == 8 - result["n_done_before"]
-    for name, stamp in stamps.items():  # finished chunks were not redone
-        assert (layout.relaxed / name).stat().st_mtime_ns == stamp
-    ids = [i for p in sorted(layout.relaxed.glob("part-*.parquet"))
-           for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
-    assert sorted(ids) == [f"k-gen-{i:05d}" for i in range(8)]  # each id exactly once
-
+# ---- campaigns side by side ------------------------------------------------------------------------------
 
 @pytest.mark.slow
 def test_two_campaigns_run_concurrently_without_touching_each_other(tmp_path):
