@@ -160,8 +160,11 @@ def build_reference(layout: RunLayout, kind: str, path: str | None, systems: lis
         reference = reference_from_mp(systems_mp)
     else:
         reference = read_reference(path)
-    source_scale = reference_scale(reference, path or f"the {kind} reference")
-    plan = plan_scales(energy_scale(CalculatorConfig.from_dict(calculator)), source_scale)  # refuses a bad pair
+    candidate_scale = energy_scale(CalculatorConfig.from_dict(calculator))
+    # an offline hull is made with the candidates' calculator: its scale, also when it holds no entry yet
+    source_scale = candidate_scale if kind == "offline" and reference.empty else \
+        reference_scale(reference, path or f"the {kind} reference")
+    plan = plan_scales(candidate_scale, source_scale)  # refuses a bad pair
     aligned, rejected = on_hull_scale(reference, plan.correct_reference)
     aligned = aligned[~aligned["id"].isin(list(rejected))]
     aligned["energy_scale"] = str(plan.hull_scale)

@@ -38,3 +38,15 @@ def perturbed_test_crystals(dataset: str, n: int, seed: int = 0, strain: float =
         structure.apply_strain(rng.uniform(-strain, strain, size=3))  # each lattice vector by its own factor
         crystals.append(structure.perturb(rattle, seed=seed * 1000 + i))
     return crystals
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Bit-for-bit comparisons (batched potential vs its ASE calculator) hold for one intra-op thread: with
+    several, torch's reductions may add in another order from call to call. Restored after each test."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

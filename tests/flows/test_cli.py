@@ -137,6 +137,6 @@ def test_csp_evaluation_and_a_shipped_model_from_the_command_line(tmp_path, smal
                               "--num-samples", "4", "--steps", "5"))
     assert shipped["n_generated"] == 4
     generated = pd.concat(pd.read_parquet(p) for p in (tmp_path / "runs" / "shipped" / "generate").glob("part-*.parquet"))
-    assert generated["source"].str.startswith("unimat:last.pt@step").all()
+    assert generated["source"].str.startswith("unimat:pretrained:perov_5@step").all()  # which model made them
     proc = run_cli("generate", "--campaign", "shipped2", *root, "--model", "pretrained:nope")
     assert proc.returncode == 2 and "unknown pretrained model 'nope'" in proc.stderr

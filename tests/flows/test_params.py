@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 from pymatgen.core import Composition
 
+from tests.conftest import perov5_test_csv
 from flows.params import DEMO_COMPOSITIONS, CampaignParams, EvaluateParams, RelaxParams, ScoreParams, TrainParams
 from unimat_core.datasets.bundled import bundled_csv_paths
 from unimat_core.metrics import MetricsConfig
@@ -50,7 +51,7 @@ def test_bad_values_are_rejected(tmp_path):
     with pytest.raises(ValidationError):
         EvaluateParams(coverage_on="some")
     hull = tmp_path / "hull.csv"
-    hull.write_text("id,composition,energy_per_atom,source\n")
+    hull.write_text("id,composition,energy_per_atom,source,energy_scale\nmp-30,Cu,-3.73,test,mp2020\n")
     assert ScoreParams(reference=str(hull)).kind == "file"
     assert EvaluateParams().metrics_config("perov_5", str(tmp_path))["cache_dir"].endswith(".cache/fingerprints")
     skip = MetricsConfig(**EvaluateParams(matching=False).metrics_config("carbon_24", str(tmp_path)))
@@ -76,7 +77,6 @@ def test_a_bundled_source_with_a_shipped_model_fine_tunes_it_on_its_cropped_grid
     assert carbon.train.init_from == "pretrained:carbon_24" and carbon.tensorize.crop_grid
     scratch = CampaignParams(shipped_model=False)
     assert scratch.train.init_from is None and not scratch.tensorize.crop_grid
-    csv = tmp_path / "x.csv"
-    csv.write_text(",material_id,cif\n")
+    csv = perov5_test_csv(tmp_path / "x.csv", 5)
     own = CampaignParams(source={"kind": "csv", "name": "x", "csv_paths": (str(csv),)})
     assert own.train.init_from is None  # no shipped model fits a user's data

@@ -117,7 +117,8 @@ def test_offline_reference_uses_the_candidates_calculator_and_is_reused(tmp_path
     reuse = score_flow(other, EMT, ScoreParams(reference_size=0))
     assert reuse["reference"]["n_prototypes_relaxed"] == 0
     stricter = EMT.model_copy(update={"fmax": 0.02})
-    relax_flow(RunParams(campaign="o2", results_root=str(tmp_path)), stricter)
+    redo = RunParams(campaign="o2", results_root=str(tmp_path), overwrite=("relax",))  # other settings: redo on purpose
+    relax_flow(redo, stricter)
     fresh = score_flow(other, stricter, ScoreParams(reference_size=0))
     assert fresh["reference"]["n_prototypes_relaxed"] > 0
     assert len(list((tmp_path / "_reference_cache").iterdir())) == 2
