@@ -96,7 +96,8 @@ def read_reference(path: str | Path) -> pd.DataFrame:
         reference = validate_reference(frame)
     except (HullError, ValueError, OSError, UnicodeDecodeError) as exc:  # name the file: the user has to fix it
         raise HullError(f"{path}: {exc}") from exc
-    reference_scale(reference, str(path))  # a file must say what scale its energies are on
+    if len(reference):  # a file must say what scale its energies are on (an empty hull holds none to misplace)
+        reference_scale(reference, str(path))
     return reference
 
 def reference_scale(reference: pd.DataFrame, where: str = "the reference") -> EnergyScale:
