@@ -28,6 +28,7 @@ from tests.conftest import REPO, TEST_PREFECT_HOME, perov5_test_csv
 from tests.flows.helpers import make_run, write_generated
 from unimat_core.datasets import read_cdvae_csv
 from unimat_core.datasets.source import DatasetSource
+from unimat_core.errors import UserInputError
 from unimat_core.provenance import SUPERSEDED, read_record
 from unimat_core.run_layout import RunLayout
 from unimat_core.structure_table import records_to_frame, structure_from_json
@@ -282,7 +283,10 @@ def test_mistakes_in_options_and_files_stop_before_any_server(tmp_path, capsys, 
          ["--reference", "hull.csv", "row 2 (id 'o'): energy_per_atom 'abc'", "row 3 (id 'q')", "unknown element(s) Qq"]),
         (["fetch", "--results-root", str(a_file / "runs")], ["--results-root", "results.txt is a file"]),
         (["relax", *root, "--overwrite", "relaxing"], ["--overwrite", "'relax'"]),
+        (["fetch", *root, "--source", "perov_5", "--splits", "train"], ["--source", "no bundled split(s) ['train']"]),
     ]
+    if not torch_cuda_available():
+        cases.append((["campaign", *root, "--device", "cuda"], ["--device", "no CUDA device"]))
     for args, expected in cases:
         start = time.perf_counter()
         code, err = cli(capsys, *args)
@@ -290,6 +294,23 @@ def test_mistakes_in_options_and_files_stop_before_any_server(tmp_path, capsys, 
         assert time.perf_counter() - start < 10, args
         assert "--csv" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.csv", "hull.csv", "picture.csv", "results.txt"]
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.slow  # the fetch flow runs (Prefect's server) before the rows are parsed
+def test_a_table_none_of_whose_rows_reads_stops_at_fetch_naming_the_reasons(tmp_path):
+    path = tmp_path / "broken.csv"
+    pd.DataFrame({"material_id": ["a", "b"], "cif": ["data_a\nnot a cif", "data_b\nnor this"]}).to_csv(path)
+    run = RunParams(campaign="n", results_root=str(tmp_path / "runs"))
+    with pytest.raises(UserInputError, match=r"--source broken: none of its 2 rows could be read \(2x CIF does not parse\)"):
+        fetch_flow(run, DatasetSource.parse(str(path)))
+    assert pd.read_parquet(run.layout().fetch_rejected)["id"].tolist() == ["a", "b"]  # each with its reason
+    assert not run.layout().structures.exists()
 
 
 def test_a_user_mistake_leaves_prefect_untouched(tmp_path):
