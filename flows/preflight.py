@@ -30,6 +30,18 @@ def check_source(source: DatasetSource) -> None:
             raise UserInputError(f"--source mp: {exc}") from None
 
 
+def check_devices(groups: dict[str, BaseModel]) -> None:
+    """A CUDA device asked for where there is none would fail only once its stage starts."""
+    asked = {f"--device ({group})": getattr(groups.get(group), "device", "auto") for group in ("train", "generate", "relax")}
+    cuda = {option: device for option, device in asked.items() if str(device).startswith("cuda")}
+    if cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserInputError(f"{', '.join(cuda)}: {next(iter(cuda.values()))} asked for, but torch sees no CUDA "
+                                 "device here: use --device auto or cpu")
+
+
 def check_compositions(compositions: tuple[str, ...], spec: UniMatSpec, where: str) -> None:
     """Every target composition must fit the model's grid and its L slots per element."""
     from unimat_core.model.generation import CompositionError, composition_counts
@@ -111,6 +123,7 @@ def preflight(command: str, params: dict) -> None:
     else:
         run, groups, stages = params["run"], params, (command,)
     layout = run.layout()
+    check_devices(groups)
     if command != "campaign":
         _inputs_exist(layout, command, groups)
     if "fetch" in stages:

@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from tasks.artifacts import artifact_key
 from unimat_core.datasets.materials_project import MaterialsProjectError
 from unimat_core.datasets.source import DatasetSource, load_source
+from unimat_core.errors import UserInputError
 from unimat_core.run_layout import RunLayout
 from unimat_core.structure_table import read_structures, write_structures
 
@@ -45,11 +46,17 @@ def fetch_structures(source: DatasetSource, layout: RunLayout) -> dict:
         return {"path": str(layout.structures), "n_structures": len(frame), "reused": True}
 
     result = load_source(source)
-    write_structures(result.structures, layout.structures)
+    layout.stage_dir("fetch").mkdir(parents=True, exist_ok=True)
     result.rejected.to_parquet(layout.fetch_rejected, index=False)
+    reasons = Counter(str(r).split(":")[0] for r in result.rejected["reason"]).most_common(3)
+    if result.structures.empty:  # nothing to train on: say why now, not as an empty dataset two stages later
+        why = (f"none of its {len(result.rejected)} rows could be read ({'; '.join(f'{n}x {r}' for r, n in reasons)}); "
+               f"each row's reason is in {layout.fetch_rejected}" if len(result.rejected)
+               else f"it has no rows in --splits {','.join(source.splits)}" if source.splits else "it has no rows")
+        raise UserInputError(f"--source {source.name}: {why}")
+    write_structures(result.structures, layout.structures)
     (layout.stage_dir("fetch") / "source.json").write_text(json.dumps(source.model_dump(mode="json"), indent=1))
     counts = result.structures["split"].value_counts().to_dict()
-    reasons = Counter(str(r).split(":")[0] for r in result.rejected["reason"]).most_common(3)
     logger.info("fetch: %d structures %s -> %s", len(result.structures), counts, layout.structures)
     if len(result.rejected):
         logger.warning("fetch: %d rows rejected (%s), each with its id and reason in %s", len(result.rejected),

@@ -28,6 +28,7 @@ from tests.conftest import REPO, TEST_PREFECT_HOME, perov5_test_csv
 from tests.flows.helpers import make_run, write_generated
 from unimat_core.datasets import read_cdvae_csv
 from unimat_core.datasets.source import DatasetSource
+from unimat_core.errors import UserInputError
 from unimat_core.provenance import SUPERSEDED, read_record
 from unimat_core.run_layout import RunLayout
 from unimat_core.structure_table import records_to_frame, structure_from_json
@@ -186,15 +187,15 @@ def test_changed_settings_stop_only_the_stages_they_would_make_stale(tmp_path, c
 
 @pytest.mark.slow
 def test_an_unreadable_row_is_a_row_and_damaged_parts_are_set_aside_and_redone(tmp_path):
-    layout = make_run(tmp_path, "b", n_candidates=6)  # parts of 4 rows: 00000 (4 valid), 00001 (2 valid + 1 invalid)
+    layout = make_run(tmp_path, "b", n_candidates=4)  # part 00000: Cu4, Cu3Au, AlNi3, Ag2Au2; 00001: 1 invalid
     first = layout.generated / "part-00000.parquet"
     frame = pd.read_parquet(first)
-    frame.loc[1, "structure"] = '{"@module": "pymatgen.core.structure", garbage'
+    frame.loc[1, "structure"] = '{"@module": "pymatgen.core.structure", garbage'  # Cu3Au's row
     frame.to_parquet(first, index=False)
     run = RunParams(campaign="b", results_root=str(tmp_path))
 
     result = relax_flow(run, EMT)
-    assert result["n_relaxed"] == 6 and result["n_chunks"] == 3  # every chunk ran
+    assert result["n_relaxed"] == 4 and result["n_chunks"] == 2  # every chunk ran
     relaxed = read_relaxed(layout.relaxed).set_index("id")
     assert relaxed.loc["b-gen-00001", "error"].startswith("unreadable structure: JSONDecodeError")
     assert relaxed.drop(index="b-gen-00001")["converged"].all()
@@ -205,14 +206,14 @@ def test_an_unreadable_row_is_a_row_and_damaged_parts_are_set_aside_and_redone(t
     damaged.write_bytes(damaged.read_bytes()[:200])  # a copy cut short
     kept = {p: p.stat().st_mtime_ns for p in parts if p != damaged}
     again = relax_flow(run, EMT)
-    assert again["n_relaxed_now"] == len(lost) and again["n_relaxed"] == 6
+    assert again["n_relaxed_now"] == len(lost) and again["n_relaxed"] == 4
     assert (layout.relaxed / "_damaged" / damaged.name).exists()
     ids = [i for p in sorted(layout.relaxed.glob("part-*.parquet")) for i in pq.read_table(p, columns=["id"])["id"].to_pylist()]
-    assert sorted(ids) == [f"b-gen-{i:05d}" for i in range(6)]  # each id exactly once
+    assert sorted(ids) == [f"b-gen-{i:05d}" for i in range(4)]  # each id exactly once
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # finished chunks untouched
 
     score = score_flow(run, EMT, ScoreParams(reference_size=0))  # the unreadable row does not block scoring
-    assert score["scores"]["n_candidates"] == 6 and score["scores"]["n_scored"] <= 5
+    assert score["scores"]["n_candidates"] == 4 and score["scores"]["n_scored"] <= 3
     scores = pd.read_parquet(layout.scores).set_index("id")
     assert scores.loc["b-gen-00001", "relax_error"].startswith("unreadable structure")
 
@@ -282,7 +283,10 @@ def test_mistakes_in_options_and_files_stop_before_any_server(tmp_path, capsys, 
          ["--reference", "hull.csv", "row 2 (id 'o'): energy_per_atom 'abc'", "row 3 (id 'q')", "unknown element(s) Qq"]),
         (["fetch", "--results-root", str(a_file / "runs")], ["--results-root", "results.txt is a file"]),
         (["relax", *root, "--overwrite", "relaxing"], ["--overwrite", "'relax'"]),
+        (["fetch", *root, "--source", "perov_5", "--splits", "train"], ["--source", "no bundled split(s) ['train']"]),
     ]
+    if not torch_cuda_available():
+        cases.append((["campaign", *root, "--device", "cuda"], ["--device", "no CUDA device"]))
     for args, expected in cases:
         start = time.perf_counter()
         code, err = cli(capsys, *args)
@@ -290,6 +294,23 @@ def test_mistakes_in_options_and_files_stop_before_any_server(tmp_path, capsys, 
         assert time.perf_counter() - start < 10, args
         assert "--csv" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.csv", "hull.csv", "picture.csv", "results.txt"]
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.slow  # the fetch flow runs (Prefect's server) before the rows are parsed
+def test_a_table_none_of_whose_rows_reads_stops_at_fetch_naming_the_reasons(tmp_path):
+    path = tmp_path / "broken.csv"
+    pd.DataFrame({"material_id": ["a", "b"], "cif": ["data_a\nnot a cif", "data_b\nnor this"]}).to_csv(path)
+    run = RunParams(campaign="n", results_root=str(tmp_path / "runs"))
+    with pytest.raises(UserInputError, match=r"--source broken: none of its 2 rows could be read \(2x CIF does not parse\)"):
+        fetch_flow(run, DatasetSource.parse(str(path)))
+    assert pd.read_parquet(run.layout().fetch_rejected)["id"].tolist() == ["a", "b"]  # each with its reason
+    assert not run.layout().structures.exists()
 
 
 def test_a_user_mistake_leaves_prefect_untouched(tmp_path):

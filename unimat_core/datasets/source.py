@@ -29,6 +29,8 @@ class DatasetSource(BaseModel):
     def _check(self) -> DatasetSource:
         if self.kind == "bundled" and self.name not in BUNDLED_DATASETS:
             raise ValueError(f"unknown bundled dataset {self.name!r}; bundled: {sorted(BUNDLED_DATASETS)}")
+        if self.kind == "bundled" and (missing := [s for s in self.splits if s not in BUNDLED_DATASETS[self.name]]):
+            raise ValueError(f"{self.name} has no bundled split(s) {missing}; bundled: {list(BUNDLED_DATASETS[self.name])}")
         if self.kind == "csv":
             if not self.csv_paths:
                 raise ValueError("a csv source needs at least one path in csv_paths")
