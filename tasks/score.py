@@ -41,8 +41,8 @@ from unimat_core.run_layout import RunLayout
 from unimat_core.structure_table import read_structures
 
 CACHE_DIR = "_reference_cache"  # under the results root; campaign names cannot start with "_"
-TOP_COLUMNS = ["id", "formula", "energy_per_atom", "formation_energy_per_atom", "e_above_hull",
-               "decomposition_energy", "stable", "metastable"]
+TOP_COLUMNS = ["id", "formula", "energy_per_atom", "correction_per_atom", "formation_energy_per_atom", "e_above_hull",
+               "decomposition_energy", "stable", "metastable"]  # energies on the hull's scale, correction included
 EXCLUDED_COLUMNS = ["id", "formula", "raw_energy_per_atom", "score_error"]
 
 
