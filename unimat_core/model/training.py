@@ -248,10 +248,10 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
                     best_loss = min(best_loss, parts["loss"])
                     if on_log is not None:
                         on_log(row)
-                if step % config.checkpoint_every == 0:
+                keep = bool(config.keep_every) and step % config.keep_every == 0
+                if keep or step % config.checkpoint_every == 0:  # written once when both fall on this step
                     checkpoint()
-                if config.keep_every and step % config.keep_every == 0:
-                    checkpoint()
+                if keep:
                     shutil.copy(ckpt_path, ckpt_path.with_name(f"step-{step:07d}.pt"))
             else:
                 epoch += 1
