@@ -20,14 +20,18 @@ export PREFECT_HOME=${PREFECT_HOME:-$PWD/.prefect-pretrain}   # not the demo's d
 
 "$bin/unimat" fetch --campaign "$campaign" --source "$name" >/dev/null
 "$bin/unimat" tensorize --campaign "$campaign" --crop-grid >/dev/null
+# --max-steps/--lr-decay-steps fixed so every piece continues one schedule; one torch thread, the other core stays free
+args=(train --campaign "$campaign" --threads 1 --max-minutes "$minutes" --max-steps 1000000
+      --lr-decay-steps 60000 --batch-size 64 --keep-every 2000)
 if [ ! -f "$train/checkpoints/last.pt" ] && [ -f "$ship/last.pt" ]; then
   mkdir -p "$train/checkpoints"
   cp "$ship/last.pt" "$train/checkpoints/last.pt"
   cp "$ship/metrics.csv" "$ship/config.json" "$train/"
+  # record what made the restored checkpoint (these very settings on this tensorized data), so the train
+  # stage resumes it instead of stopping at an output with no provenance record
+  "$bin/python" tools/adopt_checkpoint.py "${args[@]}"
 fi
-# --max-steps/--lr-decay-steps fixed so every piece continues one schedule; one torch thread, the other core stays free
-nice -n 5 "$bin/unimat" train --campaign "$campaign" --threads 1 --max-minutes "$minutes" --max-steps 1000000 \
-  --lr-decay-steps 60000 --batch-size 64 --keep-every 2000
+nice -n 5 "$bin/unimat" "${args[@]}"
 mkdir -p "$ship"
 cp "$train/checkpoints/last.pt" "$train/metrics.csv" "$train/config.json" "$ship/"
 echo "copied $train/checkpoints/last.pt into $ship/ ($(du -h "$ship/last.pt" | cut -f1)); update MODEL_CARD.md and commit"
