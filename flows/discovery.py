@@ -10,7 +10,6 @@ See dft/discovery.py for the folder layout and the budget and timing rules.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dft.discovery import discovery_dir
 from flows.params import RelaxParams, RunParams
+from unimat_core.model.config import Sampler
 from tasks.discovery import (
     plan_relaxation_task,
     prepare_targets_task,
@@ -39,7 +39,7 @@ class DiscoveryParams(BaseModel):
     known: str = "perov_5"  # bundled dataset (its test split) or a structure-table parquet of known structures
     unseen_only: bool = True  # draw only compositions absent from the other bundled splits (the model's data)
     relaxations_per_composition: int = Field(default=20, ge=1)  # K proposals per composition and method
-    sampler: Literal["ddim", "ddpm"] = "ddim"
+    sampler: Sampler = "ddim"
     steps: int = Field(default=50, ge=1)
     guidance: float = Field(default=1.0, ge=0)
     batch_size: int = Field(default=100, ge=1)

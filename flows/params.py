@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from unimat_core.datasets.source import DatasetSource
 from unimat_core.model.config import DiffusionConfig
+from unimat_core.model.config import Sampler
 from unimat_core.run_layout import RunLayout
 
 Stage = Literal["fetch", "tensorize", "train", "generate", "relax", "score", "evaluate"]
@@ -130,7 +131,7 @@ class GenerateParams(StageSettings):
     compositions: tuple[str, ...] = ()
     samples_per_composition: int = Field(default=4, ge=1)
     batch_size: int = Field(default=100, ge=1)
-    sampler: Literal["ddim", "ddpm"] = "ddim"
+    sampler: Sampler = "ddim"
     steps: int = Field(default=50, ge=1)
     guidance: float = Field(default=1.0, ge=0)
     seed: int = 0
