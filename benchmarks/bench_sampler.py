@@ -27,7 +27,8 @@ def parse_setting(text: str) -> tuple[str, int, float]:
 
 
 def measure(model: str, dataset: str, settings: list[tuple[str, int, float]], samples: int, csp_targets: int,
-            reference_limit: int, threads: int, batch_size: int) -> list[dict]:
+            reference_limit: int, threads: int, batch_size: int, csp_k: int = 1, metric_workers: int = 1) -> list[dict]:
+    """Sample and score each setting; 0 for samples, csp_targets or reference_limit means none, all, all."""
     from unimat_core.datasets import load_bundled
     from unimat_core.metrics import MetricsConfig, evaluate_structures
     from unimat_core.metrics.csp import CSPConfig, evaluate_csp
@@ -44,25 +45,35 @@ def measure(model: str, dataset: str, settings: list[tuple[str, int, float]], sa
     rows = []
     for sampler, steps, guidance in settings:
         name = f"{sampler}-{steps}-g{guidance:g}"
-        out_dir = RUNS / dataset / name
-        shutil.rmtree(out_dir, ignore_errors=True)
-        start = time.perf_counter()
-        generate(GenerateConfig(checkpoint=str(path), out_dir=str(out_dir), num_samples=samples, batch_size=batch_size,
-                                sampler=sampler, steps=steps, guidance=guidance, device="cpu", cpu_threads=threads),
-                 loaded=loaded)
-        per_sample = (time.perf_counter() - start) / samples
-        metrics = evaluate_structures(read_generated(out_dir), reference, None, MetricsConfig(
-            dataset=dataset, n_workers=1, reference_limit=reference_limit, matching=False,
-            cache_dir=str(RUNS / dataset / "cache"))).summary
-        _, csp = evaluate_csp(loaded, reference, CSPConfig(k=1, n_targets=csp_targets, seed=0, sampler=sampler,
-                                                           steps=steps, guidance=guidance))
+        out_dir = RUNS / dataset / f"{name}-n{samples}"
         calls = steps * (2 if guidance else 1)  # guidance runs the model with and without the condition
-        row = {"sampler": sampler, "steps": steps, "guidance": guidance, "calls": calls,
-               "s_per_sample": round(per_sample, 4), "min_per_10k": round(per_sample * 10_000 / 60, 1),
-               "struct_validity": round(metrics["struct_validity"], 4), "comp_validity": round(metrics["comp_validity"], 4),
-               "cov_recall": round(metrics["cov_recall"], 4), "cov_precision": round(metrics["cov_precision"], 4),
-               "csp_match": round(csp["match_rate"], 4), "csp_rmse": round(csp["rmse"], 4)}
+        row: dict = {"model": model, "step": loaded.step, "sampler": sampler, "steps": steps, "guidance": guidance,
+                     "calls": calls, "samples": samples, "reference": reference_limit or len(reference)}
+        if samples:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            start = time.perf_counter()
+            generate(GenerateConfig(checkpoint=str(path), out_dir=str(out_dir), num_samples=samples,
+                                    batch_size=batch_size, sampler=sampler, steps=steps, guidance=guidance, device="cpu",
+                                    cpu_threads=threads), loaded=loaded)
+            per_sample = (time.perf_counter() - start) / samples
+            start = time.perf_counter()
+            metrics = evaluate_structures(read_generated(out_dir), reference, None, MetricsConfig(
+                dataset=dataset, n_workers=metric_workers, reference_limit=reference_limit or None, matching=False,
+                cache_dir=str(RUNS / dataset / "cache"))).summary
+            row.update(s_per_sample=round(per_sample, 4), min_per_10k=round(per_sample * 10_000 / 60, 1),
+                       metrics_s=round(time.perf_counter() - start),
+                       **{k: round(metrics[k], 4) for k in ("struct_validity", "comp_validity", "cov_recall",
+                                                             "cov_precision", "emd_density")})
+        if csp_targets >= 0:
+            start = time.perf_counter()
+            _, csp = evaluate_csp(loaded, reference, CSPConfig(k=csp_k, n_targets=csp_targets or None, seed=0,
+                                                               sampler=sampler, steps=steps, guidance=guidance,
+                                                               batch_size=batch_size, n_workers=metric_workers))
+            row.update(csp_k=csp_k, csp_targets=csp["n_targets"], csp_match=round(csp["match_rate"], 4),
+                       csp_rmse=round(csp["rmse"], 4), csp_s=round(time.perf_counter() - start))
         print(json.dumps(row), flush=True)
+        with (RUNS / dataset / "results.jsonl").open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
         rows.append(row)
     return rows
 
@@ -70,9 +81,12 @@ def measure(model: str, dataset: str, settings: list[tuple[str, int, float]], sa
 def table(rows: list[dict]) -> str:
     head = ("| sampler | steps | guidance | model calls | min / 10k samples | struct. valid | comp. valid | COV-R | COV-P "
             "| CSP k=1 | RMSE |\n|---|---|---|---|---|---|---|---|---|---|---|")
-    lines = [f"| {r['sampler']} | {r['steps']} | {r['guidance']:g} | {r['calls']} | {r['min_per_10k']} "
-             f"| {100 * r['struct_validity']:.1f} % | {100 * r['comp_validity']:.1f} % | {100 * r['cov_recall']:.1f} % "
-             f"| {100 * r['cov_precision']:.1f} % | {100 * r['csp_match']:.0f} % | {r['csp_rmse']:.3f} |" for r in rows]
+    def pct(row: dict, key: str) -> str:
+        return f"{100 * row[key]:.1f} %" if key in row else "-"
+
+    lines = [f"| {r['sampler']} | {r['steps']} | {r['guidance']:g} | {r['calls']} | {r.get('min_per_10k', '-')} "
+             f"| {pct(r, 'struct_validity')} | {pct(r, 'comp_validity')} | {pct(r, 'cov_recall')} "
+             f"| {pct(r, 'cov_precision')} | {pct(r, 'csp_match')} | {r.get('csp_rmse', '-')} |" for r in rows]
     return "\n".join([head, *lines])
 
 
@@ -82,14 +96,16 @@ def main() -> None:
     parser.add_argument("--dataset", default="perov_5")
     parser.add_argument("--settings", default="ddim:50:1,ddim:50:0,dpm++2m:20:0,dpm++2m:10:0",
                         help="comma-separated sampler:steps:guidance")
-    parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--csp-targets", type=int, default=100)
-    parser.add_argument("--reference-limit", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=200, help="unconditional samples (0: none)")
+    parser.add_argument("--csp-targets", type=int, default=100, help="CSP test crystals (0: all, -1: no CSP)")
+    parser.add_argument("--csp-k", type=int, default=1)
+    parser.add_argument("--reference-limit", type=int, default=300, help="test crystals for coverage (0: all)")
+    parser.add_argument("--metric-workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=200)
     o = parser.parse_args()
     rows = measure(o.model, o.dataset, [parse_setting(s) for s in o.settings.split(",")], o.samples, o.csp_targets,
-                   o.reference_limit, o.threads, o.batch_size)
+                   o.reference_limit, o.threads, o.batch_size, o.csp_k, o.metric_workers)
     print(table(rows))
 
 
