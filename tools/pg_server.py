@@ -123,6 +123,11 @@ class PostgresServer:
             self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE,
                       env={"PGPASSWORD": self.password})
 
+    def query(self, sql: str) -> str:
+        """One SQL statement through psql as the `prefect` role; the unaligned, tuples-only output."""
+        return self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d", DATABASE, "-XAtc", sql,
+                         env={"PGPASSWORD": self.password}).stdout.strip()
+
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists() and subprocess.run(
             [str(bin_dir() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True).returncode == 0
@@ -135,7 +140,7 @@ class PostgresServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools/pg_server.py", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("command", choices=["start", "stop", "status", "env"], help="env: print the exports again")
     parser.add_argument("root", type=Path, help="folder of the server (created)")
     parser.add_argument("--port", type=int, help="loopback port (default: a free one)")
     args = parser.parse_args(argv)
@@ -146,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+    if args.command in ("start", "env"):
         for key, value in server.prefect_env().items():
             shown = f'"$(cat {server.root}/password)"' if key.endswith("PASSWORD") else value
             print(f"export {key}={shown}")
