@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from pymatgen.core import Lattice, Structure
 
 from dft.batch import read_relaxed
@@ -65,6 +66,7 @@ def watch_queue(slurm, proc: subprocess.Popen, job_name: str, timeout: float) ->
     return seen
 
 
+@pytest.mark.slow
 def test_relax_chunks_run_in_slurm_jobs_and_match_the_local_run(slurm, pg_prefect, tmp_path):
     local, on_slurm = prepare(tmp_path, "local"), prepare(tmp_path, "slurm")
     cli = subprocess.run([sys.executable, "-m", "flows.cli", "relax", "--campaign", "local", "--results-root",
@@ -112,6 +114,7 @@ def test_relax_chunks_run_in_slurm_jobs_and_match_the_local_run(slurm, pg_prefec
     assert not leaks, leaks
 
 
+@pytest.mark.slow
 def test_a_cancelled_worker_job_loses_only_its_unfinished_chunk(slurm, pg_prefect, tmp_path):
     """scancel one of the two worker jobs as soon as the first chunk is written: the stage still completes (Dask
     runs the lost chunk elsewhere and SLURM gets a replacement job), the chunks finished before the cancel are
