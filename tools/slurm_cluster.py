@@ -10,7 +10,8 @@ Everything lives in the folder: a fresh munge key and munge socket, `slurm.conf`
 and logs (`log/`, with the finished jobs in `log/jobcomp.log`). The daemons run in the foreground of their own
 process groups (no systemd, no /etc/slurm), on free loopback ports, so several clusters can coexist. They need
 root (slurmd starts jobs as their owner); Debian packages `slurm-wlm` and `munge` (system-packages.txt).
-Jobs run `nice`d (by default +10) so a test cluster never competes with the machine's real work.
+Jobs run at niceness 10 (`--nice`) so a test cluster never competes with the machine's real work, each bound to
+the cores SLURM gave it (task/affinity: a 1-CPU job sees one core, so torch and Dask size themselves to it).
 
 There is no accounting database (slurmdbd + MySQL), so `sacct` is not available: finished jobs are in
 `scontrol show job` for `MinJobAge` (10 minutes) and in `log/jobcomp.log` for good.
@@ -119,7 +120,7 @@ SlurmdLogFile={r}/log/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/affinity
 MpiDefault=none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
@@ -186,8 +187,10 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
         self._wait(lambda: (munge / "munge.socket").exists(), "munged", 15)
         self._spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(self.conf)])
         self._wait(lambda: self.run("scontrol", "ping", check=False).stdout.count("is UP") > 0, "slurmctld", timeout)
-        # the node runs its jobs niced: slurmstepd and the jobs inherit slurmd's priority
-        self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf), "-N", NODE], nice=nice)
+        # the node runs its jobs at niceness `nice` (slurmstepd and the jobs inherit slurmd's), whatever the
+        # niceness of the caller: not less (they never compete with the machine's real work), not more (a test
+        # run under `nice -n 5` would otherwise starve its own jobs at 15)
+        self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf), "-N", NODE], nice=max(0, nice - os.nice(0)))
         self._wait(self.node_idle, "slurmd", timeout)
 
     def node_idle(self) -> bool:
@@ -263,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", type=Path, help="folder of the cluster (created)")
     parser.add_argument("--cpus", type=int, help="CPUs of the node (default: this machine's)")
     parser.add_argument("--memory-mb", type=int, help="memory of the node (default: 90%% of this machine's)")
-    parser.add_argument("--nice", type=int, default=10, help="niceness added to the jobs (default 10)")
+    parser.add_argument("--nice", type=int, default=10, help="niceness of the jobs (default 10)")
     args = parser.parse_args(argv)
     cluster = SlurmCluster(args.root.resolve())
     if args.command == "start":
