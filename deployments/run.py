@@ -14,6 +14,7 @@ import sys
 
 FLOWS = {  # name -> "module:function", imported only when chosen
     "campaign": "flows.campaign:discovery_campaign",
+    "campaign-on-dask": "deployments.dask_flows:campaign_on_dask",
     "relax-on-dask": "deployments.dask_flows:relax_on_dask",
     "generate-on-dask": "deployments.dask_flows:generate_on_dask",
 }

@@ -96,8 +96,9 @@ def wait_healthy(api_url: str, proc: subprocess.Popen, log: Path, timeout: float
 
 
 @contextmanager
-def prefect_server(root: Path, timeout: float = 180) -> Iterator[PrefectServer]:
-    """`prefect server start` on a free loopback port with SQLite under `root`; stopped on exit."""
+def prefect_server(root: Path, timeout: float = 180, **database: str) -> Iterator[PrefectServer]:
+    """`prefect server start` on a free loopback port with SQLite under `root`, or on the database that the
+    PREFECT_SERVER_DATABASE_* settings in `database` name (tests/cluster: PostgreSQL); stopped on exit."""
     home = root / "prefect-home"
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -107,7 +108,7 @@ def prefect_server(root: Path, timeout: float = 180) -> Iterator[PrefectServer]:
                       PREFECT_SERVER_UI_API_URL=f"http://127.0.0.1:{port}/api",  # the UI's JS calls this, not :4200
                       PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
                       PREFECT_SERVER_SERVICES_FOREMAN_ENABLED="false", PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
-                      PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED="false")
+                      PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED="false", **database)
     proc = start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log)
     try:
         server = PrefectServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api", home, log)

@@ -52,6 +52,12 @@ def test_prefect_yaml_is_well_formed():
 
 @pytest.mark.slow
 def test_deploy_worker_runs_the_fetch_deployment(server, tmp_path, tiny_csv):
+    run_fetch_deployment(server, tmp_path, tiny_csv)
+
+
+def run_fetch_deployment(server, tmp_path, tiny_csv) -> dict:
+    """deployments/README.md's commands against `server`: work pool, `prefect deploy --all`, a worker, a deployment
+    run of the fetch stage that completes and writes its table. Returns the flow run (as the API shows it)."""
     phases: dict[str, float] = {}
     clock = time.monotonic()  # the server (conftest.py) is already up
 
@@ -91,3 +97,4 @@ def test_deploy_worker_runs_the_fetch_deployment(server, tmp_path, tiny_csv):
     assert len(table) == 6 and (results_root / "deployed" / "fetch" / "rejected.parquet").exists()
     lap("stop")
     print("phases (s):", phases)  # budget: < 2 min in total on an idle 2-core machine (not asserted: shared CI load)
+    return run

@@ -31,7 +31,7 @@ def test_bad_flow_name_or_parameters_exit_2_before_any_flow_run(capsys):
 def test_sbatch_example_is_valid_bash_and_needs_the_server_url(tmp_path):
     assert subprocess.run(["bash", "-n", str(SBATCH)]).returncode == 0
     text = SBATCH.read_text()
-    assert "#SBATCH --cpus-per-task=" in text and "deployments.run relax-on-dask" in text
+    assert "#SBATCH --cpus-per-task=" in text and "deployments.run campaign-on-dask" in text
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     proc = subprocess.run(["bash", str(SBATCH)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0 and "PREFECT_API_URL" in proc.stderr
