@@ -314,12 +314,13 @@ def plan_relaxation(folder: Path, chunk_size: int) -> list[dict]:
     return chunks
 
 
-def relax_chunk_rows(source: str, ids: list[str], out_dir: str, calculator: dict, relax: dict) -> dict:
+def relax_chunk_rows(source: str, ids: list[str], out_dir: str, calculator: CalculatorConfig,
+                     relax: RelaxConfig) -> dict:
     """Relax `ids` of `source` into `out_dir` with dft.batch (per-structure failures are rows)."""
     table = read_structures(source)
     rows = table.set_index("id", drop=False).loc[ids].reset_index(drop=True)
-    summary = relax_table(rows, out_dir, calculator=CalculatorConfig.from_dict(calculator),
-                          config=RelaxConfig.from_dict(relax), chunk_size=len(ids))
+    summary = relax_table(rows, out_dir, calculator=calculator,
+                          config=relax, chunk_size=len(ids))
     return summary.as_dict()
 
 

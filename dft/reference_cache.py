@@ -97,7 +97,7 @@ def relax_jobs(jobs: Sequence[PrototypeJob], calculator: CalculatorConfig | Buil
         picked = [i for i, job in enumerate(jobs) if job.relax_cell == relax_cell]
         if not picked:
             continue
-        settings = RelaxConfig(**{**config.as_dict(), "relax_cell": config.relax_cell and relax_cell})
+        settings = config.model_copy(update={"relax_cell": config.relax_cell and relax_cell})
         for i, result in zip(picked, relax_structures([jobs[i].structure for i in picked], built, settings)):
             results[i] = result
     return results  # type: ignore[return-value]
@@ -123,7 +123,7 @@ class ReferenceCache:
     @cached_property
     def key(self) -> dict:
         return {"format": CACHE_FORMAT, "calculator": calculator_identity(self.calculator),
-                "relax": self.relax.as_dict(), "prototypes": list(self.prototypes)}
+                "relax": self.relax.model_dump(), "prototypes": list(self.prototypes)}
 
     @cached_property
     def folder(self) -> Path:

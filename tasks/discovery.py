@@ -8,6 +8,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from dft.calculators import CalculatorConfig
+from dft.relax import RelaxConfig
 from dft.discovery import (
     plan_relaxation,
     prepare_targets,
@@ -51,7 +53,7 @@ def plan_relaxation_task(folder: str, chunk_size: int) -> list[dict]:
 
 
 @task(name="discovery-relax-chunk", retries=1)
-def relax_chunk_task(chunk: dict, calculator: dict, relax: dict) -> dict:
+def relax_chunk_task(chunk: dict, calculator: CalculatorConfig, relax: RelaxConfig) -> dict:
     """One chunk: small arguments only (paths, ids, config dicts), so it ships to any worker."""
     summary = relax_chunk_rows(chunk["source"], chunk["ids"], chunk["out_dir"], calculator, relax)
     get_run_logger().info("%s %s: %d relaxed, %d converged", chunk["set"], Path(chunk["out_dir"]).name,

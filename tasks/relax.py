@@ -110,7 +110,7 @@ def _too_big(structure, max_sites: int | None, calculator: str) -> RelaxResult |
                        error=f"skipped: {len(structure)} sites > max_sites {max_sites}")
 
 
-def relax_ids(source: str | Path, ids: list[str], part: str | Path, calculator: dict, relax: dict,
+def relax_ids(source: str | Path, ids: list[str], part: str | Path, calculator: CalculatorConfig, relax: RelaxConfig,
               max_sites: int | None = None) -> dict:
     """Relax `ids` of `source` and write them to `part`; per-structure failures are rows, not exceptions."""
     part = Path(part)
@@ -119,8 +119,7 @@ def relax_ids(source: str | Path, ids: list[str], part: str | Path, calculator: 
         return {"part": str(part), "n": len(converged), "n_converged": int(converged.sum()),
                 "n_failed": int((~converged).sum()), "skipped": True}
     rows = read_rows(source, ids).set_index("id", drop=False).loc[ids].reset_index(drop=True)
-    calc_config = CalculatorConfig.from_dict(calculator)
-    relax_config = RelaxConfig.from_dict(relax)
+    calc_config, relax_config = calculator, relax
     parsed = [read_structure_text(text) for text in rows["structure"]]
     readable = [i for i, (structure, _) in enumerate(parsed) if structure is not None]
     refused = {i: r for i in readable if (r := _too_big(parsed[i][0], max_sites, calc_config.name))}
@@ -149,7 +148,7 @@ def _unreadable_rows(rows: pd.DataFrame, reasons: list[str], calculator: str) ->
 
 
 @task(name="relax-chunk", retries=1)
-def relax_chunk(source: str, ids: list[str], part: str, calculator: dict, relax: dict,
+def relax_chunk(source: str, ids: list[str], part: str, calculator: CalculatorConfig, relax: RelaxConfig,
                 max_sites: int | None = None) -> dict:
     """One chunk: small arguments only (paths, ids, config dicts), so it ships to any worker."""
     summary = relax_ids(source, ids, part, calculator, relax, max_sites)

@@ -99,34 +99,34 @@ def plan_reference(layout: RunLayout, size: int, seed: int, calculator: str) -> 
     return {"systems": systems, "dataset_ids": dataset_ids}
 
 
-def reference_cache(layout: RunLayout, calculator: dict, relax: dict) -> ReferenceCache:
+def reference_cache(layout: RunLayout, calculator: CalculatorConfig, relax: RelaxConfig) -> ReferenceCache:
     """The prototype cache shared by every campaign under this results root."""
-    return ReferenceCache(layout.root / CACHE_DIR, CalculatorConfig.from_dict(calculator), RelaxConfig.from_dict(relax))
+    return ReferenceCache(layout.root / CACHE_DIR, calculator, relax)
 
 
-def reference_relax_dir(layout: RunLayout, calculator: dict, relax: dict) -> Path:
+def reference_relax_dir(layout: RunLayout, calculator: CalculatorConfig, relax: RelaxConfig) -> Path:
     """Where the dataset crystals are relaxed; named by the cache key, so other settings never reuse them."""
     return layout.stage_dir("score") / "reference-relax" / reference_cache(layout, calculator, relax).folder.name
 
 
 @task(name="reference-systems", retries=1)
-def reference_systems(layout: RunLayout, systems: list[str], calculator: dict, relax: dict) -> dict:
+def reference_systems(layout: RunLayout, systems: list[str], calculator: CalculatorConfig, relax: RelaxConfig) -> dict:
     """Relax the prototypes of every system not yet in the cache (elements and pairs); returns counts."""
     cache = reference_cache(layout, calculator, relax)
-    with pooled_calculator(CalculatorConfig.from_dict(calculator)) as built:
+    with pooled_calculator(calculator) as built:
         summary = cache.ensure(systems, built)
     get_run_logger().info("reference systems: %d, %d from the cache, %d prototypes relaxed in %.0f s",
                           summary["n_systems"], summary["n_reused"], summary["n_relaxed"], summary["seconds"])
     return summary
 
 
-def offline_reference(layout: RunLayout, systems: list[str], calculator: dict, relax: dict) -> pd.DataFrame:
+def offline_reference(layout: RunLayout, systems: list[str], calculator: CalculatorConfig, relax: RelaxConfig) -> pd.DataFrame:
     """Converged cached prototypes of `systems` + the relaxed dataset crystals, on the calculator's scale."""
     pieces = [reference_cache(layout, calculator, relax).read(systems)] if systems else []
     dataset = reference_relax_dir(layout, calculator, relax)
     if any(dataset.glob("part-*.parquet")):
         pieces.append(read_relaxed(dataset))
-    scale = energy_scale(CalculatorConfig.from_dict(calculator))
+    scale = energy_scale(calculator)
     if not pieces:  # nothing converged and no dataset subset: every candidate is reported with missing elements
         get_run_logger().warning("offline reference is empty: no converged candidate and no dataset structure")
         reference = make_reference([], [], [], "none")
@@ -147,20 +147,20 @@ def _retry_unless_bad_input(task, task_run, state) -> bool:
 
 
 @task(name="build-reference", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_unless_bad_input)
-def build_reference(layout: RunLayout, kind: str, path: str | None, systems: list[str], calculator: dict,
-                    relax: dict) -> dict:
+def build_reference(layout: RunLayout, kind: str, path: str | None, systems: list[str], calculator: CalculatorConfig,
+                    relax: RelaxConfig) -> dict:
     """Write `score/reference.parquet` (on the hull's scale) and `score/reference.json` (its scales)."""
     if kind == "offline":
         reference = offline_reference(layout, systems, calculator, relax)
     elif kind == "mp":
         from dft.mp_reference import reference_from_mp
 
-        plan_scales(energy_scale(CalculatorConfig.from_dict(calculator)), MP2020_SCALE)  # refuse before any query
+        plan_scales(energy_scale(calculator), MP2020_SCALE)  # refuse before any query
         systems_mp = {Composition(f).chemical_system for f in candidate_table(layout)["formula"] if f}
         reference = reference_from_mp(systems_mp)
     else:
         reference = read_reference(path)
-    candidate_scale = energy_scale(CalculatorConfig.from_dict(calculator))
+    candidate_scale = energy_scale(calculator)
     # an offline hull is made with the candidates' calculator: its scale, also when it holds no entry yet
     source_scale = candidate_scale if kind == "offline" and reference.empty else \
         reference_scale(reference, path or f"the {kind} reference")
@@ -202,13 +202,13 @@ def sanity_checks(reference: pd.DataFrame, hull_scale: str) -> dict:
 
 
 @task(name="score-candidates")
-def score_relaxed(layout: RunLayout, calculator: dict, metastable_cutoff: float, top_k: int = 20) -> dict:
+def score_relaxed(layout: RunLayout, calculator: CalculatorConfig, metastable_cutoff: float, top_k: int = 20) -> dict:
     """Formation / decomposition energies and stability flags for every converged candidate -> scores.parquet."""
     candidates = candidate_table(layout)
-    check_calculator(layout, candidates, calculator["name"])
+    check_calculator(layout, candidates, calculator.name)
     reference = read_reference(layout.require(layout.reference, made_by="score"))
     info = json.loads(layout.require(reference_info_path(layout), made_by="score").read_text())
-    plan = plan_scales(energy_scale(CalculatorConfig.from_dict(calculator)), EnergyScale.parse(info["source_scale"]))
+    plan = plan_scales(energy_scale(calculator), EnergyScale.parse(info["source_scale"]))
     aligned, rejected = on_hull_scale(candidates.rename(columns={"formula": "composition"}), plan.correct_candidates)
     scores = score_candidates(aligned, reference, metastable_cutoff=metastable_cutoff)
     extra = aligned.set_index("id")
