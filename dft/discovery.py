@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from pymatgen.analysis.structure_matcher import StructureMatcher
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymatgen.core import Composition
 
-from dft.batch import PART_RE, relax_table
+from dft.batch import finished_ids, part_files, plan_chunks, read_relaxed, relax_ids
 from dft.calculators import CalculatorConfig
 from dft.relax import RelaxConfig
 from unimat_core import discovery_report as report
@@ -48,6 +48,7 @@ from unimat_core.datasets.bundled import BUNDLED_DATASETS, bundled_csv_paths
 from unimat_core.datasets.cdvae_csv import parse_cif
 from unimat_core.random_structures import CANDIDATE_EXTRA, RandomStructureConfig, random_candidates
 from unimat_core.run_layout import RunLayout
+from unimat_core.settings import option
 from unimat_core.structure_table import (
     CORE_COLUMNS,
     conform,
@@ -99,6 +100,42 @@ def check_settings(folder: Path, settings: dict) -> None:
     tmp = path.with_name(".settings.json.tmp")
     tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True))
     tmp.replace(path)
+
+
+class DiscoveryParams(BaseModel):
+    """What to compare. Defaults: 20 perov_5 test compositions unseen in the bundled val split, K = 20.
+    How UniMat samples (sampler, steps, guidance, batch size, seed, device) is the generate stage's
+    `GenerateParams`; the seed also draws the targets and the random cells."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str | None = Field(default=None, description="model checkpoint (default: "
+                                   "<campaign>/train/checkpoints/last.pt)")
+    compositions: tuple[str, ...] = Field(default=(), description="comma-separated cell formulas (default: draw "
+                                          "--n-compositions from the known structures)")
+    n_compositions: int = Field(default=20, ge=1, description="compositions to draw")
+    known: str = Field(default="perov_5", description="perov_5 (its test split) or a structure-table parquet of known "
+                       "structures")
+    unseen_only: bool = option(None, "draw only compositions absent from the other bundled splits (the model's data)",
+                               default=True)
+    relaxations_per_composition: int = option("--k", "candidates (relaxations) per composition and method", default=20,
+                                              ge=1)
+    min_distance_factor: float = Field(default=0.7, gt=0, description="random search: d_ij >= factor * (r_i + r_j)")
+    packing_fraction: float = Field(default=0.45, gt=0, description="random search: atom volume / cell volume")
+    tolerance: float = Field(default=0.010, gt=0, description="eV/atom above the known energy that counts as reached")
+    # a time- or step-limited relaxation of a collapsed cell can report an energy eV/atom below the true ground
+    # state (a calculator artefact, not a discovery)
+    converged_only: bool = option("--all-energies", "score converged relaxations only (off: also score unconverged "
+                                  "relaxations)", default=True)
+
+    @field_validator("compositions")
+    @classmethod
+    def _formulas(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(compact_formula(f) for f in value)
+
+    def random_config(self) -> dict:
+        return RandomStructureConfig(packing_fraction=self.packing_fraction,
+                                     min_distance_factor=self.min_distance_factor).as_dict()
 
 
 # ---------------------------------------------------------------- targets and known structures
@@ -282,55 +319,40 @@ def _chunk_dirs(root: Path) -> list[Path]:
 
 def relaxed_ids(root: Path) -> set[str]:
     """Ids relaxed (any outcome) in any chunk folder under `root`."""
-    done: set[str] = set()
-    for chunk in _chunk_dirs(root):
-        for part in chunk.glob("part-*.parquet"):
-            if PART_RE.match(part.name):
-                done.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
-    return done
+    return set().union(*(finished_ids(chunk) for chunk in _chunk_dirs(root)))
 
 
 def plan_relaxation(folder: Path, chunk_size: int) -> list[dict]:
-    """Chunks still to relax over the known, UniMat and random tables: {set, source, ids, out_dir} each.
+    """Chunks still to relax over the known, UniMat and random tables: {set, source, ids, out_dir} each, planned
+    by the relaxation engine (dft.batch.plan_chunks): one chunk folder each, so a chunk task owns its folder.
 
     Ids finished in any earlier chunk folder are skipped, and new chunks get fresh folder numbers, so a
     rerun after a kill relaxes exactly what is missing.
     """
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be >= 1")
-    sources = {"known": folder / "known" / "structures.parquet", "unimat": folder / "unimat" / "candidates.parquet",
-               "random": folder / "random" / "candidates.parquet"}
     chunks = []
-    for name, source in sources.items():
-        table = pq.read_table(source, columns=["id", "structure"]).to_pandas()
-        ids = table.loc[table["structure"].notna(), "id"].tolist()
+    for name, source in {"known": folder / "known" / "structures.parquet",
+                         "unimat": folder / "unimat" / "candidates.parquet",
+                         "random": folder / "random" / "candidates.parquet"}.items():
         root = folder / "relaxed" / name
-        done = relaxed_ids(root)
-        todo = [i for i in ids if i not in done]
+        plan = plan_chunks(source, root, chunk_size, done=relaxed_ids(root))
         first = max((int(p.name.split("-")[1]) for p in _chunk_dirs(root)), default=-1) + 1
-        for n, start in enumerate(range(0, len(todo), chunk_size)):
-            chunks.append({"set": name, "source": str(source), "ids": todo[start:start + chunk_size],
-                           "out_dir": str(root / f"chunk-{first + n:05d}")})
+        chunks += [{"set": name, "source": str(source), "ids": ids, "out_dir": str(root / f"chunk-{first + n:05d}")}
+                   for n, ids in enumerate(plan["chunks"])]
     return chunks
 
 
 def relax_chunk_rows(source: str, ids: list[str], out_dir: str, calculator: CalculatorConfig,
                      relax: RelaxConfig) -> dict:
-    """Relax `ids` of `source` into `out_dir` with dft.batch (per-structure failures are rows)."""
-    table = read_structures(source)
-    rows = table.set_index("id", drop=False).loc[ids].reset_index(drop=True)
-    summary = relax_table(rows, out_dir, calculator=calculator,
-                          config=relax, chunk_size=len(ids))
-    return summary.as_dict()
+    """Relax `ids` of `source` into `out_dir`'s one part with the engine (per-structure failures are rows)."""
+    return relax_ids(source, ids, Path(out_dir) / "part-00000.parquet", calculator, relax)
 
 
 def read_relaxed_set(folder: Path, name: str) -> pd.DataFrame:
     """Every relaxed row of one set (empty frame with the id column when nothing was relaxed)."""
-    parts = [p for chunk in _chunk_dirs(folder / "relaxed" / name) for p in sorted(chunk.glob("part-*.parquet"))
-             if PART_RE.match(p.name)]
-    if not parts:
+    chunks = [chunk for chunk in _chunk_dirs(folder / "relaxed" / name) if part_files(chunk)]
+    if not chunks:
         return pd.DataFrame(columns=["id", "structure", "energy_per_atom", "converged", "wall_time_s", "error"])
-    return pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True).drop_duplicates("id", keep="last")
+    return pd.concat([read_relaxed(chunk) for chunk in chunks], ignore_index=True).drop_duplicates("id", keep="last")
 
 
 # ---------------------------------------------------------------- scoring

@@ -47,8 +47,8 @@ ALIASES = {"discover-benchmark": {"--steps": ("--sampling-steps",), "--device": 
 
 
 def _models() -> dict[str, type]:
+    from dft.discovery import DiscoveryParams
     from flows import params as p
-    from flows.discovery import DiscoveryParams
 
     return {"tensorize": p.TensorizeParams, "train": p.TrainParams, "generate": p.GenerateParams,
             "relax": p.RelaxParams, "score": p.ScoreParams, "evaluate": p.EvaluateParams, "discovery": DiscoveryParams}

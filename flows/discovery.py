@@ -10,14 +10,12 @@ See dft/discovery.py for the folder layout and the budget and timing rules.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from dft.discovery import discovery_dir
-from flows.params import GenerateParams, RelaxParams, RunParams, option
+from dft.discovery import DiscoveryParams, discovery_dir
+from flows.params import GenerateParams, RelaxParams, RunParams
 from tasks.discovery import (
     plan_relaxation_task,
     prepare_targets_task,
@@ -26,46 +24,6 @@ from tasks.discovery import (
     report_task,
     unimat_candidates_task,
 )
-
-
-class DiscoveryParams(BaseModel):
-    """What to compare. Defaults: 20 perov_5 test compositions unseen in the bundled val split, K = 20.
-    How UniMat samples (sampler, steps, guidance, batch size, seed, device) is the generate stage's
-    `GenerateParams`; the seed also draws the targets and the random cells."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    checkpoint: str | None = Field(default=None, description="model checkpoint (default: "
-                                   "<campaign>/train/checkpoints/last.pt)")
-    compositions: tuple[str, ...] = Field(default=(), description="comma-separated cell formulas (default: draw "
-                                          "--n-compositions from the known structures)")
-    n_compositions: int = Field(default=20, ge=1, description="compositions to draw")
-    known: str = Field(default="perov_5", description="perov_5 (its test split) or a structure-table parquet of known "
-                       "structures")
-    unseen_only: bool = option(None, "draw only compositions absent from the other bundled splits (the model's data)",
-                               default=True)
-    relaxations_per_composition: int = option("--k", "candidates (relaxations) per composition and method", default=20,
-                                              ge=1)
-    min_distance_factor: float = Field(default=0.7, gt=0, description="random search: d_ij >= factor * (r_i + r_j)")
-    packing_fraction: float = Field(default=0.45, gt=0, description="random search: atom volume / cell volume")
-    tolerance: float = Field(default=0.010, gt=0, description="eV/atom above the known energy that counts as reached")
-    # a time- or step-limited relaxation of a collapsed cell can report an energy eV/atom below the true ground
-    # state (a calculator artefact, not a discovery)
-    converged_only: bool = option("--all-energies", "score converged relaxations only (off: also score unconverged "
-                                  "relaxations)", default=True)
-
-    @field_validator("compositions")
-    @classmethod
-    def _formulas(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from dft.discovery import compact_formula
-
-        return tuple(compact_formula(f) for f in value)
-
-    def random_config(self) -> dict:
-        from unimat_core.random_structures import RandomStructureConfig
-
-        return RandomStructureConfig(packing_fraction=self.packing_fraction,
-                                     min_distance_factor=self.min_distance_factor).as_dict()
 
 
 def generation(generate: GenerateParams) -> dict:

@@ -20,17 +20,13 @@ from dft.relax import RelaxConfig
 from unimat_core.datasets.source import DatasetSource
 from unimat_core.model.config import DiffusionConfig
 from unimat_core.run_layout import RunLayout
+from unimat_core.settings import option
 
 Stage = Literal["fetch", "tensorize", "train", "generate", "relax", "score", "evaluate"]
 
 
 def default_results_root() -> str:
     return os.environ.get("UNIMAT_RESULTS_ROOT", "runs")
-
-
-def option(name: str | None, description: str | None = None, **field) -> object:
-    """A field whose command-line option is `name` (None: no option) instead of `--<field-name>`."""
-    return Field(description=description, json_schema_extra={"option": name}, **field)
 
 
 class StageSettings(BaseModel):

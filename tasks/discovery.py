@@ -57,8 +57,9 @@ def relax_chunk_task(chunk: dict, calculator: CalculatorConfig, relax: RelaxConf
     """One chunk: small arguments only (paths, ids, config dicts), so it ships to any worker."""
     summary = relax_chunk_rows(chunk["source"], chunk["ids"], chunk["out_dir"], calculator, relax)
     get_run_logger().info("%s %s: %d relaxed, %d converged", chunk["set"], Path(chunk["out_dir"]).name,
-                          summary["n_relaxed"], summary["n_converged"])
-    return {"set": chunk["set"], **{k: summary[k] for k in ("n_relaxed", "n_converged", "n_failed")}}
+                          summary["n"], summary["n_converged"])
+    return {"set": chunk["set"], "n_relaxed": 0 if summary["skipped"] else summary["n"],
+            **{k: summary[k] for k in ("n_converged", "n_failed")}}
 
 
 @task(name="discovery-report")

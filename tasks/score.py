@@ -27,7 +27,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pymatgen.core import Composition
 
-from dft.batch import read_relaxed
+from dft.batch import cached_calculator, read_relaxed
 from dft.calculators import CalculatorConfig, energy_scale
 from dft.energy_scale import MP2020_SCALE, EnergyScale, on_hull_scale, plan_scales
 from dft.hull import (make_reference, read_reference, reference_from_relaxed, reference_scale, score_candidates,
@@ -36,7 +36,6 @@ from dft.reference_cache import ReferenceCache, hull_systems
 from dft.reference_checks import elemental_deviation, textbook_check
 from dft.relax import RelaxConfig
 from tasks.artifacts import artifact_key, file_links, histogram_png, inline_image, markdown_table
-from tasks.relax import pooled_calculator
 from unimat_core.run_layout import RunLayout
 from unimat_core.structure_table import read_structures
 
@@ -113,7 +112,7 @@ def reference_relax_dir(layout: RunLayout, calculator: CalculatorConfig, relax: 
 def reference_systems(layout: RunLayout, systems: list[str], calculator: CalculatorConfig, relax: RelaxConfig) -> dict:
     """Relax the prototypes of every system not yet in the cache (elements and pairs); returns counts."""
     cache = reference_cache(layout, calculator, relax)
-    with pooled_calculator(calculator) as built:
+    with cached_calculator(calculator) as built:
         summary = cache.ensure(systems, built)
     get_run_logger().info("reference systems: %d, %d from the cache, %d prototypes relaxed in %.0f s",
                           summary["n_systems"], summary["n_reused"], summary["n_relaxed"], summary["seconds"])

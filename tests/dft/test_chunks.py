@@ -1,11 +1,10 @@
-"""tasks.relax without Prefect: planning resumes by id, a chunk writes one part, invalid decodes are skipped."""
+"""The relaxation engine's chunks (dft.batch) without Prefect: planning resumes by id, a chunk writes one part, invalid decodes are skipped."""
 
 import pytest
 
-from dft.batch import finished_ids, read_relaxed
+from dft.batch import finished_ids, plan_chunks, read_relaxed, read_rows, relax_ids, relaxed_summary
 from dft.calculators import CalculatorConfig
 from dft.relax import RelaxConfig
-from tasks.relax import plan_chunks, read_rows, relax_ids, relaxed_summary
 from tests.flows.helpers import candidates, make_run
 
 EMT = CalculatorConfig(**{"name": "emt", "device": "cpu", "model": None, "options": {}, "cpu_threads": 1})
