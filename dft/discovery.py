@@ -50,6 +50,7 @@ from unimat_core.random_structures import CANDIDATE_EXTRA, RandomStructureConfig
 from unimat_core.run_layout import RunLayout
 from unimat_core.settings import option
 from unimat_core.structure_table import (
+from unimat_core import atomic
     CORE_COLUMNS,
     conform,
     read_structures,
@@ -70,7 +71,7 @@ class DiscoverySettingsMismatch(ValueError):
 
 
 def discovery_dir(layout: RunLayout) -> Path:
-    return layout.campaign_dir / "discovery"
+    return layout.discovery
 
 
 def compact_formula(formula: str) -> str:
@@ -96,10 +97,7 @@ def check_settings(folder: Path, settings: dict) -> None:
                 f"{folder} was made with different settings ({', '.join(changed)}); use another campaign name or "
                 f"delete the folder to start over")
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".settings.json.tmp")
-    tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True))
-    tmp.replace(path)
+    atomic.write_text(path, json.dumps(wanted, indent=2, sort_keys=True))
 
 
 class DiscoveryParams(BaseModel):
@@ -271,7 +269,7 @@ def unimat_candidates(checkpoint: str, compositions: Sequence[str], k: int, gene
             reused += 1
             continue
         timing[Path(part["part"]).name] = time.perf_counter() - start
-        timing_path.write_text(json.dumps(timing, indent=1))  # small; rewritten after every new part
+        atomic.write_text(timing_path, json.dumps(timing, indent=1))  # small; rewritten after every new part
 
     rows = []
     if config.compositions:
@@ -425,7 +423,7 @@ def score(folder: Path, budget: int, tolerance: float, converged_only: bool) -> 
     curves.to_parquet(folder / "curves.parquet", index=False)
     per_composition.to_parquet(folder / "per_composition.parquet", index=False)
     summary.to_parquet(folder / "summary.parquet", index=False)
-    (folder / "convergence.png").write_bytes(report.convergence_plot(curves))
+    atomic.write_bytes(folder / "convergence.png", report.convergence_plot(curves))
     text = report.markdown_report(summary, per_composition, tolerance, curves=curves)
     text += (f"\nBudget: {budget} proposals per composition and method; a failed proposal (invalid decode, no random "
              f"cell) is a spent trial without an energy. Energies: {'converged relaxations only' if converged_only else 'every relaxation that returned an energy (converged or at its step/time limit)'}. "
@@ -440,7 +438,7 @@ def score(folder: Path, budget: int, tolerance: float, converged_only: bool) -> 
                  "Inspect them before counting them as discoveries.\n")
     if unscored:
         text += f"\nNot scored (no known structure relaxed): {', '.join(unscored)}\n"
-    (folder / "report.md").write_text(text)
+    atomic.write_text(folder / "report.md", text)
     return {"reference": reference, "unscored": unscored, "summary": summary, "per_composition": per_composition,
             "curves": curves, "markdown": text}
 

@@ -154,7 +154,7 @@ def evaluate_flow(run: RunParams = RunParams(), evaluate: EvaluateParams = Evalu
     if evaluate.task == "csp":
         inputs = csp_inputs(layout)
         return evaluate_csp_task(inputs["checkpoint"], inputs["structures"], inputs["reference_split"],
-                                 evaluate.csp_config(), str(layout.stage_dir("evaluate") / f"csp-k{evaluate.k}"),
+                                 evaluate.csp_config(), str(layout.csp_dir(evaluate.k)),
                                  evaluate.dataset or inputs["dataset"])
     set_aside_damaged_parts(layout, "generate")
     inputs = evaluate_inputs(layout)

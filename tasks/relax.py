@@ -42,7 +42,7 @@ def relax_report(layout: RunLayout, n_done_before: int, chunks: list[dict]) -> d
     summary = {**relaxed_summary(layout.relaxed), "n_done_before": n_done_before,
                "n_relaxed_now": sum(c["n"] for c in chunks if not c["skipped"])}
     steps = read_relaxed(layout.relaxed)["steps"] if summary["n_relaxed"] else []
-    png = histogram_png(steps, layout.relaxed / "steps.png", title="optimizer steps per structure",
+    png = histogram_png(steps, layout.relax_steps_plot, title="optimizer steps per structure",
                         xlabel="steps")
     reasons = "".join(f"* {k}: {v}\n" for k, v in summary["failure_reasons"].items()) or "* none\n"
     create_markdown_artifact(

@@ -39,7 +39,6 @@ from tasks.artifacts import artifact_key, file_links, histogram_png, inline_imag
 from unimat_core.run_layout import RunLayout
 from unimat_core.structure_table import read_structures
 
-CACHE_DIR = "_reference_cache"  # under the results root; campaign names cannot start with "_"
 TOP_COLUMNS = ["id", "formula", "energy_per_atom", "correction_per_atom", "formation_energy_per_atom", "e_above_hull",
                "decomposition_energy", "stable", "metastable"]  # energies on the hull's scale, correction included
 EXCLUDED_COLUMNS = ["id", "formula", "raw_energy_per_atom", "score_error"]
@@ -100,12 +99,12 @@ def plan_reference(layout: RunLayout, size: int, seed: int, calculator: str) -> 
 
 def reference_cache(layout: RunLayout, calculator: CalculatorConfig, relax: RelaxConfig) -> ReferenceCache:
     """The prototype cache shared by every campaign under this results root."""
-    return ReferenceCache(layout.root / CACHE_DIR, calculator, relax)
+    return ReferenceCache(layout.reference_cache, calculator, relax)
 
 
 def reference_relax_dir(layout: RunLayout, calculator: CalculatorConfig, relax: RelaxConfig) -> Path:
     """Where the dataset crystals are relaxed; named by the cache key, so other settings never reuse them."""
-    return layout.stage_dir("score") / "reference-relax" / reference_cache(layout, calculator, relax).folder.name
+    return layout.reference_relax_dir(reference_cache(layout, calculator, relax).folder.name)
 
 
 @task(name="reference-systems", retries=1)
@@ -171,7 +170,7 @@ def build_reference(layout: RunLayout, kind: str, path: str | None, systems: lis
     counts = dict(Counter(_source_kind(i, s) for i, s in zip(aligned["id"], aligned["source"])))
     info = {"kind": kind, "source_scale": str(source_scale), "hull_scale": str(plan.hull_scale), "note": plan.note,
             "n_entries": len(aligned), "sources": counts, "rejected": rejected}
-    reference_info_path(layout).write_text(json.dumps(info, indent=1))
+    layout.reference_info.write_text(json.dumps(info, indent=1))
     logger = get_run_logger()
     logger.info("reference hull: %d entries %s on %s (%s) -> %s", len(aligned), counts, plan.hull_scale, plan.note,
                 layout.reference)
@@ -188,10 +187,6 @@ def _source_kind(rid: str, source: str) -> str:
     return "dataset" if str(source).startswith("relaxed:") else str(source)
 
 
-def reference_info_path(layout: RunLayout) -> Path:
-    return layout.stage_dir("score") / "reference.json"
-
-
 def sanity_checks(reference: pd.DataFrame, hull_scale: str) -> dict:
     """Elemental energies and textbook binaries of a hull on MP's scale (empty on any other scale)."""
     if hull_scale != "mp2020":
@@ -206,7 +201,7 @@ def score_relaxed(layout: RunLayout, calculator: CalculatorConfig, metastable_cu
     candidates = candidate_table(layout)
     check_calculator(layout, candidates, calculator.name)
     reference = read_reference(layout.require(layout.reference, made_by="score"))
-    info = json.loads(layout.require(reference_info_path(layout), made_by="score").read_text())
+    info = json.loads(layout.require(layout.reference_info, made_by="score").read_text())
     plan = plan_scales(energy_scale(calculator), EnergyScale.parse(info["source_scale"]))
     aligned, rejected = on_hull_scale(candidates.rename(columns={"formula": "composition"}), plan.correct_candidates)
     scores = score_candidates(aligned, reference, metastable_cutoff=metastable_cutoff)
@@ -223,8 +218,7 @@ def score_relaxed(layout: RunLayout, calculator: CalculatorConfig, metastable_cu
 
     stats = score_stats(scores)
     checks = sanity_checks(reference, info["hull_scale"])
-    stage = layout.stage_dir("score")
-    hist = histogram_png(scores["decomposition_energy"], stage / "decomposition_energy.png",
+    hist = histogram_png(scores["decomposition_energy"], layout.decomposition_plot,
                          title="decomposition energy of converged candidates", xlabel="eV/atom",
                          markers={"hull": 0.0, f"metastable ({metastable_cutoff:g})": metastable_cutoff})
     ranked = scores[np.isfinite(scores["decomposition_energy"].astype(float))].sort_values("decomposition_energy")
@@ -247,7 +241,7 @@ def score_relaxed(layout: RunLayout, calculator: CalculatorConfig, metastable_cu
                 + "\n#### Excluded candidates (not scored, never stable)\n\n" + markdown_table(excluded.head(10))
                 + _checks_markdown(checks)
                 + "\n#### Files\n\n" + file_links({"scores": layout.scores, "reference hull": layout.reference,
-                                                   "reference scales": reference_info_path(layout),
+                                                   "reference scales": layout.reference_info,
                                                    "histogram": hist or ""}))
     create_markdown_artifact(key=artifact_key(layout.campaign, "score"), markdown=markdown,
                              description="score stage summary")
@@ -291,7 +285,7 @@ def summarize_sun(layout: RunLayout, use_metastable: bool = False) -> dict:
             novel = scores["id"].map(per["novel"]).fillna(False).astype(bool)
     summary = {k: float(v) if isinstance(v, float) else v  # numpy floats -> plain JSON numbers
                for k, v in sun_summary(scores, unique=unique, novel=novel, use_metastable=use_metastable).items()}
-    path = layout.stage_dir("score") / "sun.json"
+    path = layout.sun_summary
     path.write_text(json.dumps(summary, indent=1))
     known = ("from the evaluate stage" if summary["uniqueness_known"]
              else "unknown (evaluate not run yet): counted as all")

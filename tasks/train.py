@@ -25,7 +25,7 @@ def training_split(dataset: str, requested: str | None) -> str | None:
 def training_split_of(layout: RunLayout) -> str | None:
     """The split the campaign's model was trained on (train/config.json, else the train stage's choice
     for the tensorized data); None = every row (also when neither exists yet)."""
-    config = layout.stage_dir("train") / "config.json"
+    config = layout.train_config
     if config.exists():
         return json.loads(config.read_text()).get("split")
     return training_split(str(layout.tensors), None) if layout.tensors.exists() else None
@@ -54,7 +54,7 @@ def train_model(layout: RunLayout, config: dict) -> dict:
 
 def publish_loss_curve(layout: RunLayout, summary: dict) -> None:
     """The loss curve as `train/loss.png` and a markdown artifact with it inline."""
-    png = loss_curve_png(layout.train_metrics, layout.stage_dir("train") / "loss.png")
+    png = loss_curve_png(layout.train_metrics, layout.loss_plot)
     create_markdown_artifact(
         key=artifact_key(layout.campaign, "train"),
         markdown=(f"### Training of {layout.campaign}\n\n* steps: {summary['step']} (resumed from "
