@@ -49,8 +49,8 @@ from unimat_core.datasets.cdvae_csv import parse_cif
 from unimat_core.random_structures import CANDIDATE_EXTRA, RandomStructureConfig, random_candidates
 from unimat_core.run_layout import RunLayout
 from unimat_core.settings import option
-from unimat_core.structure_table import (
 from unimat_core import atomic
+from unimat_core.structure_table import (
     CORE_COLUMNS,
     conform,
     read_structures,
