@@ -50,7 +50,7 @@ def main() -> None:
 
     from flows.discovery import DiscoveryParams, discovery_benchmark
     from flows.params import GenerateParams, RelaxParams, RunParams
-    from unimat_core.discovery_report import curve_summary
+    from dft.discovery_benchmark.report import curve_summary
 
     run = RunParams(campaign=args.campaign or f"discovery-n{args.compositions}-k{args.k}",
                     results_root=args.results_root)

@@ -47,7 +47,7 @@ ALIASES = {"discover-benchmark": {"--steps": ("--sampling-steps",), "--device": 
 
 
 def _models() -> dict[str, type]:
-    from dft.discovery import DiscoveryParams
+    from dft.discovery_benchmark import DiscoveryParams
     from flows import params as p
 
     return {"tensorize": p.TensorizeParams, "train": p.TrainParams, "generate": p.GenerateParams,

@@ -1,10 +1,9 @@
 """The discovery benchmark flow: does conditional UniMat find the known ground state in fewer relaxations
 than random structure search, with the same calculator and the same number of proposals?
 
-Steps (each a task writing parquet under `<results_root>/<campaign>/discovery/`, each resumable):
-targets + known structures -> UniMat candidates and random candidates (concurrently) -> relaxation of
-known structures and candidates, one mapped task per chunk -> report (tables, markdown, PNG, artifacts).
-See dft/discovery.py for the folder layout and the budget and timing rules.
+The benchmark is the plain-Python package dft/discovery_benchmark (its folder layout, budget and timing
+rules are documented there); this flow only composes its tasks: targets + known structures -> UniMat and
+random candidates (concurrently) -> relaxation chunks (mapped, the one relaxation engine) -> report.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from pathlib import Path
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from dft.discovery import DiscoveryParams, discovery_dir
+from dft.discovery_benchmark import SAMPLING_FIELDS, DiscoveryParams, benchmark_settings
 from flows.params import GenerateParams, RelaxParams, RunParams
 from tasks.discovery import (
     plan_relaxation_task,
@@ -25,11 +24,7 @@ from tasks.discovery import (
     unimat_candidates_task,
 )
 
-
-def generation(generate: GenerateParams) -> dict:
-    """GenerateConfig fields of the benchmark's sampling (the targets come from the benchmark)."""
-    return {k: getattr(generate, k) for k in ("batch_size", "sampler", "steps", "guidance", "seed", "use_ema", "device")}
-
+__all__ = ["DiscoveryParams", "discovery_benchmark"]
 
 # Two chunks at a time locally: one per core of a small machine (relaxations use one torch thread each).
 LOCAL_RUNNER = ThreadPoolTaskRunner(max_workers=2)
@@ -38,23 +33,21 @@ LOCAL_RUNNER = ThreadPoolTaskRunner(max_workers=2)
 @flow(name="discovery-benchmark", log_prints=True, task_runner=LOCAL_RUNNER)
 def discovery_benchmark(run: RunParams = RunParams(), discovery: DiscoveryParams = DiscoveryParams(),
                         relax: RelaxParams = RelaxParams(), generate: GenerateParams = GenerateParams()) -> dict:
+    """`generate` holds how UniMat samples (its seed also draws the targets and the random cells)."""
     layout = run.layout()
     checkpoint = Path(discovery.checkpoint).resolve() if discovery.checkpoint else layout.train_checkpoint
     layout.require(checkpoint, made_by="train")
-    folder = discovery_dir(layout)
-    k = discovery.relaxations_per_composition
-    settings = {"checkpoint": str(checkpoint), "known": discovery.known, "compositions": list(discovery.compositions),
-                "n_compositions": discovery.n_compositions, "unseen_only": discovery.unseen_only, "k": k,
-                "seed": generate.seed, "generation": generation(generate), "random": discovery.random_config(),
-                "calculator": relax.calculator_config().as_dict(), "relax": relax.relax_config().model_dump()}
-    targets = prepare_targets_task(str(folder), settings, discovery.known, list(discovery.compositions),
-                                   discovery.n_compositions, generate.seed, discovery.unseen_only)
+    folder, k, seed = str(layout.discovery), discovery.relaxations_per_composition, generate.seed
+    sampling = generate.model_dump(include=set(SAMPLING_FIELDS))
+    settings = benchmark_settings(str(checkpoint), discovery, sampling, relax.calculator_config(), relax.relax_config())
+    targets = prepare_targets_task(folder, settings, discovery.known, list(discovery.compositions),
+                                   discovery.n_compositions, seed, discovery.unseen_only)
     compositions = targets["compositions"]
-    unimat = unimat_candidates_task.submit(str(checkpoint), compositions, k, generation(generate), str(folder))
-    searched = random_candidates_task.submit(compositions, k, generate.seed, discovery.random_config(), str(folder))
+    unimat = unimat_candidates_task.submit(str(checkpoint), compositions, k, sampling, folder)
+    searched = random_candidates_task.submit(compositions, k, seed, discovery.random_config(), folder)
     generated = {"unimat": unimat.result(), "random": searched.result()}
-    chunks = plan_relaxation_task(str(folder), relax.chunk_size)
-    relaxed = relax_chunk_task.map(chunks, unmapped(relax.calculator_config()), unmapped(relax.relax_config())).result()
-    result = report_task(str(folder), run.campaign, k, discovery.tolerance, discovery.converged_only)
+    chunks = plan_relaxation_task(folder, relax.chunk_size)
+    relaxed = relax_chunk_task.map(chunks, unmapped(relax.calculator_config()), unmapped(relax)).result()
+    result = report_task(folder, run.campaign, k, discovery.tolerance, discovery.converged_only)
     done = {name: sum(c["n_relaxed"] for c in relaxed if c["set"] == name) for name in ("known", "unimat", "random")}
     return {"targets": targets, "candidates": generated, "relaxed_now": done, "n_chunks": len(chunks), **result}

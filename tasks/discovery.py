@@ -1,4 +1,4 @@
-"""Discovery benchmark tasks: thin Prefect wrappers around `dft.discovery` (folder layout, budget and
+"""Discovery benchmark tasks: thin Prefect wrappers around `dft.discovery_benchmark` (folder layout, budget and
 timing rules are documented there). Each takes and returns paths, id lists and small summaries."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from dft.calculators import CalculatorConfig
+from dft.discovery_benchmark.random_search import RandomStructureConfig
 from dft.relax import RelaxConfig
-from dft.discovery import (
+from dft.discovery_benchmark import (
     plan_relaxation,
     prepare_targets,
     random_search_candidates,
@@ -39,7 +40,8 @@ def unimat_candidates_task(checkpoint: str, compositions: list[str], k: int, gen
 
 
 @task(name="discovery-random-candidates")
-def random_candidates_task(compositions: list[str], k: int, seed: int, config: dict, folder: str) -> dict:
+def random_candidates_task(compositions: list[str], k: int, seed: int, config: RandomStructureConfig,
+                           folder: str) -> dict:
     summary = random_search_candidates(compositions, k, seed, config, Path(folder) / "random")
     get_run_logger().info("random: %d candidates, %d built", summary["n"], summary["n_valid"])
     return summary

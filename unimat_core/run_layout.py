@@ -145,7 +145,7 @@ class RunLayout:
 
     @property
     def discovery(self) -> Path:
-        """The discovery benchmark's folder (dft.discovery documents its layout)."""
+        """The discovery benchmark's folder (dft.discovery_benchmark documents its layout)."""
         return self.campaign_dir / "discovery"
 
     @property

@@ -16,7 +16,7 @@ from dft.calculators import CalculatorConfig
 from dft.relax import relax_structure
 from flows.discovery import DiscoveryParams, discovery_benchmark
 from flows.params import GenerateParams, RelaxParams, RunParams
-from dft.discovery import DiscoverySettingsMismatch, check_settings, score
+from dft.discovery_benchmark import DiscoverySettingsMismatch, check_settings, score
 from unimat_core.model.config import DenoiserConfig
 from unimat_core.model.training import TrainConfig, train
 from unimat_core.structure_table import records_to_frame, write_structures

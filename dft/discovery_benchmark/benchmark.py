@@ -1,31 +1,5 @@
-"""Discovery benchmark logic: conditional UniMat generation vs AIRSS-style random search, same calculator.
-
-Everything lives under `<campaign>/discovery/` and every step resumes from what is on disk:
-
-    settings.json                    what the folder was made with (a rerun with other settings is refused)
-    targets.parquet                  target cell formulas and how many known structures each has
-    known/structures.parquet         the known (test-split) structures of the targets
-    unimat/generated/part-*.parquet  raw conditional samples (invalid decodes kept), timing.json
-    unimat/candidates.parquet        K candidates per target: id, target_formula, trial, valid, reason, seconds
-    random/candidates.parquet        the same for random structure search
-    relaxed/<known|unimat|random>/chunk-XXXXX/part-*.parquet   dft.batch relaxations, one folder per chunk task
-    results.parquet, per_composition.parquet, curves.parquet, summary.parquet, report.md, convergence.png
-
-Budget rule: each method proposes exactly K candidates per composition, and a proposal that fails
-(an invalid UniMat decode, a sample whose composition is not the target, a random cell with no room
-under the distance rule) is a spent trial without an energy. This is conservative for the method
-that fails (its k-th relaxation may come from fewer usable candidates) and costs it no relaxation time.
-
-Scoring uses converged relaxations only by default: a relaxation stopped by its step or time limit
-can report an energy far below any real structure (a collapsed cell), which would count as "reached".
-
-Compute time of a candidate = its share of generation time (UniMat: its batch's sampling + decoding
-time divided by the batch size, model loading excluded; random: building that cell) + its relaxation
-wall time (batched ML relaxations: its atom-weighted share of each batched step). Calculator loading is
-not counted for either method.
-
-Plain functions (no Prefect): `tasks/discovery.py` wraps them as tasks, `flows/discovery.py` composes those.
-"""
+"""The benchmark's steps as plain functions (targets, candidates, relaxation plan and chunks, scoring); the
+folder layout and the budget and timing rules are in the package docstring (dft/discovery_benchmark)."""
 
 from __future__ import annotations
 
@@ -43,11 +17,10 @@ from pymatgen.core import Composition
 from dft.batch import finished_ids, part_files, plan_chunks, read_relaxed, relax_ids
 from dft.calculators import CalculatorConfig
 from dft.relax import RelaxConfig
-from unimat_core import discovery_report as report
+from dft.discovery_benchmark import report
 from unimat_core.datasets.bundled import BUNDLED_DATASETS, bundled_csv_paths
 from unimat_core.datasets.cdvae_csv import parse_cif
-from unimat_core.random_structures import CANDIDATE_EXTRA, RandomStructureConfig, random_candidates
-from unimat_core.run_layout import RunLayout
+from dft.discovery_benchmark.random_search import CANDIDATE_EXTRA, RandomStructureConfig, random_candidates
 from unimat_core.settings import option
 from unimat_core import atomic
 from unimat_core.structure_table import (
@@ -68,10 +41,6 @@ class DiscoverySettingsMismatch(ValueError):
 
 
 # ---------------------------------------------------------------- layout and settings
-
-
-def discovery_dir(layout: RunLayout) -> Path:
-    return layout.discovery
 
 
 def compact_formula(formula: str) -> str:
@@ -131,9 +100,22 @@ class DiscoveryParams(BaseModel):
     def _formulas(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(compact_formula(f) for f in value)
 
-    def random_config(self) -> dict:
+    def random_config(self) -> RandomStructureConfig:
         return RandomStructureConfig(packing_fraction=self.packing_fraction,
-                                     min_distance_factor=self.min_distance_factor).as_dict()
+                                     min_distance_factor=self.min_distance_factor)
+
+
+SAMPLING_FIELDS = ("batch_size", "sampler", "steps", "guidance", "seed", "use_ema", "device")
+
+
+def benchmark_settings(checkpoint: str, discovery: DiscoveryParams, generation: dict, calculator: CalculatorConfig,
+                       relax: RelaxConfig) -> dict:
+    """What a benchmark folder is made with (settings.json): a rerun with other settings is refused."""
+    return {"checkpoint": checkpoint, "known": discovery.known, "compositions": list(discovery.compositions),
+            "n_compositions": discovery.n_compositions, "unseen_only": discovery.unseen_only,
+            "k": discovery.relaxations_per_composition, "seed": generation["seed"], "generation": generation,
+            "random": discovery.random_config().as_dict(), "calculator": calculator.as_dict(),
+            "relax": relax.model_dump()}
 
 
 # ---------------------------------------------------------------- targets and known structures
@@ -294,14 +276,15 @@ def unimat_candidates(checkpoint: str, compositions: Sequence[str], k: int, gene
             "reused_parts": reused, "unusable": unusable, "model_step": loaded.step}
 
 
-def random_search_candidates(compositions: Sequence[str], k: int, seed: int, config: dict, out_dir: Path) -> dict:
+def random_search_candidates(compositions: Sequence[str], k: int, seed: int, config: RandomStructureConfig,
+                             out_dir: Path) -> dict:
     """K random crystals per composition in `random/candidates.parquet` (reused on resume)."""
     path = out_dir / "candidates.parquet"
     if path.exists():
         table = read_structures(path)
         reused = True
     else:
-        table = random_candidates(list(compositions), k, seed, RandomStructureConfig.from_dict(config))
+        table = random_candidates(list(compositions), k, seed, config)
         write_structures(table, path)
         reused = False
     return {"n": len(table), "n_valid": int(table["valid"].sum()), "seconds": round(float(table["seconds"].sum()), 2),
