@@ -38,14 +38,10 @@ from dft.energy_scale import on_hull_scale, plan_scales  # noqa: E402
 from dft.hull import reference_from_relaxed, score_candidates  # noqa: E402
 from dft.reference_cache import hull_systems  # noqa: E402
 from flows.params import CampaignParams  # noqa: E402
-from tasks.score import (  # noqa: E402
-    candidate_table,
-    choose_dataset_subset,
-    reference_cache,
-)
-from tasks.train import training_split_of  # noqa: E402
+from dft.scoring import candidate_table, choose_dataset_subset, reference_cache  # noqa: E402
 from unimat_core.run_layout import RunLayout  # noqa: E402
 from unimat_core.structure_table import read_structures  # noqa: E402
+from unimat_core.tensor_store import training_split_of  # noqa: E402
 
 
 def hull_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -18,7 +18,8 @@ from tasks.evaluate_inputs import csp_inputs, evaluate_inputs
 from tasks.fetch import fetch_structures
 from tasks.generate import generate_batch, plan_generation, start_progress
 from tasks.relax import plan_relax, relax_chunk, relax_report
-from tasks.score import (build_reference, plan_reference, reference_relax_dir, reference_systems, score_relaxed,
+from dft.scoring import reference_relax_dir
+from tasks.score import (build_reference, plan_reference, reference_systems, score_relaxed,
                          summarize_sun)
 from tasks.tensorize import tensorize_structures
 from tasks.train import train_model

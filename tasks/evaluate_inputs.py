@@ -13,7 +13,7 @@ import json
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
-from tasks.train import training_split_of
+from unimat_core.tensor_store import training_split_of
 from unimat_core.datasets.bundled import BUNDLED_DATASETS
 from unimat_core.metrics.cdvae_constants import COV_CUTOFFS
 from unimat_core.metrics.evaluate import dataset_key
