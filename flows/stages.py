@@ -105,8 +105,7 @@ def relax_flow(run: RunParams = RunParams(), relax: RelaxParams = RelaxParams())
     layout.require_parts(layout.generated, made_by="generate")
     plan = plan_relax(str(layout.generated), str(layout.relaxed), relax.chunk_size)
     futures = relax_chunk.map(unmapped(str(layout.generated)), plan["chunks"], plan["parts"],
-                              unmapped(relax.calculator_config()), unmapped(relax.relax_config()),
-                              unmapped(relax.max_sites))
+                              unmapped(relax.calculator_config()), unmapped(relax), unmapped(relax.max_sites))
     chunks = futures.result()
     return {**relax_report(layout, plan["n_done_before"], chunks), "n_chunks": len(chunks)}
 
