@@ -223,7 +223,7 @@ class RelaxParams(StageSettings, RelaxConfig):
 
     def calculator_config(self) -> CalculatorConfig:
         """The calculator every chunk builds (one torch thread: workers, not threads, use the cores)."""
-        return CalculatorConfig(name=self.calculator, device=self.device, model=self.model, cpu_threads=1)
+        return CalculatorConfig(name=self.calculator, device=self.device, model=self.model)
 
     def relax_config(self) -> RelaxConfig:
         """Only the RelaxConfig fields: what the reference cache is keyed by (chunking does not change energies)."""

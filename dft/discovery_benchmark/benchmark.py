@@ -87,8 +87,11 @@ class DiscoveryParams(BaseModel):
                                default=True)
     relaxations_per_composition: int = option("--k", "candidates (relaxations) per composition and method", default=20,
                                               ge=1)
-    min_distance_factor: float = Field(default=0.7, gt=0, description="random search: d_ij >= factor * (r_i + r_j)")
-    packing_fraction: float = Field(default=0.45, gt=0, description="random search: atom volume / cell volume")
+    # the random search's own defaults (RandomStructureConfig), not copies of them
+    min_distance_factor: float = Field(default=RandomStructureConfig.min_distance_factor, gt=0,
+                                       description="random search: d_ij >= factor * (r_i + r_j)")
+    packing_fraction: float = Field(default=RandomStructureConfig.packing_fraction, gt=0,
+                                    description="random search: atom volume / cell volume")
     tolerance: float = Field(default=0.010, gt=0, description="eV/atom above the known energy that counts as reached")
     # a time- or step-limited relaxation of a collapsed cell can report an energy eV/atom below the true ground
     # state (a calculator artefact, not a discovery)
