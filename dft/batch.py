@@ -50,9 +50,6 @@ class BatchSummary:
     n_converged: int
     n_failed: int  # not converged for any reason (crash, step limit, time limit); see the error column
 
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 # ---------------------------------------------------------------- part files
 
