@@ -91,7 +91,8 @@ def _argument(info, default_text: str, field: str) -> dict:
         kind = next(a for a in get_args(kind) if a is not type(None))
     help_text = f"{info.description or ''} ({default_text})".strip() if default_text else info.description
     if kind is bool:
-        return {"action": "store_false" if info.default else "store_true", "help": help_text}
+        return {"action": "store_false", "help": f"turn off: {help_text}"} if info.default else \
+            {"action": "store_true", "help": help_text}
     if get_origin(kind) is Literal:
         return {"choices": list(get_args(kind)), "help": help_text}
     metavar = "A,B,..." if get_origin(kind) is tuple else field.upper()
@@ -122,7 +123,7 @@ def add_parameter_options(parser: argparse.ArgumentParser, command: str) -> None
         group, field = fields[0]
         info = models[group].model_fields[field]
         value = info.get_default(call_default_factory=True)
-        default = "" if value is None or isinstance(value, bool) else f"default {value!r}"
+        default = "" if value in (None, ()) or isinstance(value, bool) else f"default {value!r}"
         demo = campaign.get(group, {}).get(field, value)
         if demo != value and command in ("campaign", group):
             default += f"; campaign {demo!r}"

@@ -286,7 +286,7 @@ class EvaluateParams(StageSettings):
                                                   "the --n-eval subset")
     reference_limit: int | None = Field(default=None, ge=1, description="seeded subset of the reference split "
                                         "(default: all)")
-    matching: bool = option("--no-matching", "uniqueness/novelty (off: one formula group of thousands, e.g. "
+    matching: bool = option("--no-matching", "uniqueness and novelty (one formula group of thousands, e.g. "
                             "carbon_24, takes hours)", default=True)
     cache_dir: str | None = Field(default=None, description="fingerprint cache (default: "
                                   "<results-root>/.cache/fingerprints, shared by campaigns)")

@@ -95,8 +95,8 @@ class DiscoveryParams(BaseModel):
     tolerance: float = Field(default=0.010, gt=0, description="eV/atom above the known energy that counts as reached")
     # a time- or step-limited relaxation of a collapsed cell can report an energy eV/atom below the true ground
     # state (a calculator artefact, not a discovery)
-    converged_only: bool = option("--all-energies", "score converged relaxations only (off: also score unconverged "
-                                  "relaxations)", default=True)
+    converged_only: bool = option("--all-energies", "score converged relaxations only (also score unconverged "
+                                  "ones when turned off)", default=True)
 
     @field_validator("compositions")
     @classmethod
