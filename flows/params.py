@@ -19,7 +19,7 @@ from dft.calculators import CalculatorConfig
 from dft.relax import RelaxConfig
 from unimat_core.datasets.source import DatasetSource
 from unimat_core.model.config import DiffusionConfig
-from unimat_core.run_layout import RunLayout
+from unimat_core.run_layout import RunLayout, fingerprint_cache
 from unimat_core.settings import option
 
 Stage = Literal["fetch", "tensorize", "train", "generate", "relax", "score", "evaluate"]
@@ -312,7 +312,7 @@ class EvaluateParams(StageSettings):
         """Fields of unimat_core.metrics.evaluate.MetricsConfig."""
         config = self.model_dump(exclude={"task", "k", "csp_targets", "steps"})
         config["dataset"] = self.dataset or dataset
-        config["cache_dir"] = self.cache_dir or str(Path(results_root).resolve() / ".cache" / "fingerprints")
+        config["cache_dir"] = self.cache_dir or str(fingerprint_cache(Path(results_root).resolve()))
         return {k: v for k, v in config.items() if v is not None}
 
     def csp_config(self) -> dict:

@@ -28,6 +28,11 @@ def dependents(stage: str) -> list[str]:
     return [s for s in STAGES if s in below and s != stage]
 
 
+def fingerprint_cache(root: str | Path) -> Path:
+    """Fingerprints shared by every campaign under a results root."""
+    return Path(root) / ".cache" / "fingerprints"
+
+
 class MissingStageOutput(FileNotFoundError):
     """A stage was asked to run before the stage that makes its input."""
 
@@ -137,8 +142,7 @@ class RunLayout:
 
     @property
     def fingerprint_cache(self) -> Path:
-        """Fingerprints shared by every campaign under this root."""
-        return self.root / ".cache" / "fingerprints"
+        return fingerprint_cache(self.root)
 
     def csp_dir(self, k: int) -> Path:
         return self.stage_dir("evaluate") / f"csp-k{k}"
