@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from dft.calculators import CalculatorConfig
 from dft.relax import RelaxConfig
 from unimat_core.datasets.source import DatasetSource
-from unimat_core.model.config import DiffusionConfig
+from unimat_core.model.config import DiffusionConfig, Sampler
 from unimat_core.run_layout import RunLayout, fingerprint_cache
 from unimat_core.settings import option
 
@@ -150,7 +150,8 @@ class GenerateParams(StageSettings):
                                           "SrTiO3,Ba2Ti2O6 (conditional sampling)")
     samples_per_composition: int = Field(default=4, ge=1, description="samples of each target composition")
     batch_size: int = option("--gen-batch-size", "samples per generation task", default=100, ge=1)
-    sampler: Literal["ddim", "ddpm"] = Field(default="ddim", description="DDIM, or ancestral DDPM")
+    sampler: Sampler = Field(default="ddim", description="ddim, ddpm, or dpm++2m: DPM-Solver++, as good in ~10-20 steps "
+                             "as DDIM in 50")
     steps: int = Field(default=50, ge=1, description="sampling steps (DDPM: 1000 for the exact sampler)")
     guidance: float = Field(default=1.0, ge=0, description="classifier-free guidance weight")
     seed: int = Field(default=0, description="sampling seed")

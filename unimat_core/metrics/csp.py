@@ -25,7 +25,8 @@ class CSPConfig:
     k: int = 1                  # samples per reference crystal
     n_targets: int | None = None  # seeded subset of the reference crystals (None = all)
     seed: int = 0
-    steps: int = 50             # DDIM steps
+    sampler: str = "ddim"       # ddim | ddpm | dpm++2m (unimat_core.model.generation.Sampler)
+    steps: int = 50             # sampler steps (model calls)
     guidance: float = 1.0
     batch_size: int = 256
     n_workers: int = 1          # processes for StructureMatcher
@@ -107,7 +108,7 @@ def predict_structures(loaded, targets: pd.DataFrame, config: CSPConfig, progres
     for b, start in enumerate(range(0, len(flat), config.batch_size)):
         chunk = flat[start : start + config.batch_size]
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + b)
-        coords, lattice = sample_batch(loaded, chunk, steps=config.steps, guidance=config.guidance, generator=generator)
+        coords, lattice = sample_batch(loaded, chunk, sampler=config.sampler, steps=config.steps, guidance=config.guidance, generator=generator)
         out += [structure_to_json(c.structure) if c.valid else None for c in decode(coords, lattice, loaded.spec)]
         if progress is not None:
             progress(len(out), len(flat))

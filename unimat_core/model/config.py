@@ -7,7 +7,11 @@ a workstation; `paper` approaches the published model size and wants a GPU.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
+
+# How a sampler steps from noise to data: DDIM (deterministic), ancestral DDPM, or DPM-Solver++(2M).
+Sampler = Literal["ddim", "ddpm", "dpm++2m"]
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Coordinates live in [-1, 1) already (null = -1, atoms in [0, 1)), so they are di
 lattice parameters are the normalised 6-vector of `LatticeEncoding`. Both share one timestep.
 
 Sampling uses the DDIM update with a chosen number of steps: eta=0 is the deterministic DDIM
-sampler, eta=1 the ancestral DDPM sampler (on all T steps it is exactly DDPM).
+sampler, eta=1 the ancestral DDPM sampler (on all T steps it is exactly DDPM). `solver="dpm++2m"` is the
+multistep DPM-Solver++ (Lu et al., 2022): second order in the clipped x0 estimates, deterministic, and as
+good in ~15 model calls as DDIM in 50, which is what makes 10,000 samples cheap on a CPU.
 Classifier-free guidance: eps = eps_c + w (eps_c - eps_u).
 Composition-conditioned sampling also pins slots that must be empty (inpainting): at every
 step they are reset to the null location noised to the current level, and at the end the
@@ -173,17 +175,21 @@ class GaussianDiffusion(nn.Module):
         *,
         steps: int = 50,
         eta: float = 0.0,
+        solver: str = "ddim",
         guidance: float = 0.0,
         pinned: Pinned | None = None,
         generator: torch.Generator | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw coords [B, L, H, W, 3] and lattice [B, 6] with `steps` DDIM/DDPM updates."""
+        """Draw coords [B, L, H, W, 3] and lattice [B, 6] with `steps` DDIM/DDPM (or DPM-Solver++ 2M) updates."""
+        if solver not in ("ddim", "dpm++2m"):
+            raise ValueError(f"solver {solver!r}: choose ddim or dpm++2m")
         device = cond.grid.device
         steps = max(1, min(steps, self.timesteps))
-        times = torch.linspace(self.timesteps - 1, 0, steps, dtype=torch.float64).round().long().unique_consecutive().tolist()
+        times = self.sampling_times(steps, "quadratic" if solver == "dpm++2m" else "uniform")
         x_c = torch.randn(shape, device=device, generator=generator)
         x_l = torch.randn((shape[0], 6), device=device, generator=generator)
+        previous: tuple[torch.Tensor, torch.Tensor, float] | None = None  # (x0_c, x0_l, h) of the last step
         for i, t in enumerate(times):
             if pinned is not None:
                 x_c = self._pin(x_c, pinned, t, generator)
@@ -191,6 +197,14 @@ class GaussianDiffusion(nn.Module):
             t_next = times[i + 1] if i + 1 < len(times) else -1
             ab = self.alpha_bar[t]
             ab_next = self.alpha_bar[t_next] if t_next >= 0 else torch.tensor(1.0, device=device)
+            if solver == "dpm++2m":
+                # the step into the last time (t = 0, where log-SNR jumps) is first order: the 2M extrapolation
+                # across a step many times longer than the one before it overshoots (DPM-Solver's lower-order final)
+                last = i + 2 >= len(times)
+                x_c, x_l, previous = self._dpm_step(x_c, x_l, x0_c, x0_l, ab, ab_next, None if last else previous)
+                if progress is not None:
+                    progress(i + 1, len(times))
+                continue
             sigma = eta * ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=0).sqrt()
             direction = (1 - ab_next - sigma**2).clamp(min=0).sqrt()
             x_c = ab_next.sqrt() * x0_c + direction * eps_c
@@ -203,6 +217,37 @@ class GaussianDiffusion(nn.Module):
         if pinned is not None:
             x_c = self._finalise(x_c, pinned)
         return x_c, x_l
+
+    def sampling_times(self, steps: int, spacing: str = "uniform") -> list[int]:
+        """The `steps` timesteps a sampler visits, from T-1 down to 0: evenly spaced, or quadratic (denser near
+        the data end, where a few-step solver needs its steps; DPM-Solver's choice for short schedules)."""
+        grid = torch.linspace(1, 0, steps, dtype=torch.float64)
+        if spacing == "quadratic":
+            grid = grid**2
+        elif spacing != "uniform":
+            raise ValueError(f"spacing {spacing!r}: choose uniform or quadratic")
+        return (grid * (self.timesteps - 1)).round().long().unique_consecutive().tolist()
+
+    @staticmethod
+    def _dpm_step(x_c: torch.Tensor, x_l: torch.Tensor, x0_c: torch.Tensor, x0_l: torch.Tensor, ab: torch.Tensor,
+                  ab_next: torch.Tensor, previous: tuple[torch.Tensor, torch.Tensor, float] | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, float] | None]:
+        """One DPM-Solver++(2M) update from noise level ab to ab_next in log-SNR time lambda = log(alpha/sigma).
+
+        The first step and the last (to ab_next = 1, where lambda is infinite) are first order, i.e. DDIM;
+        the others extrapolate x0 linearly from the last two estimates."""
+        if float(ab_next) >= 1.0:  # the final step lands on the data estimate itself
+            return x0_c, x0_l, None
+        lam, lam_next = 0.5 * torch.log(ab / (1 - ab)), 0.5 * torch.log(ab_next / (1 - ab_next))
+        h = float(lam_next - lam)
+        ratio = ((1 - ab_next) / (1 - ab)).sqrt()  # sigma_next / sigma
+        scale = ab_next.sqrt() * -math.expm1(-h)  # -alpha_next (e^{-h} - 1)
+        d_c, d_l = x0_c, x0_l
+        if previous is not None:
+            prev_c, prev_l, h_prev = previous
+            k = h / (2 * h_prev)  # 1 / (2 r) with r = h_prev / h
+            d_c, d_l = (1 + k) * x0_c - k * prev_c, (1 + k) * x0_l - k * prev_l
+        return ratio * x_c + scale * d_c, ratio * x_l + scale * d_l, (x0_c, x0_l, h)
 
     def _pin(self, x_c: torch.Tensor, pinned: Pinned, t: int, generator: torch.Generator | None) -> torch.Tensor:
         noise = torch.randn(x_c.shape, device=x_c.device, generator=generator)

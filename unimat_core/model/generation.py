@@ -23,6 +23,7 @@ import torch
 from pymatgen.core import Composition
 
 from unimat_core.model.checkpoint import LoadedModel, load_model
+from unimat_core.model.config import Sampler
 from unimat_core.model.device import autocast, pick_device
 from unimat_core.model.diffusion import Condition, Pinned
 from unimat_core.representation import UniMatSpec, decode
@@ -30,7 +31,6 @@ from unimat_core.structure_table import CORE_COLUMNS, describe, structure_from_j
 
 log = logging.getLogger(__name__)
 
-Sampler = Literal["ddim", "ddpm"]
 # How unconditional samples are drawn: "composition-first" samples a composition from the checkpoint's learned
 # prior, then the structure conditionally (empty slots pinned); "joint" lets the denoiser decide the slots too.
 Unconditional = Literal["composition-first", "joint"]
@@ -134,8 +134,10 @@ def sample_batch(loaded: LoadedModel, targets: Sequence[str | None], *, sampler:
     device = next(loaded.model.parameters()).device
     cond, pinned = _condition(targets, spec, device)
     eta = 1.0 if sampler == "ddpm" else 0.0
+    solver = "dpm++2m" if sampler == "dpm++2m" else "ddim"
     with autocast(device):
         coords, lattice = loaded.diffusion.sample(loaded.model, (len(targets), *spec.shape), cond, steps=steps, eta=eta,
+                                                  solver=solver,
                                                   guidance=guidance, pinned=pinned, generator=generator, progress=progress)
     return coords.float().cpu().numpy(), lattice.float().cpu().numpy()
 

@@ -41,6 +41,56 @@ def test_sampler_recovers_the_data_given_the_exact_denoiser(prediction, steps, e
     torch.testing.assert_close(l, x0_l, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("steps", [5, 20])
+def test_dpm_solver_recovers_the_data_given_the_exact_denoiser(steps):
+    diffusion = GaussianDiffusion(DiffusionConfig())
+    x0_c, x0_l = _example()
+    cond = Condition.unconditional(1, 9, 18, torch.device("cpu"))
+    c, l = diffusion.sample(Oracle(diffusion, x0_c, x0_l), tuple(x0_c.shape), cond, steps=steps, solver="dpm++2m",
+                            generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(c, x0_c, atol=1e-4, rtol=0)
+    torch.testing.assert_close(l, x0_l, atol=1e-4, rtol=0)
+
+
+class GaussianOracle(torch.nn.Module):
+    """The exact eps-predictor for data ~ N(mean, std^2) per entry: its probability-flow ODE maps the noise to
+    the data exactly, so a sampler's distance to the many-step solution measures its discretisation error."""
+
+    def __init__(self, diffusion: GaussianDiffusion, mean: float, std: float) -> None:
+        super().__init__()
+        self.diffusion, self.mean, self.var = diffusion, mean, std**2
+
+    def forward(self, x_c, x_l, t, cond, flag):
+        outs = []
+        for x in (x_c, x_l):
+            ab = self.diffusion.alpha_bar[t].view(-1, *[1] * (x.dim() - 1))
+            x0 = self.mean + ab.sqrt() * self.var / (ab * self.var + 1 - ab) * (x - ab.sqrt() * self.mean)
+            outs.append((x - ab.sqrt() * x0) / (1 - ab).sqrt())
+        return tuple(outs)
+
+
+def test_dpm_solver_is_closer_to_the_exact_flow_than_ddim_at_equal_model_calls():
+    diffusion = GaussianDiffusion(DiffusionConfig())
+    oracle, shape = GaussianOracle(diffusion, mean=0.2, std=0.2), (64, 1, 2, 3, 3)
+    cond = Condition.unconditional(64, 2, 3, torch.device("cpu"))
+
+    def run(solver: str, steps: int) -> torch.Tensor:
+        return diffusion.sample(oracle, shape, cond, steps=steps, solver=solver,
+                                generator=torch.Generator().manual_seed(1))[0]
+
+    exact = run("ddim", 1000)
+    assert abs(exact.std().item() - 0.2) < 0.03 and abs(exact.mean().item() - 0.2) < 0.03  # it is the data law
+    error = {solver: (run(solver, 10) - exact).abs().mean().item() for solver in ("ddim", "dpm++2m")}
+    assert error["dpm++2m"] < error["ddim"] / 4, error  # measured: 0.0067 vs 0.050
+
+
+def test_unknown_solver_is_refused():
+    diffusion = GaussianDiffusion(DiffusionConfig())
+    cond = Condition.unconditional(1, 2, 3, torch.device("cpu"))
+    with pytest.raises(ValueError, match="solver"):
+        diffusion.sample(GaussianOracle(diffusion, 0.0, 1.0), (1, 1, 2, 3, 3), cond, solver="euler")
+
+
 def test_cosine_schedule_is_monotone_and_ends_noisy():
     ab = cosine_alpha_bar(1000)
     assert (ab[1:] < ab[:-1]).all() and ab[0] > 0.999 and ab[-1] < 1e-3
