@@ -49,18 +49,18 @@ def main() -> None:
     import pandas as pd
 
     from flows.discovery import DiscoveryParams, discovery_benchmark
-    from flows.params import RelaxParams, RunParams
-    from unimat_core.discovery_report import curve_summary
+    from flows.params import GenerateParams, RelaxParams, RunParams
+    from dft.discovery_benchmark.report import curve_summary
 
     run = RunParams(campaign=args.campaign or f"discovery-n{args.compositions}-k{args.k}",
                     results_root=args.results_root)
     discovery = DiscoveryParams(checkpoint=args.checkpoint, n_compositions=args.compositions,
-                                relaxations_per_composition=args.k, steps=args.sampling_steps, guidance=args.guidance,
-                                seed=args.seed, converged_only=not args.all_energies)
+                                relaxations_per_composition=args.k, converged_only=not args.all_energies)
+    generate = GenerateParams(steps=args.sampling_steps, guidance=args.guidance, seed=args.seed)
     relax = RelaxParams(calculator=args.calculator, max_steps=args.relax_steps, optimizer=args.optimizer,
                         time_limit_s=args.time_limit, chunk_size=args.chunk_size)
     start = time.perf_counter()
-    result = discovery_benchmark(run, discovery, relax)
+    result = discovery_benchmark(run, discovery, relax, generate)
     wall = time.perf_counter() - start
 
     folder = Path(result["folder"])

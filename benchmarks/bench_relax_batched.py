@@ -57,7 +57,7 @@ def agreement(frame: pd.DataFrame, built, config: RelaxConfig) -> tuple[dict, pd
     timed = {}
     for engine in ("batched", "ase"):
         start, cpu = time.perf_counter(), cpu_seconds()
-        results = relax_structures(structures, built, RelaxConfig(**{**config.as_dict(), "engine": engine}))
+        results = relax_structures(structures, built, config.model_copy(update={"engine": engine}))
         timed[engine] = (time.perf_counter() - start, cpu_seconds() - cpu, results)
     (t_b, cpu_b, batched), (t_a, cpu_a, alone) = timed["batched"], timed["ase"]
     table = pd.DataFrame({
@@ -150,7 +150,7 @@ def main() -> None:
             for engine in ("batched", "ase"):
                 cells = frame if engine == "batched" or args.one_by_one_limit is None \
                     else frame.head(args.one_by_one_limit)
-                r = throughput(cells, calculator, RelaxConfig(**{**config.as_dict(), "engine": engine}), workers,
+                r = throughput(cells, calculator, config.model_copy(update={"engine": engine}), workers,
                                args.chunk_size)
                 rates[data, workers, engine] = r
                 note = "" if len(cells) == len(frame) else f" (rate from {len(cells)}; {n} extrapolated: " \

@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +37,11 @@ from dft.calculators import CalculatorConfig, energy_scale  # noqa: E402
 from dft.energy_scale import on_hull_scale, plan_scales  # noqa: E402
 from dft.hull import reference_from_relaxed, score_candidates  # noqa: E402
 from dft.reference_cache import hull_systems  # noqa: E402
-from dft.relax import RelaxConfig  # noqa: E402
 from flows.params import CampaignParams  # noqa: E402
-from tasks.score import (  # noqa: E402
-    candidate_table,
-    choose_dataset_subset,
-    reference_cache,
-)
-from tasks.train import training_split_of  # noqa: E402
+from dft.scoring import candidate_table, choose_dataset_subset, reference_cache  # noqa: E402
 from unimat_core.run_layout import RunLayout  # noqa: E402
 from unimat_core.structure_table import read_structures  # noqa: E402
+from unimat_core.tensor_store import training_split_of  # noqa: E402
 
 
 def hull_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -88,16 +84,15 @@ def main() -> None:
         demo = demo.model_copy(update={"time_limit_s": args.time_limit})
     candidates = candidate_table(layout)
     name = args.calculator or sorted(set(candidates["calculator"]) - {""})[0]
-    calculator = {**demo.calculator_config(), "name": name}
+    calc = replace(demo.calculator_config(), name=name)
     relax = demo.relax_config()
-    calc = CalculatorConfig.from_dict(calculator)
     converged = candidates[candidates["converged"].astype(bool) & np.isfinite(candidates["energy_per_atom"])]
     formulas = converged["formula"].tolist()
 
     start = time.perf_counter()
     systems = hull_systems(formulas)
     elements, pairs = [s for s in systems if "-" not in s], [s for s in systems if "-" in s]
-    cache = reference_cache(layout, calculator, relax)
+    cache = reference_cache(layout, calc, relax)
     built = cache.ensure(elements + pairs)
     all_splits = choose_dataset_subset(layout, args.reference_size, args.seed, formulas)
     training = choose_dataset_subset(layout, args.reference_size, args.seed, formulas, split=training_split_of(layout))
@@ -105,7 +100,7 @@ def main() -> None:
     wanted = sorted(set(all_splits) | set(training))
     if wanted:
         table = read_structures(layout.structures)
-        relax_table(table[table["id"].isin(wanted)], dataset_dir, calculator=calc, config=RelaxConfig.from_dict(relax))
+        relax_table(table[table["id"].isin(wanted)], dataset_dir, calculator=calc, config=relax)
     dataset = read_relaxed(dataset_dir) if wanted else pd.DataFrame()
     wall = time.perf_counter() - start
 
@@ -139,7 +134,7 @@ def main() -> None:
     out = layout.stage_dir("score") / "bench-stability" / "summary.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"hulls": hulls, "costs": {k: [int(c), float(s)] for k, (c, s) in costs.items()},
-                               "n_candidates": n, "n_converged": n_conv, "calculator": calculator, "relax": relax},
+                               "n_candidates": n, "n_converged": n_conv, "calculator": calc.as_dict(), "relax": relax.model_dump()},
                               indent=1))
     print(f"\nwritten: {out}")
 

@@ -24,10 +24,12 @@ from ase.calculators.calculator import BaseCalculator
 from dft.potentials import BatchedPotential, ChgnetBatch, SevennetBatch
 from dft.energy_scale import EnergyScale, ScaleKind
 
-IN_PROCESS = ("chgnet", "sevennet", "emt")
-SUBPROCESS = ("gpaw",)
-CLUSTER = ("vasp", "espresso")
-OUT_OF_PROCESS = (*SUBPROCESS, *CLUSTER)  # never built here; dft.relax.relax_structure routes them
+# The one place a calculator name picks its backend. In-process calculators are built here (`_FACTORIES`,
+# `register_calculator`); the others are never built in this process: each has a module whose
+# `relax_out_of_process(structure, CalculatorConfig, RelaxConfig) -> RelaxResult` runs it (dft.relax routes them).
+OUT_OF_PROCESS_BACKENDS = {"gpaw": "dft.gpaw_runner", "vasp": "dft.cluster", "espresso": "dft.cluster"}
+OUT_OF_PROCESS = tuple(OUT_OF_PROCESS_BACKENDS)
+TORCH_CALCULATORS = ("chgnet", "sevennet")  # run on the device the relax stage is given (`--device`)
 DEFAULT_MODELS = {"chgnet": "0.3.0", "sevennet": "7net-0"}
 
 
@@ -142,7 +144,7 @@ def _energy_options(config: CalculatorConfig) -> dict:
         return dict(config.options)
     from dft.gpaw_runner import GpawConfig
 
-    settings = GpawConfig.from_options(config.options).as_dict()
+    settings = asdict(GpawConfig.from_options(config.options))
     return {k: v for k, v in settings.items() if k not in ("python", "setup_path")}
 
 
@@ -173,7 +175,14 @@ def calculator_identity(config: CalculatorConfig) -> dict:
 
 
 def available_calculators() -> list[str]:
-    return sorted([*_FACTORIES, *SUBPROCESS, *CLUSTER])
+    return sorted([*_FACTORIES, *OUT_OF_PROCESS])
+
+
+def out_of_process_backend(name: str) -> Callable:
+    """`relax_out_of_process` of the backend module that runs calculator `name` outside this process."""
+    import importlib
+
+    return importlib.import_module(OUT_OF_PROCESS_BACKENDS[name]).relax_out_of_process
 
 
 def build_once(calculator: CalculatorConfig | BuiltCalculator) -> CalculatorConfig | BuiltCalculator:
@@ -185,7 +194,7 @@ def build_once(calculator: CalculatorConfig | BuiltCalculator) -> CalculatorConf
 
 def build_calculator(config: CalculatorConfig) -> BuiltCalculator:
     """Instantiate an in-process calculator; GPAW/VASP/QE go through their own runners."""
-    if config.name in SUBPROCESS or config.name in CLUSTER:
+    if config.name in OUT_OF_PROCESS:
         raise CalculatorUnavailable(
             f"{config.name!r} is not an in-process calculator: use dft.relax.relax_structure "
             f"(gpaw runs in a subprocess) or dft.cluster (vasp, espresso)"

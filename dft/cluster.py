@@ -4,46 +4,43 @@
 VASP: POTCARs need a licensed `VASP_PP_PATH`; `espresso.pwi` for pw.x), so a campaign can be checked
 on a laptop. `cluster_relax` checks the executable first and raises `CalculatorUnavailable`
 naming it, then calls quacc's `relax_job` (positions + cell). Settings go through quacc's
-scoped `change_settings`, never a process-global switch.
+scoped `change_settings`, never a process-global switch. Convergence and step limit come from the
+one `dft.relax.RelaxConfig` every backend takes; `DftCodeConfig` holds only what is the code's own.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from ase.io import write
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from dft.calculators import CalculatorUnavailable
+from dft.calculators import CalculatorConfig, CalculatorUnavailable
+from dft.errors import short_error
+from dft.relax import RelaxConfig, RelaxResult, record_outcome
 
 DEFAULT_PRESETS = {"vasp": "DefaultSetGGA", "espresso": "sssp_1.3.0_pbe_efficiency"}
 DEFAULT_COMMANDS = {"vasp": "vasp_std", "espresso": "pw.x"}
 
 
 @dataclass(frozen=True)
-class ClusterConfig:
-    """One cluster code: quacc preset, executable, and extra calculator parameters."""
+class DftCodeConfig:
+    """One DFT code run by quacc on a cluster (VASP or Quantum ESPRESSO): preset, executable, extra parameters.
+
+    Not to be confused with deployments.cluster.ClusterConfig (where Dask runs the tasks)."""
 
     code: Literal["vasp", "espresso"] = "vasp"
     preset: str | None = None  # quacc's preset name; None -> DEFAULT_PRESETS[code]
     command: str | None = None  # executable; None -> DEFAULT_COMMANDS[code]
-    relax_cell: bool = True
-    fmax: float = 0.05
-    max_steps: int = 200
     kpts: tuple[int, int, int] | None = None  # espresso only; VASP presets choose k-points
     parameters: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ClusterConfig:
-        return cls(**data)
 
     @property
     def executable(self) -> str:
@@ -54,20 +51,21 @@ class ClusterConfig:
         return self.preset or DEFAULT_PRESETS[self.code]
 
 
-def _vasp_parameters(config: ClusterConfig) -> dict:
-    return {"nsw": config.max_steps, "isif": 3 if config.relax_cell else 2, "ibrion": 2,
-            "ediffg": -abs(config.fmax), **config.parameters}
+def _vasp_parameters(config: DftCodeConfig, relax: RelaxConfig) -> dict:
+    return {"nsw": relax.max_steps, "isif": 3 if relax.relax_cell else 2, "ibrion": 2,
+            "ediffg": -abs(relax.fmax), **config.parameters}
 
 
-def _espresso_parameters(config: ClusterConfig) -> dict:
-    control = {"calculation": "vc-relax" if config.relax_cell else "relax", "nstep": config.max_steps,
-               "forc_conv_thr": config.fmax / 25.711}  # eV/A -> Ry/bohr
+def _espresso_parameters(config: DftCodeConfig, relax: RelaxConfig) -> dict:
+    control = {"calculation": "vc-relax" if relax.relax_cell else "relax", "nstep": relax.max_steps,
+               "forc_conv_thr": relax.fmax / 25.711}  # eV/A -> Ry/bohr
     input_data = {"control": control, **config.parameters.get("input_data", {})}
     extra = {k: v for k, v in config.parameters.items() if k != "input_data"}
     return {"input_data": input_data, **({"kpts": config.kpts} if config.kpts else {}), **extra}
 
 
-def cluster_inputs(structure: Structure, config: ClusterConfig, directory: str | Path) -> dict[str, str]:
+def cluster_inputs(structure: Structure, config: DftCodeConfig, directory: str | Path,
+                   relax: RelaxConfig = RelaxConfig()) -> dict[str, str]:
     """Write the input files the code would run into `directory`; returns {file name: text}."""
     atoms = AseAtomsAdaptor.get_atoms(structure)
     out = Path(directory)
@@ -75,7 +73,7 @@ def cluster_inputs(structure: Structure, config: ClusterConfig, directory: str |
     if config.code == "vasp":
         from quacc.calculators.vasp import Vasp
 
-        calc = Vasp(atoms, preset=config.preset_name, use_custodian=False, **_vasp_parameters(config))
+        calc = Vasp(atoms, preset=config.preset_name, use_custodian=False, **_vasp_parameters(config, relax))
         try:  # sets spin and sorting; its last step looks up POTCARs, absent without VASP_PP_PATH
             calc.initialize(atoms)
         except RuntimeError as exc:
@@ -87,7 +85,7 @@ def cluster_inputs(structure: Structure, config: ClusterConfig, directory: str |
     elif config.code == "espresso":
         from quacc.calculators.espresso.espresso import Espresso
 
-        calc = Espresso(input_atoms=atoms, preset=config.preset_name, **_espresso_parameters(config))
+        calc = Espresso(input_atoms=atoms, preset=config.preset_name, **_espresso_parameters(config, relax))
         calc.directory = out
         calc.write_inputfiles(atoms, ["energy", "forces", "stress"])
     else:
@@ -95,18 +93,19 @@ def cluster_inputs(structure: Structure, config: ClusterConfig, directory: str |
     return {p.name: p.read_text() for p in sorted(out.iterdir()) if p.is_file()}
 
 
-def check_executable(config: ClusterConfig) -> str:
+def check_executable(config: DftCodeConfig) -> str:
     path = shutil.which(config.executable)
     if path is None:
         raise CalculatorUnavailable(
             f"{config.code}: executable {config.executable!r} not found on PATH. VASP and Quantum ESPRESSO "
             f"are not installed here; run this on a cluster with the code loaded (e.g. `module load "
-            f"{config.code}`), or set ClusterConfig.command. Inspect the inputs with dft.cluster.cluster_inputs."
+            f"{config.code}`), or set DftCodeConfig.command. Inspect the inputs with dft.cluster.cluster_inputs."
         )
     return path
 
 
-def cluster_relax(structure: Structure, config: ClusterConfig, *, results_dir: str | Path | None = None) -> dict:
+def cluster_relax(structure: Structure, config: DftCodeConfig, relax: RelaxConfig = RelaxConfig(), *,
+                  results_dir: str | Path | None = None) -> dict:
     """Relax with quacc's VASP/QE `relax_job`; returns quacc's output document (a dict)."""
     executable = check_executable(config)
     from quacc import change_settings
@@ -118,44 +117,34 @@ def cluster_relax(structure: Structure, config: ClusterConfig, *, results_dir: s
 
         settings = {"RESULTS_DIR": results, "VASP_CMD": executable}
         with change_settings(settings):
-            return relax_job(atoms, preset=config.preset_name, relax_cell=config.relax_cell,
-                             **_vasp_parameters(config))
+            return relax_job(atoms, preset=config.preset_name, relax_cell=relax.relax_cell,
+                             **_vasp_parameters(config, relax))
     from quacc.recipes.espresso.core import relax_job
 
     settings = {"RESULTS_DIR": results, "ESPRESSO_BIN_DIR": Path(executable).parent}
     with change_settings(settings):
-        return relax_job(atoms, preset=config.preset_name, relax_cell=config.relax_cell,
-                         **_espresso_parameters(config))
+        return relax_job(atoms, preset=config.preset_name, relax_cell=relax.relax_cell,
+                         **_espresso_parameters(config, relax))
 
 
-def cluster_relax_result(structure: Structure, config: ClusterConfig):
-    """`cluster_relax` as a `RelaxResult`: a missing executable or a failed run becomes `error`.
+def relax_out_of_process(structure: Structure, calculator: CalculatorConfig, relax: RelaxConfig) -> RelaxResult:
+    """`cluster_relax` as a `RelaxResult` (the out-of-process backend interface of dft.calculators): a missing
+    executable or a failed run becomes `error`.
 
     Mapping of quacc's output (final `atoms`, `results["energy"]`) is not exercised on this
     machine (no VASP/QE here).
     """
-    import time
-
-    import numpy as np
-
-    from dft.relax import RelaxResult, displacement_rmsd
-
+    config = DftCodeConfig(code=calculator.name, **calculator.options)
     start = time.perf_counter()
     result = RelaxResult(structure=structure, calculator=config.code, calculator_version=config.preset_name)
     try:
-        doc = cluster_relax(structure, config)
+        doc = cluster_relax(structure, config, relax)
         final = doc["atoms"]
-        relaxed = AseAtomsAdaptor.get_structure(final.copy())
-        energy = float(doc["results"]["energy"])
         forces = np.asarray(doc["results"].get("forces", np.full((len(final), 3), np.nan)))
-        result.structure, result.energy, result.energy_per_atom = relaxed, energy, energy / len(final)
-        result.max_force = float(np.linalg.norm(forces, axis=1).max())
-        result.steps = int(doc.get("nsteps", doc.get("parameters", {}).get("nsw", 0)) or 0)
-        result.converged = bool(result.max_force <= config.fmax)
-        result.rmsd = displacement_rmsd(structure, relaxed)
-        if not result.converged:
-            result.error = f"not converged: max force {result.max_force:.3g} eV/A > {config.fmax:g}"
+        steps = int(doc.get("nsteps", doc.get("parameters", {}).get("nsw", 0)) or 0)
+        record_outcome(result, structure, AseAtomsAdaptor.get_structure(final.copy()), float(doc["results"]["energy"]),
+                       float(np.linalg.norm(forces, axis=1).max()), steps, False, relax)
     except Exception as exc:  # noqa: BLE001 - recorded, never raised
-        result.error = f"{type(exc).__name__}: {exc}"[:500]
+        result.error = short_error(exc)
     result.wall_time_s = time.perf_counter() - start
     return result

@@ -59,7 +59,7 @@ def elemental_prototypes(symbol: str) -> dict[str, Structure]:
 def elemental_references(
     elements: Iterable[str],
     calculator: CalculatorConfig | BuiltCalculator = CalculatorConfig(),
-    config: RelaxConfig = RelaxConfig(fmax=0.05, max_steps=300),
+    config: RelaxConfig = RelaxConfig(),
 ) -> pd.DataFrame:
     """Relax every prototype of every element; returns one row per element (its lowest energy).
 
@@ -76,7 +76,7 @@ def elemental_references(
     by_case = {}
     for dimers in (False, True):
         group = [(symbol, name, proto) for symbol, name, proto in cases if (name == "dimer") == dimers]
-        run = RelaxConfig(**{**config.as_dict(), "relax_cell": config.relax_cell and not dimers})
+        run = config.model_copy(update={"relax_cell": config.relax_cell and not dimers})
         relaxed = relax_structures([proto for _, _, proto in group], built, run)
         by_case.update({(symbol, name): result for (symbol, name, _), result in zip(group, relaxed)})
     best: dict[str, tuple] = {}

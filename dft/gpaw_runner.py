@@ -22,8 +22,9 @@ from ase.io import write
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.core import Structure
 
-from dft.calculators import CalculatorUnavailable
-from dft.relax import RelaxConfig, RelaxResult, displacement_rmsd
+from dft.calculators import CalculatorConfig, CalculatorUnavailable
+from dft.errors import short_error
+from dft.relax import RelaxConfig, RelaxResult, record_outcome
 
 WORKER = Path(__file__).with_name("_gpaw_worker.py")
 
@@ -38,13 +39,6 @@ class GpawConfig:
     smearing: float = 0.1  # eV, Fermi-Dirac
     python: str = "/usr/bin/python3"
     setup_path: str = "/usr/share/gpaw-setups"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> GpawConfig:
-        return cls(**data)
 
     @classmethod
     def from_options(cls, options: dict) -> GpawConfig:
@@ -77,7 +71,7 @@ def relax_gpaw(structure: Structure, gpaw: GpawConfig, config: RelaxConfig) -> R
             atoms: Atoms = AseAtomsAdaptor.get_atoms(structure)
             write(work_path / "in.extxyz", atoms, format="extxyz")
             request = {"atoms": str(work_path / "in.extxyz"), "txt": str(work_path / "gpaw.txt"),
-                       "gpaw": asdict(gpaw), "relax": config.as_dict()}
+                       "gpaw": asdict(gpaw), "relax": config.model_dump()}
             (work_path / "request.json").write_text(json.dumps(request))
             env = {**os.environ, "GPAW_SETUP_PATH": gpaw.setup_path, "OMP_NUM_THREADS": "1"}
             env.pop("PYTHONPATH", None)  # the venv's packages must not leak into Debian's python
@@ -93,19 +87,17 @@ def relax_gpaw(structure: Structure, gpaw: GpawConfig, config: RelaxConfig) -> R
                 return result
             out = json.loads((work_path / "result.json").read_text())
         final = Atoms(numbers=out["numbers"], positions=out["positions"], cell=out["cell"], pbc=True)
-        relaxed = AseAtomsAdaptor.get_structure(final)
-        result.structure = relaxed
-        result.energy, result.energy_per_atom = out["energy"], out["energy"] / len(final)
-        result.max_force, result.steps = out["max_force"], out["steps"]
-        result.converged = config.max_steps == 0 or out["max_force"] <= config.fmax
-        result.rmsd = displacement_rmsd(structure, relaxed)
-        if not result.converged:
-            result.error = (f"not converged: max force {out['max_force']:.3g} eV/A > {config.fmax:g} "
-                            f"after {out['steps']} steps")
+        record_outcome(result, structure, AseAtomsAdaptor.get_structure(final), out["energy"], out["max_force"],
+                       out["steps"], False, config)
     except CalculatorUnavailable as exc:
         result.error = f"CalculatorUnavailable: {exc}"
     except Exception as exc:  # noqa: BLE001 - recorded, never raised
-        result.error = f"{type(exc).__name__}: {exc}"[:500]
+        result.error = short_error(exc)
     finally:
         result.wall_time_s = time.perf_counter() - start
     return result
+
+
+def relax_out_of_process(structure: Structure, calculator: CalculatorConfig, config: RelaxConfig) -> RelaxResult:
+    """The out-of-process backend interface of dft.calculators: GPAW with the calculator's options."""
+    return relax_gpaw(structure, GpawConfig.from_options(calculator.options), config)

@@ -31,6 +31,7 @@ from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Element
 
 from dft.energy_scale import EnergyScale, ScaleMismatch
+from unimat_core.atomic import atomic_path
 
 REFERENCE_COLUMNS = ("id", "composition", "energy_per_atom", "source")
 OPTIONAL_REFERENCE_COLUMNS = ("energy_scale", "structure", "raw_energy_per_atom", "correction_per_atom")
@@ -78,12 +79,9 @@ def _composition_problem(composition: object) -> str | None:
 
 
 def write_reference(frame: pd.DataFrame, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    validate_reference(frame).to_parquet(tmp, index=False)
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        validate_reference(frame).to_parquet(tmp, index=False)
+    return Path(path)
 
 
 def read_reference(path: str | Path) -> pd.DataFrame:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,6 +34,7 @@ from dft.prototypes import DEFAULT_PROTOTYPES, binary_decorations, element_pairs
 from dft.engine import relax_structures
 from dft.relax import RelaxConfig, RelaxResult
 from unimat_core.structure_table import records_to_frame
+from unimat_core import atomic
 
 CACHE_FORMAT = 1
 SOURCE = "reference-prototypes"
@@ -97,7 +97,7 @@ def relax_jobs(jobs: Sequence[PrototypeJob], calculator: CalculatorConfig | Buil
         picked = [i for i, job in enumerate(jobs) if job.relax_cell == relax_cell]
         if not picked:
             continue
-        settings = RelaxConfig(**{**config.as_dict(), "relax_cell": config.relax_cell and relax_cell})
+        settings = config.model_copy(update={"relax_cell": config.relax_cell and relax_cell})
         for i, result in zip(picked, relax_structures([jobs[i].structure for i in picked], built, settings)):
             results[i] = result
     return results  # type: ignore[return-value]
@@ -123,7 +123,7 @@ class ReferenceCache:
     @cached_property
     def key(self) -> dict:
         return {"format": CACHE_FORMAT, "calculator": calculator_identity(self.calculator),
-                "relax": self.relax.as_dict(), "prototypes": list(self.prototypes)}
+                "relax": self.relax.model_dump(), "prototypes": list(self.prototypes)}
 
     @cached_property
     def folder(self) -> Path:
@@ -141,10 +141,7 @@ class ReferenceCache:
                 raise StaleCache(f"{settings} does not match the settings its folder name hashes; "
                                  f"delete {self.folder} to rebuild it")
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = settings.with_name(f".settings.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps(self.key, indent=1, sort_keys=True))
-        tmp.replace(settings)
+        atomic.write_text(settings, json.dumps(self.key, indent=1, sort_keys=True))
 
     def fresh(self, system: str) -> bool:
         """The system's file exists and holds exactly the structures the current code would relax."""
@@ -170,11 +167,8 @@ class ReferenceCache:
             frame = jobs_frame(jobs, relax_jobs(jobs, calculator, self.relax))
             seconds += time.perf_counter() - start
             relaxed += len(jobs)
-            path = self.path(system)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            frame.to_parquet(tmp, index=False)
-            tmp.replace(path)
+            with atomic.atomic_path(self.path(system)) as tmp:
+                frame.to_parquet(tmp, index=False)
         return {"n_systems": len(wanted), "n_reused": len(done), "n_relaxed": relaxed, "seconds": seconds}
 
     def read(self, systems: Iterable[str]) -> pd.DataFrame:

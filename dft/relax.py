@@ -23,37 +23,38 @@ from typing import Literal
 import numpy as np
 from ase import Atoms
 from ase.optimize import BFGS, FIRE
+from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from dft.calculators import BuiltCalculator, CalculatorConfig, build_calculator
+from dft.calculators import OUT_OF_PROCESS, BuiltCalculator, CalculatorConfig, build_calculator, out_of_process_backend
 from dft.errors import short_error
 
 OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS}
 
 
-@dataclass(frozen=True)
-class RelaxConfig:
-    """Convergence and budget of one relaxation."""
+class RelaxConfig(BaseModel):
+    """Convergence and budget of one relaxation: every caller's one declaration of these settings (the `unimat`
+    options, the relax stage's and the score stage's parameters, the reference cache key are derived from it)."""
 
-    fmax: float = 0.05  # eV/A (and the filter's stress-derived forces)
-    max_steps: int = 500
-    optimizer: Literal["FIRE", "BFGS"] = "FIRE"
-    relax_cell: bool = True
-    time_limit_s: float = 600.0  # per structure; in a batch, its share of each batched step's time
-    # "auto": batched for ML potentials (CHGNet, SevenNet), one by one through ASE otherwise; "batched"
-    # also drives EMT through the batched engine (one calculator call per crystal); "ase": one by one.
-    engine: Literal["auto", "batched", "ase"] = "auto"
-    # most atoms in one batched model call (converged crystals make room for queued ones). 256 keeps a CPU near
-    # its best per-atom cost and dense carbon under ~3 GB (CHGNet); raise it on a GPU.
-    batch_atoms: int = 256
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> RelaxConfig:
-        return cls(**data)
+    fmax: float = Field(default=0.05, gt=0, description="force threshold, eV/A (and the cell filter's stress-derived "
+                        "forces)")
+    max_steps: int = Field(default=300, ge=0, description="optimizer step limit per structure (0: a single point)",
+                           json_schema_extra={"option": "--relax-steps"})
+    optimizer: Literal["FIRE", "BFGS"] = Field(default="FIRE", description="optimizer (BFGS needs about half FIRE's "
+                                               "steps on small cells)")
+    relax_cell: bool = Field(default=True, description="relax the cell with the positions",
+                             json_schema_extra={"option": "--no-relax-cell"})
+    time_limit_s: float = Field(default=120.0, ge=0, description="seconds per structure; in a batch, its share of "
+                                "each batched step's time", json_schema_extra={"option": "--time-limit"})
+    engine: Literal["auto", "batched", "ase"] = Field(
+        default="auto", description="auto: batched for ML potentials (CHGNet, SevenNet), one by one through ASE "
+        "otherwise; batched also drives EMT through the batched engine; ase: one by one",
+        json_schema_extra={"option": "--relax-engine"})
+    batch_atoms: int = Field(default=256, ge=1, description="most atoms in one batched model call (256 keeps a CPU "
+                             "near its best per-atom cost and dense carbon under ~3 GB with CHGNet; raise it on a GPU)")
 
 
 @dataclass
@@ -105,7 +106,8 @@ def record_outcome(result: RelaxResult, initial: Structure, relaxed: Structure, 
     result.structure = relaxed
     result.energy, result.energy_per_atom = energy, energy / len(relaxed)
     result.max_force, result.steps = max_force, steps
-    result.converged = bool(max_force <= config.fmax) and not timed_out
+    # a single point (max_steps 0) has nothing to converge: its energy is the answer
+    result.converged = bool(config.max_steps == 0 or max_force <= config.fmax) and not timed_out
     result.rmsd = displacement_rmsd(initial, relaxed)
     if timed_out:
         result.error = f"time limit: stopped after {steps} steps, over {config.time_limit_s:g} s"
@@ -181,16 +183,8 @@ def relax_structure(
     calculator: CalculatorConfig | BuiltCalculator,
     config: RelaxConfig = RelaxConfig(),
 ) -> RelaxResult:
-    """Relax one structure with any registered calculator (GPAW in its subprocess)."""
-    if isinstance(calculator, CalculatorConfig) and calculator.name == "gpaw":
-        from dft.gpaw_runner import GpawConfig, relax_gpaw
-
-        return relax_gpaw(structure, GpawConfig.from_options(calculator.options), config)
-    if isinstance(calculator, CalculatorConfig) and calculator.name in ("vasp", "espresso"):
-        from dft.cluster import ClusterConfig, cluster_relax_result
-
-        cluster = ClusterConfig(code=calculator.name, relax_cell=config.relax_cell, fmax=config.fmax,
-                                max_steps=config.max_steps, **calculator.options)
-        return cluster_relax_result(structure, cluster)
+    """Relax one structure with any registered calculator (GPAW, VASP, QE through their out-of-process backend)."""
+    if isinstance(calculator, CalculatorConfig) and calculator.name in OUT_OF_PROCESS:
+        return out_of_process_backend(calculator.name)(structure, calculator, config)
     built = calculator if isinstance(calculator, BuiltCalculator) else build_calculator(calculator)
     return relax_atoms(structure, built, config)

@@ -17,44 +17,41 @@ import logging
 import os
 import sys
 from pathlib import Path
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
 from unimat_core.errors import UserInputError
-from unimat_core.model.config import SAMPLERS
 from unimat_core.run_layout import MissingStageOutput
 
 S = argparse.SUPPRESS  # absent options are absent from the namespace: the pydantic default applies
 
-# option dest -> (parameter group, field)
-FIELDS: dict[str, tuple[str, str]] = {
-    "max_atoms_per_element": ("tensorize", "max_atoms_per_element"), "shard_size": ("tensorize", "shard_size"),
-    "crop_grid": ("tensorize", "crop_grid"), "tensorize_max_sites": ("tensorize", "max_sites"),
-    "preset": ("train", "preset"), "max_steps": ("train", "max_steps"), "max_minutes": ("train", "max_minutes"),
-    "batch_size": ("train", "batch_size"), "learning_rate": ("train", "learning_rate"),
-    "train_split": ("train", "split"), "train_device": ("train", "device"),
-    "prediction": ("train", "prediction"), "slot_loss": ("train", "slot_loss"),
-    "init_from": ("train", "init_from"), "periodic_loss": ("train", "periodic_loss"),
-    "threads": ("train", "cpu_threads"), "lr_decay_steps": ("train", "lr_decay_steps"), "keep_every": ("train", "keep_every"),
-    "model": ("generate", "model"), "unconditional": ("generate", "unconditional"),
-    "num_samples": ("generate", "num_samples"), "compositions": ("generate", "compositions"),
-    "samples_per_composition": ("generate", "samples_per_composition"), "gen_batch_size": ("generate", "batch_size"),
-    "sampler": ("generate", "sampler"), "steps": ("generate", "steps"), "guidance": ("generate", "guidance"),
-    "seed": ("generate", "seed"), "gen_device": ("generate", "device"),
-    "calculator": ("relax", "calculator"), "calculator_model": ("relax", "model"), "fmax": ("relax", "fmax"),
-    "relax_steps": ("relax", "max_steps"), "optimizer": ("relax", "optimizer"), "time_limit": ("relax", "time_limit_s"),
-    "chunk_size": ("relax", "chunk_size"), "max_sites": ("relax", "max_sites"), "relax_device": ("relax", "device"),
-    "reference": ("score", "reference"), "reference_size": ("score", "reference_size"),
-    "metastable_cutoff": ("score", "metastable_cutoff"), "use_metastable": ("score", "use_metastable"),
-    "eval_dataset": ("evaluate", "dataset"), "struct_cutoff": ("evaluate", "struct_cutoff"),
-    "comp_cutoff": ("evaluate", "comp_cutoff"), "n_eval": ("evaluate", "n_eval"),
-    "eval_workers": ("evaluate", "n_workers"), "cache_dir": ("evaluate", "cache_dir"),
-    "coverage_on": ("evaluate", "coverage_on"), "reference_limit": ("evaluate", "reference_limit"),
-    "matching": ("evaluate", "matching"), "eval_task": ("evaluate", "task"), "csp_k": ("evaluate", "k"),
-    "csp_targets": ("evaluate", "csp_targets"),
+# which parameter groups each command takes options of, with the fields it leaves out; an option that two
+# groups of one command share (e.g. the campaign's --device) sets every field it names
+STAGE_GROUPS: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {
+    "fetch": (),
+    "tensorize": (("tensorize", frozenset()),),
+    "train": (("train", frozenset()),),
+    "generate": (("generate", frozenset()),),
+    "relax": (("relax", frozenset()),),
+    "score": (("relax", frozenset()), ("score", frozenset())),
+    "evaluate": (("evaluate", frozenset()),),
+    "campaign": (("tensorize", frozenset()), ("train", frozenset()), ("generate", frozenset({"model"})),
+                 ("relax", frozenset()), ("score", frozenset()), ("evaluate", frozenset())),
+    "discover-benchmark": (("relax", frozenset({"device"})), ("discovery", frozenset()),
+                           ("generate", frozenset({"model", "compositions", "num_samples", "samples_per_composition",
+                                                   "unconditional"}))),
 }
-LISTS = {"compositions"}  # comma-separated on the command line
-OPTION_OF_DEST = {"train_device": "--device", "gen_device": "--device", "matching": "--no-matching"}  # else --dest-name
+ALIASES = {"discover-benchmark": {"--steps": ("--sampling-steps",), "--device": ("--gen-device",)}}  # older names
+
+
+def _models() -> dict[str, type]:
+    from dft.discovery_benchmark import DiscoveryParams
+    from flows import params as p
+
+    return {"tensorize": p.TensorizeParams, "train": p.TrainParams, "generate": p.GenerateParams,
+            "relax": p.RelaxParams, "score": p.ScoreParams, "evaluate": p.EvaluateParams, "discovery": DiscoveryParams}
 
 
 def _ensure_prefect_home() -> None:
@@ -81,158 +78,81 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", default="", help="comma-separated splits to keep, e.g. val,test (default: all)")
 
 
-def _tensorize_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-atoms-per-element", type=int, default=S, help="UniMat L (default: fitted to the data)")
-    parser.add_argument("--shard-size", type=int, default=S, help="structures per tensor shard (4096)")
-    parser.add_argument("--crop-grid", action="store_true", default=S,
-                        help="grid of only the data's rows/columns of the periodic table (faster; no other elements)")
-    parser.add_argument("--tensorize-max-sites", type=int, default=S,
-                        help="cells with more sites are left out with their reason, so one outlier cannot widen the "
-                             "tensor of every crystal (64)")
+def option_name(model: type, field: str) -> str | None:
+    """A parameter field's command-line option: `--<field-name>`, or the one its declaration names."""
+    extra = model.model_fields[field].json_schema_extra or {}
+    return extra["option"] if "option" in extra else "--" + field.replace("_", "-")
 
 
-def _train_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default=S, choices=["tiny", "small", "paper"], help="model size (tiny)")
-    parser.add_argument("--max-steps", type=int, default=S, help="training steps (1500)")
-    parser.add_argument("--max-minutes", type=float, default=S,
-                        help="wall-clock budget; stops cleanly with a checkpoint (campaign default 5)")
-    parser.add_argument("--batch-size", type=int, default=S, help="training batch size (64)")
-    parser.add_argument("--learning-rate", type=float, default=S)
-    parser.add_argument("--train-split", default=S, help="split to train on (default: train, else val)")
-    parser.add_argument("--device", dest="train_device", default=S, help="auto (cuda if available), cuda or cpu")
-    parser.add_argument("--prediction", default=S, choices=["eps", "v"], help="denoiser target (eps)")
-    parser.add_argument("--slot-loss", default=S, choices=["balanced", "slots"],
-                        help="balanced (default; for composition-conditioned runs) or slots (unconditional sampling)")
-    parser.add_argument("--periodic-loss", action="store_true", default=S,
-                        help="atom targets at the periodic image nearest the model's estimate (off: it did not help "
-                             "on perov_5, benchmarks/RESULTS.md)")
-    parser.add_argument("--init-from", default=S,
-                        help="fine-tune from a checkpoint path or a shipped model, e.g. pretrained:perov_5")
-    parser.add_argument("--threads", type=int, default=S, help="torch CPU threads for training (0 = every core)")
-    parser.add_argument("--lr-decay-steps", type=int, default=S, help="cosine decay horizon (default: --max-steps)")
-    parser.add_argument("--keep-every", type=int, default=S, help="also keep checkpoints/step-N.pt every N steps")
+def _argument(info, default_text: str, field: str) -> dict:
+    """argparse keywords for one pydantic field (type, choices, flag) and its help with the default."""
+    kind = info.annotation
+    if get_origin(kind) in (Union, UnionType):
+        kind = next(a for a in get_args(kind) if a is not type(None))
+    help_text = f"{info.description or ''} ({default_text})".strip() if default_text else info.description
+    if kind is bool:
+        return {"action": "store_false", "help": f"turn off: {help_text}"} if info.default else \
+            {"action": "store_true", "help": help_text}
+    if get_origin(kind) is Literal:
+        return {"choices": list(get_args(kind)), "help": help_text}
+    metavar = "A,B,..." if get_origin(kind) is tuple else field.upper()
+    return {"type": kind, "help": help_text, "metavar": metavar} if kind in (int, float) else \
+        {"help": help_text, "metavar": metavar}
 
 
-def _generate_args(parser: argparse.ArgumentParser, *, device: bool = True) -> None:
-    parser.add_argument("--num-samples", type=int, default=S,
-                        help="unconditional samples (200); in a campaign it replaces the demo's target compositions")
-    parser.add_argument("--compositions", default=S,
-                        help="comma-separated cell formulas, e.g. SrTiO3,Ba2Ti2O6 (conditional; campaign default: "
-                             "8 perov_5 test compositions, see flows/params.py)")
-    parser.add_argument("--samples-per-composition", type=int, default=S)
-    parser.add_argument("--gen-batch-size", type=int, default=S, help="samples per generation task (100; campaign 32)")
-    parser.add_argument("--sampler", default=S, choices=SAMPLERS,
-                        help="ddim (default), ddpm, or dpm++2m: DPM-Solver++, as good in ~10-20 steps as DDIM in 50")
-    parser.add_argument("--steps", type=int, default=S, help="sampling steps (50; DDPM: 1000 for the exact sampler)")
-    parser.add_argument("--guidance", type=float, default=S, help="classifier-free guidance weight (1.0)")
-    parser.add_argument("--seed", type=int, default=S)
-    parser.add_argument("--unconditional", default=S, choices=["composition-first", "joint"],
-                        help="unconditional samples: composition from the model's learned prior, then structure "
-                             "(default), or both at once")
-    if device:
-        parser.add_argument("--device", dest="gen_device", default=S, help="auto, cuda or cpu")
-        parser.add_argument("--model", default=S,
-                            help="checkpoint path or shipped model, e.g. pretrained:perov_5 (default: the campaign's)")
+def _campaign_defaults() -> dict[str, dict]:
+    from flows.params import CampaignParams
+
+    demo = CampaignParams(shipped_model=False)
+    return {group: getattr(demo, group).model_dump() for group in ("tensorize", "train", "generate", "relax", "score",
+                                                                  "evaluate")}
 
 
-def _relax_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--calculator", default=S, help="chgnet (default), sevennet, emt, gpaw, vasp, espresso")
-    parser.add_argument("--calculator-model", default=S, help="model name of the calculator (chgnet 0.3.0, sevennet 7net-0)")
-    parser.add_argument("--fmax", type=float, default=S, help="force threshold, eV/A (0.05)")
-    parser.add_argument("--relax-steps", type=int, default=S, help="optimizer step limit per structure (300; campaign 150)")
-    parser.add_argument("--optimizer", default=S, choices=["FIRE", "BFGS"], help="FIRE (campaign: BFGS)")
-    parser.add_argument("--time-limit", type=float, default=S, help="seconds per structure (120; campaign 20)")
-    parser.add_argument("--chunk-size", type=int, default=S, help="structures per relax task / part file (10)")
-    parser.add_argument("--max-sites", type=int, default=S, help="cells with more sites are recorded as skipped (64)")
+def add_parameter_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """The options of `command`, derived from its parameter models; the dest `group.field|group.field` says
+    which fields an option sets."""
+    models, campaign = _models(), _campaign_defaults()
+    targets: dict[str, list[tuple[str, str]]] = {}
+    for group, left_out in STAGE_GROUPS[command]:
+        for field in models[group].model_fields:
+            name = option_name(models[group], field)
+            if name and field not in left_out:
+                targets.setdefault(name, []).append((group, field))
+    aliases = ALIASES.get(command, {})
+    for name, fields in targets.items():
+        group, field = fields[0]
+        info = models[group].model_fields[field]
+        value = info.get_default(call_default_factory=True)
+        default = "" if value in (None, ()) or isinstance(value, bool) else f"default {value!r}"
+        demo = campaign.get(group, {}).get(field, value)
+        if demo != value and command in ("campaign", group):
+            default += f"; campaign {demo!r}"
+        parser.add_argument(name, *aliases.get(name, ()), dest="|".join(f"{g}.{f}" for g, f in fields), default=S,
+                            **_argument(info, default, field))
 
 
-def _score_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reference", default=S,
-                        help="offline (default: elemental + binary prototypes + dataset crystals relaxed with the same "
-                             "calculator), mp (needs MP_API_KEY), or a parquet/CSV path (id, composition, "
-                             "energy_per_atom, source, energy_scale)")
-    parser.add_argument("--reference-size", type=int, default=S, help="dataset crystals in the offline reference (24)")
-    parser.add_argument("--metastable-cutoff", type=float, default=S, help="eV/atom above the hull (0.1)")
-    parser.add_argument("--use-metastable", action="store_true", default=S, help="S.U.N. counts metastable as stable")
-
-
-def _evaluate_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--eval-dataset", default=S, help="metric cutoffs of perov_5 | carbon_24 | mp_20 (default: the source)")
-    parser.add_argument("--struct-cutoff", type=float, default=S)
-    parser.add_argument("--comp-cutoff", type=float, default=S)
-    parser.add_argument("--n-eval", type=int, default=S, help="valid samples for coverage/EMD (1000)")
-    parser.add_argument("--eval-workers", type=int, default=S, help="fingerprint processes (2)")
-    parser.add_argument("--coverage-on", default=S, choices=["all", "subset"],
-                        help="COV over every valid sample (CDVAE, default) or the --n-eval subset (campaign)")
-    parser.add_argument("--reference-limit", type=int, default=S,
-                        help="seeded subset of the reference split (default: all; campaign 1000)")
-    parser.add_argument("--no-matching", dest="matching", action="store_false", default=S,
-                        help="skip uniqueness/novelty (one formula group of thousands, e.g. carbon_24, takes hours)")
-    parser.add_argument("--cache-dir", default=S, help="fingerprint cache (default: <results-root>/.cache/fingerprints)")
-    parser.add_argument("--task", dest="eval_task", default=S, choices=["generation", "csp"],
-                        help="generation metrics of the generated samples (default), or crystal structure prediction "
-                             "with the trained model (k samples per test crystal; writes evaluate/csp-k<k>/)")
-    parser.add_argument("--k", dest="csp_k", type=int, default=S, help="csp: samples per test crystal (1; DiffCSP also 20)")
-    parser.add_argument("--csp-targets", type=int, default=S, help="csp: seeded subset of test crystals (default: all)")
-
-
-def _discovery_args(parser: argparse.ArgumentParser) -> None:
-    """discover-benchmark options; dests are prefixed `discovery_` and fill flows.discovery.DiscoveryParams."""
-    add = parser.add_argument
-    add("--checkpoint", dest="discovery_checkpoint", default=S, help="model checkpoint (<campaign>/train/checkpoints/last.pt)")
-    add("--compositions", dest="discovery_compositions", default=S,
-        help="comma-separated cell formulas (default: draw --n-compositions from the perov_5 test split)")
-    add("--n-compositions", dest="discovery_n_compositions", type=int, default=S, help="compositions to draw (20)")
-    add("--known", dest="discovery_known", default=S, help="perov_5 (its test split) or a structure-table parquet")
-    add("--k", dest="discovery_relaxations_per_composition", type=int, default=S,
-        help="candidates (relaxations) per composition and method (20)")
-    add("--sampler", dest="discovery_sampler", default=S, choices=SAMPLERS)
-    add("--sampling-steps", dest="discovery_steps", type=int, default=S, help="sampling steps (50)")
-    add("--guidance", dest="discovery_guidance", type=float, default=S, help="classifier-free guidance weight (1.0)")
-    add("--gen-batch-size", dest="discovery_batch_size", type=int, default=S, help="samples per generation batch (100)")
-    add("--gen-device", dest="discovery_device", default=S, help="auto, cuda or cpu")
-    add("--tolerance", dest="discovery_tolerance", type=float, default=S, help="eV/atom above known = reached (0.010)")
-    add("--all-energies", dest="discovery_converged_only", action="store_false", default=S,
-        help="also score unconverged relaxations (default: converged ones only)")
-    add("--seed", dest="discovery_seed", type=int, default=S)
-
-
-STAGE_ARGS = {"tensorize": [_tensorize_args], "train": [_train_args], "generate": [_generate_args],
-              "relax": [_relax_args], "score": [_relax_args, _score_args], "evaluate": [_evaluate_args]}
 HELP = {"fetch": "load a dataset into <campaign>/fetch/structures.parquet",
         "tensorize": "encode the fetched structures as UniMat tensors",
         "train": "train (or resume) the UniMat model on the tensorized dataset",
         "generate": "generate structures with the trained model",
         "relax": "relax the generated structures (chunked, resumable)",
         "score": "reference hull, formation/decomposition energies, S.U.N. (calculator options = the relax stage's)",
-        "evaluate": "benchmark metrics of the generated structures vs the fetched test split"}
+        "evaluate": "benchmark metrics of the generated structures vs the fetched test split",
+        "campaign": "run the discovery campaign (all stages, resuming finished ones)",
+        "discover-benchmark": "discovery benchmark: conditional UniMat vs random structure search, same calculator and "
+                              "number of relaxations (report, plot, artifacts)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unimat", description="UniMat materials discovery pipeline (Prefect flows).")
     sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("fetch", help=HELP["fetch"])
-    _run_args(fetch)
-    _source_args(fetch)
-    for stage, adders in STAGE_ARGS.items():
-        stage_parser = sub.add_parser(stage, help=HELP[stage])
-        _run_args(stage_parser)
-        for add in adders:
-            add(stage_parser)
-    campaign = sub.add_parser("campaign", help="run the discovery campaign (all stages, resuming finished ones)")
-    _run_args(campaign)
-    _source_args(campaign)
-    _tensorize_args(campaign)
-    _train_args(campaign)
-    _generate_args(campaign, device=False)
-    _relax_args(campaign)
-    _score_args(campaign)
-    _evaluate_args(campaign)
-    bench = sub.add_parser("discover-benchmark", help="discovery benchmark: conditional UniMat vs random structure "
-                           "search, same calculator and number of relaxations (report, plot, artifacts)")
-    _run_args(bench)
-    _relax_args(bench)
-    _discovery_args(bench)
+    for command in STAGE_GROUPS:
+        command_parser = sub.add_parser(command, help=HELP[command])
+        _run_args(command_parser)
+        if command in ("fetch", "campaign"):
+            _source_args(command_parser)
+        add_parameter_options(command_parser, command)
+    campaign = sub.choices["campaign"]
     campaign.add_argument("--from-scratch", action="store_true", default=S,
                           help="train a new model even where the bundled source has a shipped one (pretrained:<source>)")
     campaign.add_argument("--stop-after", default=S, choices=["fetch", "tensorize", "train", "generate", "relax",
@@ -241,17 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _groups(args: argparse.Namespace) -> dict[str, dict]:
-    """Given options as {group: {field: value}}."""
+    """Given options as {group: {field: value}} (a comma-separated list for a tuple field)."""
+    models = _models()
     groups: dict[str, dict] = {}
     for dest, value in vars(args).items():
-        if dest in FIELDS:
-            group, field = FIELDS[dest]
-            if dest in LISTS:
-                value = tuple(v for v in value.split(",") if v)
+        for target in dest.split("|") if "." in dest else ():
+            group, field = target.split(".")
+            if get_origin(models[group].model_fields[field].annotation) is tuple:
+                value = tuple(v.strip() for v in value.split(",") if v.strip())
             groups.setdefault(group, {})[field] = value
     if args.command == "campaign":
-        if "train_device" in vars(args):  # one --device for the whole campaign
-            groups.setdefault("generate", {})["device"] = args.train_device
         generate = groups.get("generate", {})
         if "num_samples" in generate and "compositions" not in generate:  # unconditional instead of the demo's targets
             generate["compositions"] = ()
@@ -260,10 +179,11 @@ def _groups(args: argparse.Namespace) -> dict[str, dict]:
 
 def _option(group: str, field: str) -> str:
     """The command-line option of a parameter field (for error messages)."""
-    if group == "run":
+    if group in ("run", "source"):
         return "--" + field.replace("_", "-")
-    dest = next((d for d, target in FIELDS.items() if target == (group, field)), None)
-    return OPTION_OF_DEST.get(dest, "--" + dest.replace("_", "-")) if dest else field
+    models = _models()
+    return (option_name(models[group], field) or field) if group in models and field in models[group].model_fields \
+        else field
 
 
 def _validated(group: str, make, /, *args, **values):
@@ -296,36 +216,26 @@ def _params(args: argparse.Namespace) -> dict:
     from flows import params as p
     from unimat_core.datasets.source import DatasetSource
 
-    models = {"tensorize": p.TensorizeParams, "train": p.TrainParams, "generate": p.GenerateParams,
-              "relax": p.RelaxParams, "score": p.ScoreParams, "evaluate": p.EvaluateParams}
+    models = _models()
     run = _validated("run", p.RunParams, campaign=args.campaign, overwrite=_overwrite(args),
                      **({"results_root": args.results_root} if args.results_root else {}))
     given = _groups(args)
     params: dict = {"run": run}
-    if args.command == "discover-benchmark":
-        from flows.discovery import DiscoveryParams
-
-        fields = {k.removeprefix("discovery_"): v for k, v in vars(args).items() if k.startswith("discovery_")}
-        if "compositions" in fields:
-            fields["compositions"] = tuple(c for c in fields["compositions"].split(",") if c)
-        return {**params, "discovery": _validated("discovery", DiscoveryParams, **fields),
-                "relax": _validated("relax", p.RelaxParams, **given.get("relax", {}))}
     if "source" in vars(args):
         params["source"] = _validated("source", DatasetSource.parse, args.source,
                                       splits=tuple(s for s in args.splits.split(",") if s))
     if args.command == "campaign":
         defaults = p.CampaignParams(shipped_model=False)  # the shipped model is chosen for the actual source below
-        for group, model in models.items():
+        for group, _ in STAGE_GROUPS["campaign"]:
             base = getattr(defaults, group).model_dump()
-            params[group] = _validated(group, model, **{**base, **given.get(group, {})})
+            params[group] = _validated(group, models[group], **{**base, **given.get(group, {})})
         if "stop_after" in vars(args):
             params["stop_after"] = args.stop_after
         if "from_scratch" in vars(args):
             params["shipped_model"] = not args.from_scratch
         return {"params": p.CampaignParams(**params)}
-    for group in {"score": ["relax", "score"]}.get(args.command, [args.command]):
-        if group in models:
-            params[group] = _validated(group, models[group], **given.get(group, {}))
+    for group, _ in STAGE_GROUPS[args.command]:
+        params[group] = _validated(group, models[group], **given.get(group, {}))
     return params
 
 

@@ -1,4 +1,10 @@
-"""Typed flow parameters, validated before any work starts."""
+"""Typed flow parameters, validated before any work starts: each setting is declared here once, with its
+default, type, bounds and help (or in the core config a stage takes directly, e.g. `dft.relax.RelaxConfig`).
+
+The `unimat` options are derived from these fields (flows/cli.py): a field's option is `--<field-name>` unless
+its `json_schema_extra` names another (`{"option": "--relax-steps"}`); a bool whose default is True becomes a
+`--no-...` switch. Deployment parameters are the same models (Prefect reads the flow signatures).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,12 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dft.calculators import CalculatorConfig
+from dft.relax import RelaxConfig
 from unimat_core.datasets.source import DatasetSource
-from unimat_core.model.config import DiffusionConfig
-from unimat_core.model.config import Sampler
-from unimat_core.run_layout import RunLayout
+from unimat_core.model.config import DiffusionConfig, Sampler
+from unimat_core.run_layout import RunLayout, fingerprint_cache
+from unimat_core.settings import option
 
 Stage = Literal["fetch", "tensorize", "train", "generate", "relax", "score", "evaluate"]
 
@@ -23,13 +31,20 @@ def default_results_root() -> str:
 
 class StageSettings(BaseModel):
     """Parameters of one stage. `settings()` is what its provenance record keeps: every field that can change
-    the stage's results, i.e. all but `RUN_ONLY` (how the work is spread or where it runs)."""
+    the stage's results, i.e. all but `RUN_ONLY` (how the work is spread or where it runs). `RECORDED_IF_SET`:
+    fields that became options after records existed, kept out of the record while at their default so that
+    earlier run folders still resume."""
 
     model_config = ConfigDict(extra="forbid")
     RUN_ONLY: ClassVar[frozenset[str]] = frozenset()
+    RECORDED_IF_SET: ClassVar[frozenset[str]] = frozenset()
 
     def settings(self) -> dict:
-        return self.model_dump(mode="json", exclude=set(self.RUN_ONLY))
+        data = self.model_dump(mode="json", exclude=set(self.RUN_ONLY))
+        for name in self.RECORDED_IF_SET:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                data.pop(name, None)
+        return data
 
 
 class RunParams(BaseModel):
@@ -58,12 +73,13 @@ class RunParams(BaseModel):
 class TensorizeParams(StageSettings):
     RUN_ONLY = frozenset({"shard_size"})
 
-    max_atoms_per_element: int | None = Field(default=None, ge=1, le=256)
-    shard_size: int = Field(default=4096, ge=1)
+    max_atoms_per_element: int | None = Field(default=None, ge=1, le=256, description="UniMat L (default: fitted "
+                                              "to the data)")
+    shard_size: int = Field(default=4096, ge=1, description="structures per tensor shard")
     crop_grid: bool = Field(default=False, description="keep only the grid rows/columns holding the data's elements "
                             "(smaller, faster model that cannot place other elements)")
-    max_sites: int | None = Field(default=64, ge=1, description="cells with more sites are left out (with their "
-                                  "reason), so one outlier cannot widen the tensor of every crystal")
+    max_sites: int | None = option("--tensorize-max-sites", "cells with more sites are left out (with their reason), "
+                                   "so one outlier cannot widen the tensor of every crystal", default=64, ge=1)
 
 
 class TrainParams(StageSettings):
@@ -74,27 +90,28 @@ class TrainParams(StageSettings):
 
     RUN_ONLY = frozenset({"max_steps", "max_minutes", "device", "cpu_threads", "keep_every"})
 
-    preset: Literal["tiny", "small", "paper"] = "tiny"
-    split: str | None = None
-    batch_size: int = Field(default=64, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0)
-    max_steps: int = Field(default=1500, ge=1)
-    max_minutes: float | None = Field(default=None, gt=0)
+    preset: Literal["tiny", "small", "paper"] = Field(default="tiny", description="model size")
+    split: str | None = option("--train-split", "split to train on (default: train, else val)", default=None)
+    batch_size: int = Field(default=64, ge=1, description="training batch size")
+    learning_rate: float = Field(default=1e-3, gt=0, description="Adam learning rate")
+    max_steps: int = Field(default=1500, ge=1, description="training steps")
+    max_minutes: float | None = Field(default=None, gt=0, description="wall-clock budget; stops cleanly with a "
+                                      "checkpoint")
     lr_decay_steps: int | None = Field(default=None, ge=1, description="cosine decay horizon (default: max_steps); "
                                        "fix it to extend a run later")
-    augment_translate: bool = False
-    seed: int = 0
-    device: str = "auto"
-    cpu_threads: int = Field(default=0, ge=0, description="torch threads on CPU (0 = every core)")
-    keep_every: int | None = Field(default=None, ge=1, description="also keep a checkpoint every N steps")
-    prediction: Literal["eps", "v"] = "eps"
+    augment_translate: bool = Field(default=False, description="random periodic shift of the origin")
+    seed: int = option("--train-seed", "training seed", default=0)
+    device: str = Field(default="auto", description="auto (cuda if available), cuda or cpu")
+    cpu_threads: int = option("--threads", "torch threads on CPU (0 = every core)", default=0, ge=0)
+    keep_every: int | None = Field(default=None, ge=1, description="also keep checkpoints/step-N.pt every N steps")
+    prediction: Literal["eps", "v"] = Field(default="eps", description="denoiser target")
     slot_loss: Literal["balanced", "slots"] = Field(
         default="balanced", description="balanced suits composition-conditioned campaigns; slots (UniMat's plain "
                                         "loss) suits unconditional sampling, see benchmarks/RESULTS.md")
     periodic_loss: bool = Field(default=False, description="atom targets taken at the periodic image nearest the "
-                                "model's estimate (see benchmarks/RESULTS.md, learning curve)")
-    init_from: str | None = Field(default=None, description="fine-tune from a checkpoint or pretrained:<name> "
-                                  "(its model size and diffusion settings are kept)")
+                                "model's estimate (off: it did not help on perov_5, see benchmarks/RESULTS.md)")
+    init_from: str | None = Field(default=None, description="fine-tune from a checkpoint path or a shipped model, "
+                                  "e.g. pretrained:perov_5 (its model size and diffusion settings are kept)")
 
     @field_validator("init_from")
     @classmethod
@@ -127,18 +144,21 @@ class GenerateParams(StageSettings):
 
     RUN_ONLY = frozenset({"device"})
 
-    num_samples: int = Field(default=200, ge=1)
-    compositions: tuple[str, ...] = ()
-    samples_per_composition: int = Field(default=4, ge=1)
-    batch_size: int = Field(default=100, ge=1)
-    sampler: Sampler = "ddim"
-    steps: int = Field(default=50, ge=1)
-    guidance: float = Field(default=1.0, ge=0)
-    seed: int = 0
-    use_ema: bool = True
-    device: str = "auto"
-    model: str | None = Field(default=None, description="checkpoint path or pretrained:<name> (default: the "
-                              "campaign's trained model)")
+    num_samples: int = Field(default=200, ge=1, description="unconditional samples; in a campaign it replaces the "
+                             "demo's target compositions")
+    compositions: tuple[str, ...] = Field(default=(), description="comma-separated cell formulas, e.g. "
+                                          "SrTiO3,Ba2Ti2O6 (conditional sampling)")
+    samples_per_composition: int = Field(default=4, ge=1, description="samples of each target composition")
+    batch_size: int = option("--gen-batch-size", "samples per generation task", default=100, ge=1)
+    sampler: Sampler = Field(default="ddim", description="ddim, ddpm, or dpm++2m: DPM-Solver++, as good in ~10-20 steps "
+                             "as DDIM in 50")
+    steps: int = Field(default=50, ge=1, description="sampling steps (DDPM: 1000 for the exact sampler)")
+    guidance: float = Field(default=1.0, ge=0, description="classifier-free guidance weight")
+    seed: int = Field(default=0, description="sampling seed")
+    use_ema: bool = option("--no-ema", "sample with the EMA weights", default=True)
+    device: str = Field(default="auto", description="auto, cuda or cpu")
+    model: str | None = Field(default=None, description="checkpoint path or shipped model, e.g. pretrained:perov_5 "
+                              "(default: the campaign's trained model)")
     unconditional: Literal["composition-first", "joint"] = Field(
         default="composition-first", description="unconditional samples: a composition from the model's learned "
                                                  "prior, then the structure (default), or both at once")
@@ -169,21 +189,22 @@ class GenerateParams(StageSettings):
                 "checkpoint": self.model or checkpoint, "out_dir": out_dir}
 
 
-class RelaxParams(StageSettings):
-    """Relaxation of the generated candidates (and of the offline reference, so energies share a calculator)."""
+class RelaxParams(StageSettings, RelaxConfig):
+    """Relaxation of the generated candidates (and of the offline reference, so energies share a calculator).
 
-    RUN_ONLY = frozenset({"chunk_size", "device"})
+    The convergence and budget fields are `dft.relax.RelaxConfig`'s, declared there once: a RelaxParams *is* the
+    RelaxConfig the relaxation engine reads (dft.batch), plus the calculator and how the work is chunked."""
 
-    calculator: str = "chgnet"
-    model: str | None = None  # calculator-specific model name (chgnet "0.3.0", sevennet "7net-0")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    fmax: float = Field(default=0.05, gt=0)
-    max_steps: int = Field(default=300, ge=1)
-    optimizer: Literal["FIRE", "BFGS"] = "FIRE"
-    relax_cell: bool = True
-    time_limit_s: float = Field(default=120.0, gt=0)
-    chunk_size: int = Field(default=10, ge=1)
-    max_sites: int | None = Field(default=64, ge=1)  # larger cells are recorded as skipped, not relaxed
+    RUN_ONLY = frozenset({"chunk_size", "device", "batch_atoms"})
+    RECORDED_IF_SET = frozenset({"engine"})
+
+    calculator: str = Field(default="chgnet", description="chgnet, sevennet, emt, gpaw, vasp, espresso")
+    model: str | None = option("--calculator-model", "model name of the calculator (chgnet 0.3.0, sevennet 7net-0)",
+                               default=None)
+    device: str = Field(default="auto", description="where ML potentials run: auto (cuda if available), cuda or cpu")
+    chunk_size: int = Field(default=10, ge=1, description="structures per relax task / part file")
+    max_sites: int | None = Field(default=64, ge=1, description="cells with more sites are recorded as skipped, not "
+                                  "relaxed")
 
     @field_validator("calculator")
     @classmethod
@@ -194,14 +215,20 @@ class RelaxParams(StageSettings):
             raise ValueError(f"unknown calculator {value!r}; known: {available_calculators()}")
         return value
 
-    def calculator_config(self) -> dict:
-        """dft.calculators.CalculatorConfig fields (a plain dict: chunk tasks get only small arguments)."""
-        return {"name": self.calculator, "device": self.device, "model": self.model, "options": {}, "cpu_threads": 1}
+    @field_validator("time_limit_s")
+    @classmethod
+    def _some_time(cls, value: float) -> float:
+        if value <= 0:  # the core allows 0 (a test's instant time-out); a stage run needs time to relax
+            raise ValueError("must be greater than 0")
+        return value
 
-    def relax_config(self) -> dict:
-        """dft.relax.RelaxConfig fields."""
-        return {"fmax": self.fmax, "max_steps": self.max_steps, "optimizer": self.optimizer,
-                "relax_cell": self.relax_cell, "time_limit_s": self.time_limit_s}
+    def calculator_config(self) -> CalculatorConfig:
+        """The calculator every chunk builds (one torch thread: workers, not threads, use the cores)."""
+        return CalculatorConfig(name=self.calculator, device=self.device, model=self.model)
+
+    def relax_config(self) -> RelaxConfig:
+        """Only the RelaxConfig fields: what the reference cache is keyed by (chunking does not change energies)."""
+        return RelaxConfig.model_validate(self.model_dump(include=set(RelaxConfig.model_fields)))
 
 
 class ScoreParams(StageSettings):
@@ -216,12 +243,15 @@ class ScoreParams(StageSettings):
 
     RUN_ONLY = frozenset({"elements_per_task"})
 
-    reference: str = "offline"
-    reference_size: int = Field(default=24, ge=0)
-    seed: int = 0
-    metastable_cutoff: float = Field(default=0.1, ge=0)
-    use_metastable: bool = False  # S.U.N. with "stable" = on/below the hull (Matbench Discovery) by default
-    elements_per_task: int = Field(default=8, ge=1)
+    reference: str = Field(default="offline", description="offline (elemental + binary prototypes + dataset "
+                           "crystals relaxed with the same calculator), mp (needs MP_API_KEY), or a parquet/CSV path "
+                           "(id, composition, energy_per_atom, source, energy_scale)")
+    reference_size: int = Field(default=24, ge=0, description="dataset crystals in the offline reference")
+    seed: int = option("--score-seed", "seed of the dataset crystals' draw", default=0)
+    metastable_cutoff: float = Field(default=0.1, ge=0, description="eV/atom above the hull")
+    use_metastable: bool = Field(default=False, description="S.U.N. counts metastable as stable (default: stable = "
+                                 "on or below the hull, as Matbench Discovery)")
+    elements_per_task: int = Field(default=8, ge=1, description="chemical systems per prototype-relaxation task")
 
     @field_validator("reference")
     @classmethod
@@ -246,22 +276,28 @@ class EvaluateParams(StageSettings):
 
     RUN_ONLY = frozenset({"n_workers", "cache_dir"})
 
-    dataset: str | None = None  # default: the fetched source's name (perov_5, carbon_24, mp_20)
-    struct_cutoff: float | None = Field(default=None, gt=0)
-    comp_cutoff: float | None = Field(default=None, gt=0)
-    n_eval: int = Field(default=1000, ge=1)
-    seed: int = 0
-    n_workers: int = Field(default=2, ge=1)
-    coverage_on: Literal["all", "subset"] = "all"  # COV over every valid sample (CDVAE) or the n_eval subset
-    reference_limit: int | None = Field(default=None, ge=1)  # seeded subset of the reference split (quick runs)
-    matching: bool = True  # False skips uniqueness/novelty (single-element data: millions of matcher fits)
-    cache_dir: str | None = None  # default: <results_root>/.cache/fingerprints (shared by campaigns)
+    dataset: str | None = option("--eval-dataset", "metric cutoffs of perov_5 | carbon_24 | mp_20 (default: the "
+                                 "fetched source's)", default=None)
+    struct_cutoff: float | None = Field(default=None, gt=0, description="COV structure cutoff (default: the dataset's)")
+    comp_cutoff: float | None = Field(default=None, gt=0, description="COV composition cutoff (default: the dataset's)")
+    n_eval: int = Field(default=1000, ge=1, description="valid samples for coverage/EMD")
+    seed: int = option("--eval-seed", "seed of the evaluated subsets", default=0)
+    n_workers: int = option("--eval-workers", "fingerprint processes", default=2, ge=1)
+    coverage_on: Literal["all", "subset"] = Field(default="all", description="COV over every valid sample (CDVAE) or "
+                                                  "the --n-eval subset")
+    reference_limit: int | None = Field(default=None, ge=1, description="seeded subset of the reference split "
+                                        "(default: all)")
+    matching: bool = option("--no-matching", "uniqueness and novelty (one formula group of thousands, e.g. "
+                            "carbon_24, takes hours)", default=True)
+    cache_dir: str | None = Field(default=None, description="fingerprint cache (default: "
+                                  "<results-root>/.cache/fingerprints, shared by campaigns)")
     task: Literal["generation", "csp"] = Field(
         default="generation", description="generation: CDVAE metrics of the generated samples; csp: crystal "
-                                          "structure prediction, k samples of each reference crystal's composition")
+                                          "structure prediction with the trained model, k samples of each reference "
+                                          "crystal's composition (writes evaluate/csp-k<k>/)")
     k: int = Field(default=1, ge=1, description="csp: samples per reference crystal (DiffCSP reports 1 and 20)")
     csp_targets: int | None = Field(default=None, ge=1, description="csp: seeded subset of reference crystals")
-    steps: int = Field(default=50, ge=1, description="csp: DDIM steps")
+    steps: int = option("--csp-steps", "csp: DDIM steps", default=50, ge=1)
 
     @field_validator("dataset")
     @classmethod
@@ -277,7 +313,7 @@ class EvaluateParams(StageSettings):
         """Fields of unimat_core.metrics.evaluate.MetricsConfig."""
         config = self.model_dump(exclude={"task", "k", "csp_targets", "steps"})
         config["dataset"] = self.dataset or dataset
-        config["cache_dir"] = self.cache_dir or str(Path(results_root).resolve() / ".cache" / "fingerprints")
+        config["cache_dir"] = self.cache_dir or str(fingerprint_cache(Path(results_root).resolve()))
         return {k: v for k, v in config.items() if v is not None}
 
     def csp_config(self) -> dict:
@@ -312,7 +348,7 @@ class CampaignParams(BaseModel):
     relax: RelaxParams = RelaxParams(optimizer="BFGS", time_limit_s=20.0, max_steps=150, chunk_size=4)
     score: ScoreParams = ScoreParams()
     evaluate: EvaluateParams = EvaluateParams(n_eval=1000, coverage_on="subset", reference_limit=1000)
-    stop_after: Stage = "evaluate"
+    stop_after: Stage = Field(default="evaluate", description="last stage to run")
     shipped_model: bool = Field(default=True, description="a bundled source with a shipped model (perov_5, "
                                 "carbon_24) fine-tunes pretrained:<source> on its cropped grid instead of training "
                                 "from scratch (unless --init-from is given)")

@@ -18,7 +18,8 @@ from tasks.evaluate_inputs import csp_inputs, evaluate_inputs
 from tasks.fetch import fetch_structures
 from tasks.generate import generate_batch, plan_generation, start_progress
 from tasks.relax import plan_relax, relax_chunk, relax_report
-from tasks.score import (build_reference, plan_reference, reference_relax_dir, reference_systems, score_relaxed,
+from dft.scoring import reference_relax_dir
+from tasks.score import (build_reference, plan_reference, reference_systems, score_relaxed,
                          summarize_sun)
 from tasks.tensorize import tensorize_structures
 from tasks.train import train_model
@@ -104,8 +105,7 @@ def relax_flow(run: RunParams = RunParams(), relax: RelaxParams = RelaxParams())
     layout.require_parts(layout.generated, made_by="generate")
     plan = plan_relax(str(layout.generated), str(layout.relaxed), relax.chunk_size)
     futures = relax_chunk.map(unmapped(str(layout.generated)), plan["chunks"], plan["parts"],
-                              unmapped(relax.calculator_config()), unmapped(relax.relax_config()),
-                              unmapped(relax.max_sites))
+                              unmapped(relax.calculator_config()), unmapped(relax), unmapped(relax.max_sites))
     chunks = futures.result()
     return {**relax_report(layout, plan["n_done_before"], chunks), "n_chunks": len(chunks)}
 
@@ -154,7 +154,7 @@ def evaluate_flow(run: RunParams = RunParams(), evaluate: EvaluateParams = Evalu
     if evaluate.task == "csp":
         inputs = csp_inputs(layout)
         return evaluate_csp_task(inputs["checkpoint"], inputs["structures"], inputs["reference_split"],
-                                 evaluate.csp_config(), str(layout.stage_dir("evaluate") / f"csp-k{evaluate.k}"),
+                                 evaluate.csp_config(), str(layout.csp_dir(evaluate.k)),
                                  evaluate.dataset or inputs["dataset"])
     set_aside_damaged_parts(layout, "generate")
     inputs = evaluate_inputs(layout)

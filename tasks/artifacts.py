@@ -106,3 +106,12 @@ def table_records(frame: pd.DataFrame) -> list[dict]:
     """JSON-safe rows for a table artifact (NaN -> None)."""
     return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
             for row in frame.to_dict("records")]
+
+
+def reference_checks_markdown(checks: dict) -> str:
+    """The score stage's reference sanity checks (dft.scoring.sanity_checks) as markdown; empty without any."""
+    if not checks:
+        return ""
+    return ("\n#### Reference sanity (hull on MP's scale)\n\nElements vs MP's elemental references (eV/atom):\n\n"
+            + markdown_table(checks["elements"]) + "\nTextbook binaries in the hull (formation energy, eV/atom):\n\n"
+            + markdown_table(checks["textbook"]))

@@ -32,13 +32,12 @@ def publish_campaign_summary(layout: RunLayout, results: dict) -> str:
                 f"{sun['n_stable']}, unique {sun['n_unique']}, novel {sun['n_novel']} "
                 f"({'uniqueness/novelty from evaluate' if sun['uniqueness_known'] else 'uniqueness/novelty not known'}).\n"
                 if sun else "")
-    score_dir = layout.stage_dir("score")
     files = file_links({
         "structures": layout.structures, "tensors": layout.tensors, "checkpoint": layout.train_checkpoint,
-        "training metrics": layout.train_metrics, "loss curve": layout.stage_dir("train") / "loss.png",
+        "training metrics": layout.train_metrics, "loss curve": layout.loss_plot,
         "generated parts": layout.generated, "relaxed parts": layout.relaxed, "reference hull": layout.reference,
-        "scores": layout.scores, "S.U.N.": score_dir / "sun.json",
-        "decomposition-energy histogram": score_dir / "decomposition_energy.png",
+        "scores": layout.scores, "S.U.N.": layout.sun_summary,
+        "decomposition-energy histogram": layout.decomposition_plot,
         "metrics": layout.stage_dir("evaluate"),
     })
     key = artifact_key(layout.campaign, "campaign")

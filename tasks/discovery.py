@@ -1,4 +1,4 @@
-"""Discovery benchmark tasks: thin Prefect wrappers around `dft.discovery` (folder layout, budget and
+"""Discovery benchmark tasks: thin Prefect wrappers around `dft.discovery_benchmark` (folder layout, budget and
 timing rules are documented there). Each takes and returns paths, id lists and small summaries."""
 
 from __future__ import annotations
@@ -8,7 +8,10 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from dft.discovery import (
+from dft.calculators import CalculatorConfig
+from dft.discovery_benchmark.random_search import RandomStructureConfig
+from dft.relax import RelaxConfig
+from dft.discovery_benchmark import (
     plan_relaxation,
     prepare_targets,
     random_search_candidates,
@@ -37,7 +40,8 @@ def unimat_candidates_task(checkpoint: str, compositions: list[str], k: int, gen
 
 
 @task(name="discovery-random-candidates")
-def random_candidates_task(compositions: list[str], k: int, seed: int, config: dict, folder: str) -> dict:
+def random_candidates_task(compositions: list[str], k: int, seed: int, config: RandomStructureConfig,
+                           folder: str) -> dict:
     summary = random_search_candidates(compositions, k, seed, config, Path(folder) / "random")
     get_run_logger().info("random: %d candidates, %d built", summary["n"], summary["n_valid"])
     return summary
@@ -51,12 +55,13 @@ def plan_relaxation_task(folder: str, chunk_size: int) -> list[dict]:
 
 
 @task(name="discovery-relax-chunk", retries=1)
-def relax_chunk_task(chunk: dict, calculator: dict, relax: dict) -> dict:
+def relax_chunk_task(chunk: dict, calculator: CalculatorConfig, relax: RelaxConfig) -> dict:
     """One chunk: small arguments only (paths, ids, config dicts), so it ships to any worker."""
     summary = relax_chunk_rows(chunk["source"], chunk["ids"], chunk["out_dir"], calculator, relax)
     get_run_logger().info("%s %s: %d relaxed, %d converged", chunk["set"], Path(chunk["out_dir"]).name,
-                          summary["n_relaxed"], summary["n_converged"])
-    return {"set": chunk["set"], **{k: summary[k] for k in ("n_relaxed", "n_converged", "n_failed")}}
+                          summary["n"], summary["n_converged"])
+    return {"set": chunk["set"], "n_relaxed": 0 if summary["skipped"] else summary["n"],
+            **{k: summary[k] for k in ("n_converged", "n_failed")}}
 
 
 @task(name="discovery-report")

@@ -13,7 +13,7 @@ import json
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 
-from tasks.train import training_split_of
+from unimat_core.tensor_store import training_split_of
 from unimat_core.datasets.bundled import BUNDLED_DATASETS
 from unimat_core.metrics.cdvae_constants import COV_CUTOFFS
 from unimat_core.metrics.evaluate import dataset_key
@@ -30,7 +30,7 @@ def reference_split(splits: set[str], training: str | None) -> str | None:
 
 def dataset_name(layout: RunLayout) -> str | None:
     """perov_5 / carbon_24 / mp_20 from the fetch stage's source marker (picks the coverage cutoffs), else None."""
-    marker = layout.stage_dir("fetch") / "source.json"
+    marker = layout.fetch_source
     name = json.loads(marker.read_text()).get("name") if marker.exists() else None
     return name if name and dataset_key(name) in COV_CUTOFFS else None
 
@@ -67,7 +67,7 @@ def csp_inputs(layout: RunLayout) -> dict:
 
 def known_sources(layout: RunLayout, fetched_splits: set[str]) -> tuple[list[tuple[str, str]], str | None]:
     """(origin, path) of every known-crystal table, and the bundled dataset to add when the fetch lacks splits."""
-    marker = layout.stage_dir("fetch") / "source.json"
+    marker = layout.fetch_source
     source = json.loads(marker.read_text()) if marker.exists() else {}
     bundled = source.get("name") if source.get("kind") == "bundled" else None
     known = [(bundled or "fetched", str(layout.structures))]  # a bundled fetch shares the dataset's origin

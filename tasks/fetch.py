@@ -55,7 +55,7 @@ def fetch_structures(source: DatasetSource, layout: RunLayout) -> dict:
                else f"it has no rows in --splits {','.join(source.splits)}" if source.splits else "it has no rows")
         raise UserInputError(f"--source {source.name}: {why}")
     write_structures(result.structures, layout.structures)
-    (layout.stage_dir("fetch") / "source.json").write_text(json.dumps(source.model_dump(mode="json"), indent=1))
+    layout.fetch_source.write_text(json.dumps(source.model_dump(mode="json"), indent=1))
     counts = result.structures["split"].value_counts().to_dict()
     logger.info("fetch: %d structures %s -> %s", len(result.structures), counts, layout.structures)
     if len(result.rejected):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
@@ -11,24 +9,7 @@ from tasks.artifacts import artifact_key, file_links, inline_image, loss_curve_p
 
 from unimat_core.model.training import TrainConfig, train
 from unimat_core.run_layout import RunLayout
-from unimat_core.tensor_store import TensorDataset
-
-
-def training_split(dataset: str, requested: str | None) -> str | None:
-    """The requested split, else 'train' when the dataset has one, else 'val' (bundled sets lack train)."""
-    if requested:
-        return requested
-    splits = set(TensorDataset(dataset).manifest["split"])
-    return "train" if "train" in splits else "val" if "val" in splits else None
-
-
-def training_split_of(layout: RunLayout) -> str | None:
-    """The split the campaign's model was trained on (train/config.json, else the train stage's choice
-    for the tensorized data); None = every row (also when neither exists yet)."""
-    config = layout.stage_dir("train") / "config.json"
-    if config.exists():
-        return json.loads(config.read_text()).get("split")
-    return training_split(str(layout.tensors), None) if layout.tensors.exists() else None
+from unimat_core.tensor_store import training_split
 
 
 @task(name="train-model")
@@ -54,7 +35,7 @@ def train_model(layout: RunLayout, config: dict) -> dict:
 
 def publish_loss_curve(layout: RunLayout, summary: dict) -> None:
     """The loss curve as `train/loss.png` and a markdown artifact with it inline."""
-    png = loss_curve_png(layout.train_metrics, layout.stage_dir("train") / "loss.png")
+    png = loss_curve_png(layout.train_metrics, layout.loss_plot)
     create_markdown_artifact(
         key=artifact_key(layout.campaign, "train"),
         markdown=(f"### Training of {layout.campaign}\n\n* steps: {summary['step']} (resumed from "

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from unimat_core.errors import UserInputError
 from unimat_core.run_layout import RunLayout, dependents
+from unimat_core import atomic
 
 RECORD_NAME = "_provenance.json"
 SUPERSEDED = "superseded"
@@ -128,12 +129,7 @@ def read_record(layout: RunLayout, stage: str) -> StageRecord | None:
 
 def write_record(layout: RunLayout, record: StageRecord) -> Path:
     """Write atomically: a killed run leaves the old record or the new one, never half of one."""
-    path = record_path(layout, record.stage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record.as_dict(), indent=1))
-    tmp.replace(path)
-    return path
+    return atomic.write_text(record_path(layout, record.stage), json.dumps(record.as_dict(), indent=1))
 
 
 def update_about(layout: RunLayout, stage: str, **about: object) -> None:

@@ -1,4 +1,9 @@
-"""Deterministic run folders: `<root>/<campaign>/<stage>/...`, never timestamped, so reruns resume."""
+"""Deterministic run folders: `<root>/<campaign>/<stage>/...`, never timestamped, so reruns resume.
+
+`RunLayout` owns every path of a run: stages, tasks and flows ask it, never build one by hand. A folder that is
+a parquet dataset (`generate/`, `relax/`: `pandas.read_parquet(folder)` reads it) holds only its part files;
+plots and reports of a stage go to `<campaign>/reports/`, beside the datasets, not inside them.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,11 @@ def dependents(stage: str) -> list[str]:
         if below & set(UPSTREAM[later]):
             below.add(later)
     return [s for s in STAGES if s in below and s != stage]
+
+
+def fingerprint_cache(root: str | Path) -> Path:
+    """Fingerprints shared by every campaign under a results root."""
+    return Path(root) / ".cache" / "fingerprints"
 
 
 class MissingStageOutput(FileNotFoundError):
@@ -55,6 +65,11 @@ class RunLayout:
         return self.stage_dir("fetch") / "rejected.parquet"
 
     @property
+    def fetch_source(self) -> Path:
+        """The source settings the fetch stage loaded (JSON), read by evaluate to name the dataset."""
+        return self.stage_dir("fetch") / "source.json"
+
+    @property
     def tensors(self) -> Path:
         return self.stage_dir("tensorize") / "dataset"
 
@@ -67,6 +82,15 @@ class RunLayout:
         return self.stage_dir("train") / "metrics.csv"
 
     @property
+    def train_config(self) -> Path:
+        """The TrainConfig of the first training run (JSON)."""
+        return self.stage_dir("train") / "config.json"
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.stage_dir("train") / "loss.png"
+
+    @property
     def generated(self) -> Path:
         """Folder of `part-*.parquet` written by the generate stage (invalid decodes included)."""
         return self.stage_dir("generate")
@@ -77,12 +101,56 @@ class RunLayout:
         return self.stage_dir("relax")
 
     @property
+    def reports(self) -> Path:
+        """Plots and reports of stages whose folder is a parquet dataset (kept out of it)."""
+        return self.campaign_dir / "reports"
+
+    @property
+    def relax_steps_plot(self) -> Path:
+        return self.reports / "relax-steps.png"
+
+    @property
     def reference(self) -> Path:
         return self.stage_dir("score") / "reference.parquet"
 
     @property
+    def reference_info(self) -> Path:
+        """Which energy scale the reference came on and the hull's (JSON)."""
+        return self.stage_dir("score") / "reference.json"
+
+    @property
+    def reference_cache(self) -> Path:
+        """Relaxed reference prototypes shared by every campaign under this root (campaign names cannot start
+        with "_")."""
+        return self.root / "_reference_cache"
+
+    def reference_relax_dir(self, key: str) -> Path:
+        """Where the score stage relaxes dataset crystals for the reference, one folder per calculator settings key."""
+        return self.stage_dir("score") / "reference-relax" / key
+
+    @property
     def scores(self) -> Path:
         return self.stage_dir("score") / "scores.parquet"
+
+    @property
+    def sun_summary(self) -> Path:
+        return self.stage_dir("score") / "sun.json"
+
+    @property
+    def decomposition_plot(self) -> Path:
+        return self.stage_dir("score") / "decomposition_energy.png"
+
+    @property
+    def fingerprint_cache(self) -> Path:
+        return fingerprint_cache(self.root)
+
+    def csp_dir(self, k: int) -> Path:
+        return self.stage_dir("evaluate") / f"csp-k{k}"
+
+    @property
+    def discovery(self) -> Path:
+        """The discovery benchmark's folder (dft.discovery_benchmark documents its layout)."""
+        return self.campaign_dir / "discovery"
 
     @property
     def per_structure_metrics(self) -> Path:

@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pymatgen.core import DummySpecies, Element, Structure
+from unimat_core.atomic import atomic_path
 
 SCHEMA_VERSION = "1"
 
@@ -168,12 +169,9 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
 
 def write_structures(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write atomically (temp file + rename), so a killed job never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(to_arrow(frame), tmp, compression="zstd")
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as tmp:
+        pq.write_table(to_arrow(frame), tmp, compression="zstd")
+    return Path(path)
 
 
 def read_structures(path: str | Path, *, columns: Iterable[str] | None = None) -> pd.DataFrame:

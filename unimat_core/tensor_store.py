@@ -246,3 +246,20 @@ class TensorDataset:
             if drop_last and len(index) < batch_size:
                 return
             yield self._gather(rows.iloc[index])
+
+
+def training_split(dataset: str, requested: str | None) -> str | None:
+    """The requested split, else 'train' when the dataset has one, else 'val' (bundled sets lack train)."""
+    if requested:
+        return requested
+    splits = set(TensorDataset(dataset).manifest["split"])
+    return "train" if "train" in splits else "val" if "val" in splits else None
+
+
+def training_split_of(layout) -> str | None:
+    """The split the campaign's model was trained on (train/config.json, else the train stage's choice
+    for the tensorized data); None = every row (also when neither exists yet)."""
+    config = layout.train_config
+    if config.exists():
+        return json.loads(config.read_text()).get("split")
+    return training_split(str(layout.tensors), None) if layout.tensors.exists() else None

@@ -6,7 +6,8 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from dft.calculators import CalculatorUnavailable
-from dft.cluster import ClusterConfig, cluster_inputs, cluster_relax
+from dft.cluster import DftCodeConfig, cluster_inputs, cluster_relax
+from dft.relax import RelaxConfig
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def incar_value(text: str, key: str) -> str:
 
 
 def test_vasp_inputs_are_a_cell_relaxation(si, tmp_path):
-    files = cluster_inputs(si, ClusterConfig("vasp", fmax=0.03, max_steps=150), tmp_path)
+    files = cluster_inputs(si, DftCodeConfig("vasp"), tmp_path, RelaxConfig(fmax=0.03, max_steps=150))
     assert {"INCAR", "KPOINTS", "POSCAR"} <= set(files)
     incar = files["INCAR"]
     assert incar_value(incar, "ISIF") == "3" and incar_value(incar, "IBRION") == "2"
@@ -31,7 +32,7 @@ def test_vasp_inputs_are_a_cell_relaxation(si, tmp_path):
 
 
 def test_espresso_pw_input(si, tmp_path):
-    files = cluster_inputs(si, ClusterConfig("espresso", kpts=(4, 4, 4), relax_cell=False), tmp_path)
+    files = cluster_inputs(si, DftCodeConfig("espresso", kpts=(4, 4, 4)), tmp_path, RelaxConfig(relax_cell=False))
     (name, text), = files.items()
     assert "calculation" in text and "'relax'" in text
     assert "ATOMIC_SPECIES" in text and "Si" in text and "K_POINTS" in text
@@ -41,9 +42,9 @@ def test_espresso_pw_input(si, tmp_path):
 @pytest.mark.parametrize("code, exe", [("vasp", "vasp_std"), ("espresso", "pw.x")])
 def test_missing_executable_is_a_clear_error(si, code, exe, tmp_path):
     with pytest.raises(CalculatorUnavailable, match=f"executable '{exe}' not found"):
-        cluster_relax(si, ClusterConfig(code), results_dir=tmp_path)
+        cluster_relax(si, DftCodeConfig(code), results_dir=tmp_path)
     with pytest.raises(CalculatorUnavailable, match="not found"):
-        cluster_relax(si, ClusterConfig(code, command="/nonexistent/bin/" + exe), results_dir=tmp_path)
+        cluster_relax(si, DftCodeConfig(code, command="/nonexistent/bin/" + exe), results_dir=tmp_path)
 
 
 def test_batch_records_missing_vasp_per_structure(si, tmp_path):

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from pymatgen.core import Composition
 
-from dft.discovery import plan_relaxation, select_targets
+from dft.discovery_benchmark import plan_relaxation, select_targets
 from unimat_core.datasets.bundled import bundled_csv_paths
-from unimat_core.random_structures import random_candidates
+from dft.discovery_benchmark.random_search import random_candidates
 from unimat_core.structure_table import records_to_frame, structure_from_json, write_structures
 
 

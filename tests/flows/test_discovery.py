@@ -13,10 +13,10 @@ from pydantic import ValidationError
 from pymatgen.core import Lattice, Structure
 
 from dft.calculators import CalculatorConfig
-from dft.relax import RelaxConfig, relax_structure
+from dft.relax import relax_structure
 from flows.discovery import DiscoveryParams, discovery_benchmark
-from flows.params import RelaxParams, RunParams
-from dft.discovery import DiscoverySettingsMismatch, check_settings, score
+from flows.params import GenerateParams, RelaxParams, RunParams
+from dft.discovery_benchmark import DiscoverySettingsMismatch, check_settings, score
 from unimat_core.model.config import DenoiserConfig
 from unimat_core.model.training import TrainConfig, train
 from unimat_core.structure_table import records_to_frame, write_structures
@@ -60,11 +60,14 @@ def toy(tmp_path_factory):
     return root, summary.checkpoint, known_path
 
 
+SAMPLING = GenerateParams(steps=5, batch_size=4, device="cpu", seed=1)
+
+
 def params(toy, campaign: str = "toy") -> tuple[RunParams, DiscoveryParams]:
     root, checkpoint, known = toy
     run = RunParams(campaign=campaign, results_root=str(root / "runs"))
     discovery = DiscoveryParams(checkpoint=checkpoint, compositions=TARGETS, known=str(known),
-                                relaxations_per_composition=K, steps=5, batch_size=4, device="cpu", seed=1,
+                                relaxations_per_composition=K,
                                 converged_only=False)  # few relax steps: score every relaxation with an energy
     return run, discovery
 
@@ -73,7 +76,7 @@ def params(toy, campaign: str = "toy") -> tuple[RunParams, DiscoveryParams]:
 def toy_run(toy):
     """The toy benchmark, run once for this module (the CLI test resumes it)."""
     run, discovery = params(toy)
-    return run, discovery, discovery_benchmark(run, discovery, EMT)
+    return run, discovery, discovery_benchmark(run, discovery, EMT, SAMPLING)
 
 
 @pytest.mark.slow
@@ -99,7 +102,7 @@ def test_discovery_benchmark_toy_run_is_consistent_and_resumes(toy_run):
     assert (results["seconds"] >= 0).all() and (results.loc[results["relaxed"], "seconds"] > 0).all()
 
     # the reference is the lowest known energy, as relaxing the hand-built structures directly gives
-    relax = RelaxConfig(**EMT.relax_config())
+    relax = EMT.relax_config()
     direct = {"Cu3Au1": relax_structure(cu3au(), CalculatorConfig("emt"), relax).energy_per_atom,
               "Cu1Au1": min(relax_structure(s, CalculatorConfig("emt"), relax).energy_per_atom
                             for s in (cuau(), cuau(2.9, 3.5)))}
@@ -133,7 +136,7 @@ def test_discovery_benchmark_toy_run_is_consistent_and_resumes(toy_run):
     # a rerun reuses every candidate and relaxation, and gives the same numbers
     parts = sorted(folder.glob("relaxed/*/chunk-*/part-*.parquet"))
     mtimes = [p.stat().st_mtime_ns for p in parts]
-    again = discovery_benchmark(run, discovery, EMT)
+    again = discovery_benchmark(run, discovery, EMT, SAMPLING)
     assert again["n_chunks"] == 0 and again["targets"]["reused"] and again["candidates"]["random"]["reused"]
     assert result["candidates"]["unimat"]["reused_parts"] == 0 and again["candidates"]["unimat"]["reused_parts"] == 2
     assert [p.stat().st_mtime_ns for p in sorted(folder.glob("relaxed/*/chunk-*/part-*.parquet"))] == mtimes

@@ -23,7 +23,9 @@ from dft.batch import finished_ids, read_relaxed
 from flows.cli import main
 from flows.params import GenerateParams, RelaxParams, RunParams, ScoreParams, TensorizeParams, TrainParams
 from flows.stages import fetch_flow, generate_flow, relax_flow, score_flow, tensorize_flow, train_flow
-from tasks.relax import relax_ids
+from dft.batch import relax_ids
+from dft.calculators import CalculatorConfig
+from dft.relax import RelaxConfig
 from tests.conftest import REPO, TEST_PREFECT_HOME, perov5_test_csv
 from tests.flows.helpers import make_run, write_generated
 from unimat_core.datasets import read_cdvae_csv
@@ -251,8 +253,8 @@ def test_emt_failures_keep_their_own_reason(tmp_path):
                        [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
     cu = Structure(Lattice.cubic(3.61), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
     ids = write_generated(layout, [srtio3, srtio3.copy(), cu, srtio3.copy()], n_invalid=0)
-    summary = relax_ids(layout.generated, ids, layout.relaxed / "part-00000.parquet", {"name": "emt"},
-                        {"max_steps": 50, "time_limit_s": 30})
+    summary = relax_ids(layout.generated, ids, layout.relaxed / "part-00000.parquet", CalculatorConfig("emt"),
+                        RelaxConfig(max_steps=50, time_limit_s=30))
     errors = read_relaxed(layout.relaxed).set_index("id")["error"]
     assert summary["n"] == 4
     assert all("No EMT-potential for Ti" in errors[i] for i in (ids[0], ids[1], ids[3])), errors.tolist()

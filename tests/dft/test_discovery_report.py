@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unimat_core.discovery_report import (
+from dft.discovery_benchmark.report import (
     best_after_k,
     convergence_plot,
     markdown_report,
@@ -71,7 +71,7 @@ def test_missing_columns_are_named():
 
 
 def test_curve_summary_and_ks_for_a_budget():
-    from unimat_core.discovery_report import curve_summary, ks_up_to
+    from dft.discovery_benchmark.report import curve_summary, ks_up_to
 
     assert ks_up_to(20) == (1, 2, 5, 10, 20) and ks_up_to(3) == (1, 2, 3)
     curves = best_after_k(toy_results(), REFERENCE, ks=ks_up_to(4))

@@ -1,31 +1,5 @@
-"""Discovery benchmark logic: conditional UniMat generation vs AIRSS-style random search, same calculator.
-
-Everything lives under `<campaign>/discovery/` and every step resumes from what is on disk:
-
-    settings.json                    what the folder was made with (a rerun with other settings is refused)
-    targets.parquet                  target cell formulas and how many known structures each has
-    known/structures.parquet         the known (test-split) structures of the targets
-    unimat/generated/part-*.parquet  raw conditional samples (invalid decodes kept), timing.json
-    unimat/candidates.parquet        K candidates per target: id, target_formula, trial, valid, reason, seconds
-    random/candidates.parquet        the same for random structure search
-    relaxed/<known|unimat|random>/chunk-XXXXX/part-*.parquet   dft.batch relaxations, one folder per chunk task
-    results.parquet, per_composition.parquet, curves.parquet, summary.parquet, report.md, convergence.png
-
-Budget rule: each method proposes exactly K candidates per composition, and a proposal that fails
-(an invalid UniMat decode, a sample whose composition is not the target, a random cell with no room
-under the distance rule) is a spent trial without an energy. This is conservative for the method
-that fails (its k-th relaxation may come from fewer usable candidates) and costs it no relaxation time.
-
-Scoring uses converged relaxations only by default: a relaxation stopped by its step or time limit
-can report an energy far below any real structure (a collapsed cell), which would count as "reached".
-
-Compute time of a candidate = its share of generation time (UniMat: its batch's sampling + decoding
-time divided by the batch size, model loading excluded; random: building that cell) + its relaxation
-wall time (batched ML relaxations: its atom-weighted share of each batched step). Calculator loading is
-not counted for either method.
-
-Plain functions (no Prefect): `tasks/discovery.py` wraps them as tasks, `flows/discovery.py` composes those.
-"""
+"""The benchmark's steps as plain functions (targets, candidates, relaxation plan and chunks, scoring); the
+folder layout and the budget and timing rules are in the package docstring (dft/discovery_benchmark)."""
 
 from __future__ import annotations
 
@@ -36,18 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from pymatgen.analysis.structure_matcher import StructureMatcher
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymatgen.core import Composition
 
-from dft.batch import PART_RE, relax_table
+from dft.batch import finished_ids, part_files, plan_chunks, read_relaxed, relax_ids
 from dft.calculators import CalculatorConfig
 from dft.relax import RelaxConfig
-from unimat_core import discovery_report as report
+from dft.discovery_benchmark import report
 from unimat_core.datasets.bundled import BUNDLED_DATASETS, bundled_csv_paths
 from unimat_core.datasets.cdvae_csv import parse_cif
-from unimat_core.random_structures import CANDIDATE_EXTRA, RandomStructureConfig, random_candidates
-from unimat_core.run_layout import RunLayout
+from dft.discovery_benchmark.random_search import CANDIDATE_EXTRA, RandomStructureConfig, random_candidates
+from unimat_core.settings import option
+from unimat_core import atomic
 from unimat_core.structure_table import (
     CORE_COLUMNS,
     conform,
@@ -66,10 +41,6 @@ class DiscoverySettingsMismatch(ValueError):
 
 
 # ---------------------------------------------------------------- layout and settings
-
-
-def discovery_dir(layout: RunLayout) -> Path:
-    return layout.campaign_dir / "discovery"
 
 
 def compact_formula(formula: str) -> str:
@@ -95,10 +66,59 @@ def check_settings(folder: Path, settings: dict) -> None:
                 f"{folder} was made with different settings ({', '.join(changed)}); use another campaign name or "
                 f"delete the folder to start over")
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".settings.json.tmp")
-    tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True))
-    tmp.replace(path)
+    atomic.write_text(path, json.dumps(wanted, indent=2, sort_keys=True))
+
+
+class DiscoveryParams(BaseModel):
+    """What to compare. Defaults: 20 perov_5 test compositions unseen in the bundled val split, K = 20.
+    How UniMat samples (sampler, steps, guidance, batch size, seed, device) is the generate stage's
+    `GenerateParams`; the seed also draws the targets and the random cells."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str | None = Field(default=None, description="model checkpoint (default: "
+                                   "<campaign>/train/checkpoints/last.pt)")
+    compositions: tuple[str, ...] = Field(default=(), description="comma-separated cell formulas (default: draw "
+                                          "--n-compositions from the known structures)")
+    n_compositions: int = Field(default=20, ge=1, description="compositions to draw")
+    known: str = Field(default="perov_5", description="perov_5 (its test split) or a structure-table parquet of known "
+                       "structures")
+    unseen_only: bool = option(None, "draw only compositions absent from the other bundled splits (the model's data)",
+                               default=True)
+    relaxations_per_composition: int = option("--k", "candidates (relaxations) per composition and method", default=20,
+                                              ge=1)
+    # the random search's own defaults (RandomStructureConfig), not copies of them
+    min_distance_factor: float = Field(default=RandomStructureConfig.min_distance_factor, gt=0,
+                                       description="random search: d_ij >= factor * (r_i + r_j)")
+    packing_fraction: float = Field(default=RandomStructureConfig.packing_fraction, gt=0,
+                                    description="random search: atom volume / cell volume")
+    tolerance: float = Field(default=0.010, gt=0, description="eV/atom above the known energy that counts as reached")
+    # a time- or step-limited relaxation of a collapsed cell can report an energy eV/atom below the true ground
+    # state (a calculator artefact, not a discovery)
+    converged_only: bool = option("--all-energies", "score converged relaxations only (also score unconverged "
+                                  "ones when turned off)", default=True)
+
+    @field_validator("compositions")
+    @classmethod
+    def _formulas(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(compact_formula(f) for f in value)
+
+    def random_config(self) -> RandomStructureConfig:
+        return RandomStructureConfig(packing_fraction=self.packing_fraction,
+                                     min_distance_factor=self.min_distance_factor)
+
+
+SAMPLING_FIELDS = ("batch_size", "sampler", "steps", "guidance", "seed", "use_ema", "device")
+
+
+def benchmark_settings(checkpoint: str, discovery: DiscoveryParams, generation: dict, calculator: CalculatorConfig,
+                       relax: RelaxConfig) -> dict:
+    """What a benchmark folder is made with (settings.json): a rerun with other settings is refused."""
+    return {"checkpoint": checkpoint, "known": discovery.known, "compositions": list(discovery.compositions),
+            "n_compositions": discovery.n_compositions, "unseen_only": discovery.unseen_only,
+            "k": discovery.relaxations_per_composition, "seed": generation["seed"], "generation": generation,
+            "random": discovery.random_config().as_dict(), "calculator": calculator.as_dict(),
+            "relax": relax.model_dump()}
 
 
 # ---------------------------------------------------------------- targets and known structures
@@ -234,7 +254,7 @@ def unimat_candidates(checkpoint: str, compositions: Sequence[str], k: int, gene
             reused += 1
             continue
         timing[Path(part["part"]).name] = time.perf_counter() - start
-        timing_path.write_text(json.dumps(timing, indent=1))  # small; rewritten after every new part
+        atomic.write_text(timing_path, json.dumps(timing, indent=1))  # small; rewritten after every new part
 
     rows = []
     if config.compositions:
@@ -259,14 +279,15 @@ def unimat_candidates(checkpoint: str, compositions: Sequence[str], k: int, gene
             "reused_parts": reused, "unusable": unusable, "model_step": loaded.step}
 
 
-def random_search_candidates(compositions: Sequence[str], k: int, seed: int, config: dict, out_dir: Path) -> dict:
+def random_search_candidates(compositions: Sequence[str], k: int, seed: int, config: RandomStructureConfig,
+                             out_dir: Path) -> dict:
     """K random crystals per composition in `random/candidates.parquet` (reused on resume)."""
     path = out_dir / "candidates.parquet"
     if path.exists():
         table = read_structures(path)
         reused = True
     else:
-        table = random_candidates(list(compositions), k, seed, RandomStructureConfig.from_dict(config))
+        table = random_candidates(list(compositions), k, seed, config)
         write_structures(table, path)
         reused = False
     return {"n": len(table), "n_valid": int(table["valid"].sum()), "seconds": round(float(table["seconds"].sum()), 2),
@@ -282,54 +303,40 @@ def _chunk_dirs(root: Path) -> list[Path]:
 
 def relaxed_ids(root: Path) -> set[str]:
     """Ids relaxed (any outcome) in any chunk folder under `root`."""
-    done: set[str] = set()
-    for chunk in _chunk_dirs(root):
-        for part in chunk.glob("part-*.parquet"):
-            if PART_RE.match(part.name):
-                done.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
-    return done
+    return set().union(*(finished_ids(chunk) for chunk in _chunk_dirs(root)))
 
 
 def plan_relaxation(folder: Path, chunk_size: int) -> list[dict]:
-    """Chunks still to relax over the known, UniMat and random tables: {set, source, ids, out_dir} each.
+    """Chunks still to relax over the known, UniMat and random tables: {set, source, ids, out_dir} each, planned
+    by the relaxation engine (dft.batch.plan_chunks): one chunk folder each, so a chunk task owns its folder.
 
     Ids finished in any earlier chunk folder are skipped, and new chunks get fresh folder numbers, so a
     rerun after a kill relaxes exactly what is missing.
     """
-    if chunk_size < 1:
-        raise ValueError("chunk_size must be >= 1")
-    sources = {"known": folder / "known" / "structures.parquet", "unimat": folder / "unimat" / "candidates.parquet",
-               "random": folder / "random" / "candidates.parquet"}
     chunks = []
-    for name, source in sources.items():
-        table = pq.read_table(source, columns=["id", "structure"]).to_pandas()
-        ids = table.loc[table["structure"].notna(), "id"].tolist()
+    for name, source in {"known": folder / "known" / "structures.parquet",
+                         "unimat": folder / "unimat" / "candidates.parquet",
+                         "random": folder / "random" / "candidates.parquet"}.items():
         root = folder / "relaxed" / name
-        done = relaxed_ids(root)
-        todo = [i for i in ids if i not in done]
+        plan = plan_chunks(source, root, chunk_size, done=relaxed_ids(root))
         first = max((int(p.name.split("-")[1]) for p in _chunk_dirs(root)), default=-1) + 1
-        for n, start in enumerate(range(0, len(todo), chunk_size)):
-            chunks.append({"set": name, "source": str(source), "ids": todo[start:start + chunk_size],
-                           "out_dir": str(root / f"chunk-{first + n:05d}")})
+        chunks += [{"set": name, "source": str(source), "ids": ids, "out_dir": str(root / f"chunk-{first + n:05d}")}
+                   for n, ids in enumerate(plan["chunks"])]
     return chunks
 
 
-def relax_chunk_rows(source: str, ids: list[str], out_dir: str, calculator: dict, relax: dict) -> dict:
-    """Relax `ids` of `source` into `out_dir` with dft.batch (per-structure failures are rows)."""
-    table = read_structures(source)
-    rows = table.set_index("id", drop=False).loc[ids].reset_index(drop=True)
-    summary = relax_table(rows, out_dir, calculator=CalculatorConfig.from_dict(calculator),
-                          config=RelaxConfig.from_dict(relax), chunk_size=len(ids))
-    return summary.as_dict()
+def relax_chunk_rows(source: str, ids: list[str], out_dir: str, calculator: CalculatorConfig,
+                     relax: RelaxConfig) -> dict:
+    """Relax `ids` of `source` into `out_dir`'s one part with the engine (per-structure failures are rows)."""
+    return relax_ids(source, ids, Path(out_dir) / "part-00000.parquet", calculator, relax)
 
 
 def read_relaxed_set(folder: Path, name: str) -> pd.DataFrame:
     """Every relaxed row of one set (empty frame with the id column when nothing was relaxed)."""
-    parts = [p for chunk in _chunk_dirs(folder / "relaxed" / name) for p in sorted(chunk.glob("part-*.parquet"))
-             if PART_RE.match(p.name)]
-    if not parts:
+    chunks = [chunk for chunk in _chunk_dirs(folder / "relaxed" / name) if part_files(chunk)]
+    if not chunks:
         return pd.DataFrame(columns=["id", "structure", "energy_per_atom", "converged", "wall_time_s", "error"])
-    return pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True).drop_duplicates("id", keep="last")
+    return pd.concat([read_relaxed(chunk) for chunk in chunks], ignore_index=True).drop_duplicates("id", keep="last")
 
 
 # ---------------------------------------------------------------- scoring
@@ -402,7 +409,7 @@ def score(folder: Path, budget: int, tolerance: float, converged_only: bool) -> 
     curves.to_parquet(folder / "curves.parquet", index=False)
     per_composition.to_parquet(folder / "per_composition.parquet", index=False)
     summary.to_parquet(folder / "summary.parquet", index=False)
-    (folder / "convergence.png").write_bytes(report.convergence_plot(curves))
+    atomic.write_bytes(folder / "convergence.png", report.convergence_plot(curves))
     text = report.markdown_report(summary, per_composition, tolerance, curves=curves)
     text += (f"\nBudget: {budget} proposals per composition and method; a failed proposal (invalid decode, no random "
              f"cell) is a spent trial without an energy. Energies: {'converged relaxations only' if converged_only else 'every relaxation that returned an energy (converged or at its step/time limit)'}. "
@@ -417,7 +424,7 @@ def score(folder: Path, budget: int, tolerance: float, converged_only: bool) -> 
                  "Inspect them before counting them as discoveries.\n")
     if unscored:
         text += f"\nNot scored (no known structure relaxed): {', '.join(unscored)}\n"
-    (folder / "report.md").write_text(text)
+    atomic.write_text(folder / "report.md", text)
     return {"reference": reference, "unscored": unscored, "summary": summary, "per_composition": per_composition,
             "curves": curves, "markdown": text}
 

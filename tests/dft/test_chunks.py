@@ -1,13 +1,14 @@
-"""tasks.relax without Prefect: planning resumes by id, a chunk writes one part, invalid decodes are skipped."""
+"""The relaxation engine's chunks (dft.batch) without Prefect: planning resumes by id, a chunk writes one part, invalid decodes are skipped."""
 
 import pytest
 
-from dft.batch import finished_ids, read_relaxed
-from tasks.relax import plan_chunks, read_rows, relax_ids, relaxed_summary
+from dft.batch import finished_ids, plan_chunks, read_relaxed, read_rows, relax_ids, relaxed_summary
+from dft.calculators import CalculatorConfig
+from dft.relax import RelaxConfig
 from tests.flows.helpers import candidates, make_run
 
-EMT = {"name": "emt", "device": "cpu", "model": None, "options": {}, "cpu_threads": 1}
-FAST = {"fmax": 0.05, "max_steps": 200, "optimizer": "FIRE", "relax_cell": True, "time_limit_s": 30.0}
+EMT = CalculatorConfig(**{"name": "emt", "device": "cpu", "model": None, "options": {}, "cpu_threads": 1})
+FAST = RelaxConfig(**{"fmax": 0.05, "max_steps": 200, "optimizer": "FIRE", "relax_cell": True, "time_limit_s": 30.0})
 
 
 def test_read_rows_skips_invalid_decodes_and_filters_ids(tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Composition
 
-from unimat_core.random_structures import (
+from dft.discovery_benchmark.random_search import (
     RandomStructureConfig,
     RandomStructureError,
     min_distance_ratio,
@@ -38,7 +38,7 @@ def test_impossible_rules_fail_clearly():
 
 
 def test_random_candidates_table_records_failures_and_is_keyed_per_candidate():
-    from unimat_core.random_structures import random_candidates
+    from dft.discovery_benchmark.random_search import random_candidates
     from unimat_core.structure_table import structure_from_json, validate_frame
 
     config = RandomStructureConfig()
