@@ -68,7 +68,7 @@ def parts(layout: RunLayout) -> dict[str, tuple[int, int]]:
 def test_relax_chunks_run_in_slurm_jobs_survive_a_cancelled_job_and_match_the_local_run(slurm, pg_prefect, tmp_path):
     """The relax stage on two SLURM worker jobs (one chunk of one candidate each at a time). As soon as the first
     chunk is written and both workers have joined the scheduler, the second job is scancelled: the stage still
-    completes (Dask runs the lost chunk on the other worker and SLURM gets a replacement job), the chunks finished
+    completes (Dask runs the lost chunk on the other worker), the chunks finished
     before the cancel are kept as they were, no chunk is written twice, and the rows equal, row by row, those of
     the same stage run locally with `unimat relax`."""
     local, on_slurm = prepare(tmp_path, "local"), prepare(tmp_path, "slurm")
@@ -114,9 +114,10 @@ def test_relax_chunks_run_in_slurm_jobs_survive_a_cancelled_job_and_match_the_lo
         info = job_info(slurm, job)
         assert info["Partition"] == "debug" and info["NodeList"] == "unimat-node" and info["NumCPUs"] == "1", info
 
-    # the cancelled job: CANCELLED, replaced by a new job, and it cost only its unfinished chunk
+    # the cancelled job: CANCELLED, and it cost only its unfinished chunk. Dask reruns that chunk on the other
+    # worker; whether dask-jobqueue also gets a replacement job in first is a race with the stage's end (here the
+    # remaining chunks take seconds), so a replacement is allowed, not required
     assert job_info(slurm, victim)["JobState"] == "CANCELLED"
-    assert len(finished) >= 3, f"a replacement job was submitted: {sorted(finished)}"
     after = parts(on_slurm)
     assert kept and all(after[part] == stamp for part, stamp in kept.items()), (kept, after)
     assert summary["n_chunks"] == 7 and len(after) == 7, (summary, sorted(after))   # one part per chunk: none twice
