@@ -202,16 +202,14 @@ class GaussianDiffusion(nn.Module):
                 # across a step many times longer than the one before it overshoots (DPM-Solver's lower-order final)
                 last = i + 2 >= len(times)
                 x_c, x_l, previous = self._dpm_step(x_c, x_l, x0_c, x0_l, ab, ab_next, None if last else previous)
-                if progress is not None:
-                    progress(i + 1, len(times))
-                continue
-            sigma = eta * ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=0).sqrt()
-            direction = (1 - ab_next - sigma**2).clamp(min=0).sqrt()
-            x_c = ab_next.sqrt() * x0_c + direction * eps_c
-            x_l = ab_next.sqrt() * x0_l + direction * eps_l
-            if t_next >= 0 and eta > 0:
-                x_c = x_c + sigma * torch.randn(x_c.shape, device=device, generator=generator)
-                x_l = x_l + sigma * torch.randn(x_l.shape, device=device, generator=generator)
+            else:
+                sigma = eta * ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=0).sqrt()
+                direction = (1 - ab_next - sigma**2).clamp(min=0).sqrt()
+                x_c = ab_next.sqrt() * x0_c + direction * eps_c
+                x_l = ab_next.sqrt() * x0_l + direction * eps_l
+                if t_next >= 0 and eta > 0:
+                    x_c = x_c + sigma * torch.randn(x_c.shape, device=device, generator=generator)
+                    x_l = x_l + sigma * torch.randn(x_l.shape, device=device, generator=generator)
             if progress is not None:
                 progress(i + 1, len(times))
         if pinned is not None:
