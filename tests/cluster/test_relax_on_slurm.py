@@ -17,6 +17,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from dft.batch import read_relaxed
+from tests.cli_output import summary_json
 from tests.cluster.jobs import completed_jobs, job_info
 from tests.cluster.leaks import api_leaks, file_leaks, job_script_leaks
 from tests.deployments.server import REPO, tail
@@ -103,7 +104,7 @@ def test_relax_chunks_run_in_slurm_jobs_survive_a_cancelled_job_and_match_the_lo
         for p in (proc, cli):
             if p.poll() is None:
                 p.kill()
-    summary = json.loads(log.read_text()[log.read_text().index("{"):])
+    summary = summary_json(log.read_text())
 
     # the chunks ran in batch jobs: squeue saw them running, SLURM recorded them, their workers joined the scheduler
     assert victim is not None, f"no chunk written while both workers were up:\n{tail(log)}\n{sorted(running)}"

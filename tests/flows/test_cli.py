@@ -11,6 +11,7 @@ import pytest
 from pymatgen.core import Composition
 
 from flows.cli import main
+from tests.cli_output import summary_json
 from tests.conftest import perov5_test_csv
 from unimat_core.structure_table import read_structures
 from unimat_core.tensor_store import TensorDataset
@@ -29,8 +30,7 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def _result(proc: subprocess.CompletedProcess) -> dict:
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = proc.stdout
-    return json.loads(out[out.index("{") : out.rindex("}") + 1])
+    return summary_json(proc.stdout)
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from flows.discovery import DiscoveryParams, discovery_benchmark
 from flows.params import GenerateParams, RelaxParams, RunParams
 from dft.discovery_benchmark import DiscoverySettingsMismatch, check_settings, score
 from unimat_core.model.config import DenoiserConfig
+from tests.cli_output import summary_json
 from unimat_core.model.training import TrainConfig, train
 from unimat_core.structure_table import records_to_frame, write_structures
 from unimat_core.tensor_store import tensorize_frame
@@ -182,7 +183,7 @@ def test_cli_discover_benchmark_maps_options_to_the_same_run(toy_run, capsys):
             "--time-limit", str(relax.time_limit_s), "--chunk-size", str(relax.chunk_size), "--all-energies"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    result = json.loads(out[out.index("{"):out.rindex("}") + 1])
+    result = summary_json(out)
     assert result["n_chunks"] == 0 and result["targets"]["reused"] and result["n_scored"] == first["n_scored"]
     assert main(["discover-benchmark", "--compositions", "Cu3Au,Xx!"]) == 2
     assert "not a chemical formula" in capsys.readouterr().err
