@@ -88,9 +88,9 @@ class DiscoveryParams(BaseModel):
     relaxations_per_composition: int = option("--k", "candidates (relaxations) per composition and method", default=20,
                                               ge=1)
     # the random search's own defaults (RandomStructureConfig), not copies of them
-    min_distance_factor: float = Field(default=RandomStructureConfig.min_distance_factor, gt=0,
+    min_distance_factor: float = Field(default=RandomStructureConfig.model_fields["min_distance_factor"].default, gt=0,
                                        description="random search: d_ij >= factor * (r_i + r_j)")
-    packing_fraction: float = Field(default=RandomStructureConfig.packing_fraction, gt=0,
+    packing_fraction: float = Field(default=RandomStructureConfig.model_fields["packing_fraction"].default, gt=0,
                                     description="random search: atom volume / cell volume")
     tolerance: float = Field(default=0.010, gt=0, description="eV/atom above the known energy that counts as reached")
     # a time- or step-limited relaxation of a collapsed cell can report an energy eV/atom below the true ground
