@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from unimat_core import atomic
 from unimat_core.metrics.parallel import WorkerPool, as_pool
 
 CSP_MATCHER = {"stol": 0.5, "ltol": 0.3, "angle_tol": 10.0}
@@ -150,11 +151,8 @@ def write_csp(per_target: pd.DataFrame, summary: dict, out_dir, dataset: str | N
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"per_target": out / "per_target.parquet", "summary": out / "summary.json", "markdown": out / "summary.md"}
-    writers = {"per_target": lambda p: per_target.to_parquet(p, index=False),
-               "summary": lambda p: p.write_text(json.dumps(summary, indent=1)),
-               "markdown": lambda p: p.write_text(markdown(summary, dataset) + "\n")}
-    for key, path in paths.items():
-        tmp = path.with_name(f".{path.name}.tmp")
-        writers[key](tmp)
-        tmp.replace(path)
+    with atomic.atomic_path(paths["per_target"]) as tmp:
+        per_target.to_parquet(tmp, index=False)
+    atomic.write_text(paths["summary"], json.dumps(summary, indent=1))
+    atomic.write_text(paths["markdown"], markdown(summary, dataset) + "\n")
     return {key: str(path) for key, path in paths.items()}
