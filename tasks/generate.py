@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
-
 from uuid import UUID
 
 from prefect import get_run_logger, task

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,7 @@ from pymatgen.core import Composition
 
 from unimat_core import atomic
 from unimat_core.model.checkpoint import LoadedModel, load_model
-from unimat_core.model.config import GenerateConfig, Sampler, Unconditional
+from unimat_core.model.config import GenerateConfig, Sampler
 from unimat_core.model.device import autocast, pick_device
 from unimat_core.model.diffusion import Condition, Pinned
 from unimat_core.representation import UniMatSpec, decode
@@ -95,10 +94,11 @@ def _condition(targets: Sequence[str | None], spec: UniMatSpec, device: torch.de
     return Condition(grid, flag), Pinned(null_mask=null_mask, atom_mask=atom_mask, rows=rows, null_value=spec.null_value)
 
 
-def sample_batch(loaded: LoadedModel, targets: Sequence[str | None], *, sampler: Sampler = "ddim", steps: int = 50,
-                 guidance: float = 1.0, generator: torch.Generator | None = None,
+def sample_batch(loaded: LoadedModel, targets: Sequence[str | None], *, sampler: Sampler, steps: int, guidance: float,
+                 generator: torch.Generator | None = None,
                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw samples (coords [B, L, H, W, 3], lattice [B, 6]) for a list of targets."""
+    """Raw samples (coords [B, L, H, W, 3], lattice [B, 6]) for a list of targets; the sampling settings come from
+    the caller's config (GenerateConfig, CSPConfig), which holds their defaults."""
     spec = loaded.spec
     device = next(loaded.model.parameters()).device
     cond, pinned = _condition(targets, spec, device)
