@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from dft.calculators import CalculatorConfig
 from dft.relax import RelaxConfig
 from unimat_core.datasets.source import DatasetSource
-from unimat_core.model.config import DiffusionConfig, GenerateConfig, TrainConfig
+from unimat_core.model.config import CSPConfig, DiffusionConfig, GenerateConfig, TrainConfig
 from unimat_core.run_layout import RunLayout, fingerprint_cache
 from unimat_core.settings import exposed_fields, option
 
@@ -266,9 +266,10 @@ class EvaluateParams(StageSettings):
         default="generation", description="generation: CDVAE metrics of the generated samples; csp: crystal "
                                           "structure prediction with the trained model, k samples of each reference "
                                           "crystal's composition (writes evaluate/csp-k<k>/)")
-    k: int = Field(default=1, ge=1, description="csp: samples per reference crystal (DiffCSP reports 1 and 20)")
-    csp_targets: int | None = Field(default=None, ge=1, description="csp: seeded subset of reference crystals")
-    steps: int = option("--csp-steps", "csp: DDIM steps", default=50, ge=1)
+    # the CSP settings are CSPConfig's declarations, reused (not copied)
+    k: int = CSPConfig.model_fields["k"]
+    csp_targets: int | None = CSPConfig.model_fields["n_targets"]
+    steps: int = CSPConfig.model_fields["steps"]
 
     @field_validator("dataset")
     @classmethod
@@ -287,10 +288,10 @@ class EvaluateParams(StageSettings):
         config["cache_dir"] = self.cache_dir or str(fingerprint_cache(Path(results_root).resolve()))
         return {k: v for k, v in config.items() if v is not None}
 
-    def csp_config(self) -> dict:
-        """Fields of unimat_core.metrics.csp.CSPConfig."""
-        return {"k": self.k, "n_targets": self.csp_targets, "seed": self.seed, "steps": self.steps,
-                "n_workers": self.n_workers}
+    def csp_config(self) -> CSPConfig:
+        """The config `unimat_core.metrics.csp.evaluate_csp` reads."""
+        return CSPConfig(k=self.k, n_targets=self.csp_targets, seed=self.seed, steps=self.steps,
+                         n_workers=self.n_workers)
 
 
 # 8 perov_5 test-split compositions not in its val split (seeded draw), for the demo's conditional sampling

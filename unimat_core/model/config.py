@@ -1,5 +1,5 @@
 """Typed configuration of the UniMat model stages, each setting declared once: the denoiser (with named
-presets), the diffusion, training and generation. Plain pydantic (no torch), so the command line reads them
+presets), the diffusion, training, generation and crystal structure prediction (CSP). Plain pydantic (no torch), so the command line reads them
 without loading the model code.
 
 `tiny` trains to something useful on 2 CPU cores within 30 minutes on perov_5; `small` is for
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from unimat_core.settings import Config, nested, option
 
@@ -159,3 +159,26 @@ class GenerateConfig(Config):
     unconditional: Unconditional = Field(
         default="composition-first", description="unconditional samples: a composition from the model's learned "
         "prior, then the structure (default), or both at once (joint; checkpoints without a prior fall back to it)")
+
+
+class CSPConfig(Config):
+    """Crystal structure prediction: k samples per reference crystal's composition; the options of
+    `unimat evaluate --task csp` are these declarations (flows.params.EvaluateParams reuses them)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    k: int = Field(default=1, ge=1, description="csp: samples per reference crystal (DiffCSP reports 1 and 20)")
+    n_targets: int | None = option("--csp-targets", "csp: seeded subset of reference crystals", default=None, ge=1)
+    seed: int = 0
+    sampler: Sampler = "ddim"
+    steps: int = option("--csp-steps", "csp: DDIM steps", default=50, ge=1)
+    guidance: float = 1.0
+    batch_size: int = 256
+    n_workers: int = 1  # processes for StructureMatcher
+
+    @field_validator("k", "n_targets", mode="before")
+    @classmethod
+    def _at_least_one(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"{info.field_name} must be >= 1, not {value}")
+        return value
