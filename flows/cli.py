@@ -194,8 +194,9 @@ def _option(group: str, field: str) -> str:
     if group in ("run", "source"):
         return "--" + field.replace("_", "-")
     models = _models()
-    return (option_name(models[group], field) or field) if group in models and field in settable_fields(models[group]) \
-        else field
+    if group in models and field in settable_fields(models[group]):
+        return option_name(models[group], field) or field
+    return field
 
 
 def _exposed(group: str) -> dict:
