@@ -147,9 +147,9 @@ class GenerateConfig(Config):
                                           "SrTiO3,Ba2Ti2O6 (conditional sampling)")
     samples_per_composition: int = Field(default=4, ge=1, description="samples of each target composition")
     batch_size: int = option("--gen-batch-size", "samples per generation task", default=100, ge=1)
-    sampler: Sampler = Field(default="ddim", description="ddim, ddpm, or dpm++2m: DPM-Solver++, as good in ~10-20 "
-                             "steps as DDIM in 50")
-    steps: int = Field(default=50, ge=1, description="sampling steps (DDPM: 1000 for the exact sampler)")
+    sampler: Sampler = Field(default="dpm++2m", description="dpm++2m (DPM-Solver++: 10 steps match DDIM-50, see "
+                             "benchmarks/RESULTS.md 'Sampler'), ddim, or ddpm")
+    steps: int = Field(default=10, ge=1, description="sampling steps (DDIM: 50; DDPM: 1000 for the exact sampler)")
     guidance: float = Field(default=1.0, ge=0, description="classifier-free guidance weight")
     seed: int = Field(default=0, description="sampling seed")
     use_ema: bool = option("--no-ema", "sample with the EMA weights", default=True)
@@ -170,8 +170,8 @@ class CSPConfig(Config):
     k: int = Field(default=1, ge=1, description="csp: samples per reference crystal (DiffCSP reports 1 and 20)")
     n_targets: int | None = option("--csp-targets", "csp: seeded subset of reference crystals", default=None, ge=1)
     seed: int = 0
-    sampler: Sampler = "ddim"
-    steps: int = option("--csp-steps", "csp: DDIM steps", default=50, ge=1)
+    sampler: Sampler = "dpm++2m"
+    steps: int = option("--csp-steps", "csp: sampler steps", default=10, ge=1)
     guidance: float = 1.0
     batch_size: int = 256
     n_workers: int = 1  # processes for StructureMatcher
