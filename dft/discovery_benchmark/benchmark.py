@@ -460,6 +460,13 @@ def trial_results(folder: Path, known_structures: dict[str, list], converged_onl
     return pd.concat(frames, ignore_index=True).sort_values(["method", "composition", "trial"], ignore_index=True)
 
 
+def _json_safe(value):
+    """NaN (a metric with nothing to compare) as JSON null."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
 def score(folder: Path, budget: int, tolerance: float, converged_only: bool, reference_kind: str = "known") -> dict:
     """All tables, the markdown report and the PNG plot; returns their paths and the small summary.
 
@@ -497,7 +504,7 @@ def score(folder: Path, budget: int, tolerance: float, converged_only: bool, ref
     lowest = report.lowest_per_composition(scored, reference)
     paper = report.paper_metrics(lowest)
     lowest.to_parquet(folder / "lowest.parquet", index=False)
-    atomic.write_text(folder / "paper_metrics.json", json.dumps(paper, indent=1))
+    atomic.write_text(folder / "paper_metrics.json", json.dumps(_json_safe(paper), indent=1))
     text += "\n" + report.paper_markdown(paper, lowest)
     if phases is not None:
         text += ("\n## Reference phases\n\nRelaxed with the benchmark's calculator and settings; the lowest per "
