@@ -49,7 +49,7 @@ def discovery_benchmark(run: RunParams = RunParams(), discovery: DiscoveryParams
     targets = prepare_targets_task(folder, settings, discovery.known, list(discovery.compositions),
                                    discovery.n_compositions, seed, discovery.unseen_only, discovery.reference)
     compositions = targets["compositions"]
-    unimat = unimat_candidates_task.submit(str(checkpoint), compositions, k, sampling, folder)
+    unimat = unimat_candidates_task.submit(str(checkpoint), compositions, k, sampling, folder, discovery.oversample)
     searched = random_candidates_task.submit(compositions, k, seed, discovery.random_config(), folder)
     generated = {"unimat": unimat.result(), "random": searched.result()}
     chunks = plan_relaxation_task(folder, relax.chunk_size, relaxation_sets(discovery.reference))

@@ -33,8 +33,9 @@ def prepare_targets_task(folder: str, settings: dict, known: str, compositions: 
 
 
 @task(name="discovery-unimat-candidates", retries=1)
-def unimat_candidates_task(checkpoint: str, compositions: list[str], k: int, generation: dict, folder: str) -> dict:
-    summary = unimat_candidates(checkpoint, compositions, k, generation, Path(folder) / "unimat")
+def unimat_candidates_task(checkpoint: str, compositions: list[str], k: int, generation: dict, folder: str,
+                           oversample: int = 1) -> dict:
+    summary = unimat_candidates(checkpoint, compositions, k, generation, Path(folder) / "unimat", oversample)
     get_run_logger().info("unimat: %d candidates, %d decoded, %.1f s sampling", summary["n"], summary["n_valid"],
                           summary["seconds"])
     return summary

@@ -21,9 +21,12 @@ measured against the element's best known phase relaxed the same way; known stru
 are matched as stored (the test split's own relaxed cells), not relaxed, which keeps 700 C6 cells affordable.
 
 Budget rule: each method proposes exactly K candidates per composition, and a proposal that fails
-(an invalid UniMat decode, a sample whose composition is not the target, a random cell with no room
-under the distance rule) is a spent trial without an energy. This is conservative for the method
-that fails (its k-th relaxation may come from fewer usable candidates) and costs it no relaxation time.
+(an invalid UniMat decode, a sample whose composition is not the target or whose atoms are closer than
+0.5 A, a random cell with no room under the distance rule) is a spent trial without an energy. This is
+conservative for the method that fails (its k-th relaxation may come from fewer usable candidates) and
+costs it no relaxation time. Random search rejects cells breaking its distance rule while it builds them;
+UniMat's analogue is `--oversample N`: N x K samples are drawn and the first K usable ones proposed (the
+sampling time of all N x K is charged), so both methods spend their K relaxations on usable structures.
 
 Scoring uses converged relaxations only by default: a relaxation stopped by its step or time limit
 can report an energy far below any real structure (a collapsed cell), which would count as "reached".

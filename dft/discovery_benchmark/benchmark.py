@@ -23,6 +23,7 @@ from dft.discovery_benchmark import report
 from dft.discovery_benchmark.reference_phases import reference_table, target_element
 from unimat_core.datasets.bundled import BUNDLED_DATASETS, bundled_csv_paths
 from unimat_core.datasets.cdvae_csv import parse_cif
+from unimat_core.metrics.validity import structure_validity
 from dft.discovery_benchmark.random_search import CANDIDATE_EXTRA, RandomStructureConfig, random_candidates
 from unimat_core.settings import option
 from unimat_core import atomic
@@ -95,6 +96,9 @@ class DiscoveryParams(BaseModel):
         "structures are only matched, not relaxed")
     relaxations_per_composition: int = option("--k", "candidates (relaxations) per composition and method", default=20,
                                               ge=1)
+    oversample: int = Field(default=1, ge=1, le=100, description="UniMat samples drawn per candidate: the first K "
+                            "usable ones (right composition, atoms >= 0.5 A apart) are relaxed, as random search "
+                            "rejects cells that break its distance rule; generation time of all is charged")
     # the random search's own defaults (RandomStructureConfig), not copies of them
     min_distance_factor: float = Field(default=RandomStructureConfig.min_distance_factor, gt=0,
                                        description="random search: d_ij >= factor * (r_i + r_j)")
@@ -127,8 +131,11 @@ def benchmark_settings(checkpoint: str, discovery: DiscoveryParams, generation: 
                 "k": discovery.relaxations_per_composition, "seed": generation["seed"], "generation": generation,
                 "random": discovery.random_config().as_dict(), "calculator": calculator.as_dict(),
                 "relax": relax.model_dump()}
-    if discovery.reference != "known":  # recorded only when set, so folders made before the option still resume
+    # recorded only when set, so folders made before these options still resume
+    if discovery.reference != "known":
         settings["reference"] = discovery.reference
+    if discovery.oversample != 1:
+        settings["oversample"] = discovery.oversample
     return settings
 
 
@@ -270,11 +277,36 @@ def _candidate_frame(rows: list[dict]) -> pd.DataFrame:
                          "seconds": float})
 
 
-def unimat_candidates(checkpoint: str, compositions: Sequence[str], k: int, generation: dict, out_dir: Path) -> dict:
-    """K conditional samples per composition (parts reused on resume), then `unimat/candidates.parquet`.
+def usable_sample(row: dict) -> tuple[bool, str]:
+    """Whether a generated sample is a usable proposal for its target: decoded, exactly the target composition,
+    and structurally valid (atoms >= 0.5 A apart, CDVAE's rule; random cells obey a stricter one by construction).
+    A sample failing any of these would be a relaxation that blows up at its first step, or of another material."""
+    if not row["valid"]:
+        return False, row["reason"] or "invalid decode"
+    if Composition(row["formula"]) != Composition(row["target_formula"]):
+        return False, f"sampled composition {row['formula']} is not the target"
+    ok, why = structure_validity(structure_from_json(row["structure"]))
+    return (True, "") if ok else (False, f"structurally invalid: {why}")
 
-    A composition the model cannot represent (element off the grid, more atoms than its L slots)
-    becomes K failed trials with the reason; the other compositions are generated.
+
+def pick_candidates(samples: list[dict], k: int) -> list[dict]:
+    """The K proposals of one target from its samples in sampling order: the first K usable ones, topped up with
+    unusable ones (spent trials) when fewer are usable; kept in sampling order, each with `usable`/`why`."""
+    checked = [{**row, "order": i, **dict(zip(("usable", "why"), usable_sample(row)))} for i, row in enumerate(samples)]
+    good = [r for r in checked if r["usable"]][:k]
+    chosen = good + [r for r in checked if not r["usable"]][:k - len(good)]
+    return sorted(chosen, key=lambda r: r["order"])
+
+
+def unimat_candidates(checkpoint: str, compositions: Sequence[str], k: int, generation: dict, out_dir: Path,
+                      oversample: int = 1) -> dict:
+    """K proposals per composition from `oversample` x K conditional samples (parts reused on resume), then
+    `unimat/candidates.parquet`.
+
+    The proposals are the first K usable samples (`usable_sample`), or all usable ones topped up with failed
+    trials; the generation time of all the target's samples is charged to its K proposals. A composition the
+    model cannot represent (element off the grid, more atoms than its L slots) becomes K failed trials with the
+    reason; the other compositions are generated.
     """
     from unimat_core.model.checkpoint import load_model
     from unimat_core.model.device import pick_device
@@ -282,8 +314,8 @@ def unimat_candidates(checkpoint: str, compositions: Sequence[str], k: int, gene
                                               plan_batches, read_generated)
 
     generated = out_dir / "generated"
-    config = GenerateConfig(checkpoint=checkpoint, out_dir=str(generated), compositions=(), samples_per_composition=k,
-                            **generation)
+    config = GenerateConfig(checkpoint=checkpoint, out_dir=str(generated), compositions=(),
+                            samples_per_composition=k * oversample, **generation)
     loaded = load_model(checkpoint, pick_device(config.device), use_ema=config.use_ema)
     unusable: dict[str, str] = {}
     for formula in compositions:
@@ -309,14 +341,12 @@ def unimat_candidates(checkpoint: str, compositions: Sequence[str], k: int, gene
         frame = read_generated(generated)
         sizes = frame.groupby("batch")["id"].transform("size")
         frame["seconds"] = [timing[f"part-{b:05d}.parquet"] / n for b, n in zip(frame["batch"], sizes)]
-        frame["trial"] = frame.groupby("target_formula").cumcount()
-        for row in frame.to_dict("records"):
-            valid, reason = bool(row["valid"]), row["reason"] or ""
-            if valid and Composition(row["formula"]) != Composition(row["target_formula"]):
-                valid, reason = False, f"sampled composition {row['formula']} is not the target"
-            rows.append({**{c: row[c] for c in CORE_COLUMNS}, "id": f"unimat-{row['target_formula']}-{row['trial']:03d}",
-                         "structure": row["structure"] if valid else None, "valid": valid, "reason": reason,
-                         "target_formula": row["target_formula"], "trial": row["trial"], "seconds": row["seconds"]})
+        for target, group in frame.groupby("target_formula", sort=False):
+            share = float(group["seconds"].sum()) / k  # every sample's generation time, rejected ones included
+            for trial, row in enumerate(pick_candidates(group.to_dict("records"), k)):
+                rows.append({**{c: row[c] for c in CORE_COLUMNS}, "id": f"unimat-{target}-{trial:03d}",
+                             "structure": row["structure"] if row["usable"] else None, "valid": row["usable"],
+                             "reason": row["why"], "target_formula": target, "trial": trial, "seconds": share})
     for formula, reason in unusable.items():
         rows += [{"id": f"unimat-{formula}-{t:03d}", "formula": None, "reduced_formula": None, "chemsys": None,
                   "n_sites": 0, "n_elements": 0, "structure": None, "split": "", "source": "unimat", "valid": False,

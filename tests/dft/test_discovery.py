@@ -8,10 +8,11 @@ import pytest
 from pymatgen.core import Composition
 
 from dft.discovery_benchmark import plan_relaxation, relaxation_sets, select_targets
+from dft.discovery_benchmark.benchmark import pick_candidates, usable_sample
 from dft.discovery_benchmark.reference_phases import reference_table
 from unimat_core.datasets.bundled import bundled_csv_paths
 from dft.discovery_benchmark.random_search import random_candidates
-from unimat_core.structure_table import records_to_frame, structure_from_json, write_structures
+from unimat_core.structure_table import records_to_frame, structure_from_json, structure_to_json, write_structures
 
 
 def test_drawn_targets_are_unseen_perov5_test_compositions_with_their_known_structures():
@@ -103,3 +104,24 @@ def test_elemental_benchmark_relaxes_reference_phases_instead_of_known_structure
     assert {c["set"]: c["ids"] for c in plan} == {"reference": ["reference-C-diamond", "reference-C-graphite"],
                                                   "unimat": ["unimat-C6-000"], "random": ["random-C6-000", "random-C6-001"]}
     assert relaxation_sets("known") == ("known", "unimat", "random")
+
+
+def test_unimat_proposals_are_the_first_k_usable_samples_in_sampling_order(nacl):
+    good = {"valid": True, "reason": "", "formula": "Na2 Cl2", "target_formula": "Na2Cl2",
+            "structure": structure_to_json(nacl)}
+    squeezed = nacl.copy()
+    squeezed.translate_sites([0], squeezed[1].coords - squeezed[0].coords + 0.1, frac_coords=False)
+    samples = [{**good, "valid": False, "reason": "degenerate lattice", "structure": None},
+               {**good, "tag": 1},
+               {**good, "structure": structure_to_json(squeezed)},
+               {**good, "formula": "Na1 Cl2"},
+               {**good, "tag": 4},
+               {**good, "tag": 5}]
+    picked = pick_candidates(samples, 2)
+    assert [r["order"] for r in picked] == [1, 4] and all(r["usable"] for r in picked)
+    reasons = [usable_sample(s)[1] for s in samples[:4]]
+    assert reasons[0] == "degenerate lattice" and reasons[1] == ""
+    assert reasons[2].startswith("structurally invalid: atoms 0.17") and "not the target" in reasons[3]
+    # fewer usable samples than K: topped up with failed trials, still in sampling order
+    topped = pick_candidates(samples[:4], 3)
+    assert [(r["order"], r["usable"]) for r in topped] == [(0, False), (1, True), (2, False)]
