@@ -30,9 +30,9 @@ DEFAULT_CHECKPOINT = REPO / "benchmarks" / "runs" / "perov_5" / "quality" / "tra
 # per dataset: what the benchmark compares against and how (each overridable by its option)
 DATASET_DEFAULTS = {
     "perov_5": {"checkpoint": str(DEFAULT_CHECKPOINT), "compositions": 20, "optimizer": "BFGS", "chunk_size": 10,
-                "sampler": "ddim"},
-    "carbon_24": {"checkpoint": "pretrained:carbon_24", "compositions": 10, "optimizer": "FIRE", "chunk_size": 40,
-                  "sampler": "dpm++2m"},
+                "sampler": "ddim", "oversample": 1},
+    "carbon_24": {"checkpoint": "pretrained:carbon_24", "compositions": 10, "optimizer": "FIRE", "chunk_size": 20,
+                  "sampler": "dpm++2m", "oversample": 8},
 }
 
 
@@ -44,14 +44,19 @@ def main() -> None:
                         "(default: perov_5 the quality run's model, carbon_24 pretrained:carbon_24)")
     parser.add_argument("--compositions", type=int, default=None, help="target compositions to draw "
                         "(default: perov_5 20, carbon_24 10 = every cell size C6..C24)")
+    parser.add_argument("--targets", default="", help="comma-separated target cell formulas instead of drawing "
+                        "--compositions, e.g. C6,C10,C16,C24")
     parser.add_argument("--k", type=int, default=20, help="candidates (relaxations) per composition and method")
+    parser.add_argument("--oversample", type=int, default=None, help="UniMat samples per candidate; the first K usable "
+                        "ones are relaxed (default: perov_5 1, carbon_24 8: ~37 %% of its samples are usable)")
     parser.add_argument("--calculator", default="chgnet")
     parser.add_argument("--relax-steps", type=int, default=300)
     parser.add_argument("--optimizer", choices=["FIRE", "BFGS"], default=None,
                         help="default: perov_5 BFGS (about 60 steps per cell in bench_relax.py), carbon_24 FIRE")
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per relaxation")
+    parser.add_argument("--batch-atoms", type=int, default=256, help="most atoms in one batched CHGNet call")
     parser.add_argument("--chunk-size", type=int, default=None, help="relaxations per task (default: perov_5 10, "
-                        "carbon_24 40: one batched relaxation per chunk)")
+                        "carbon_24 20: one batched relaxation per chunk, two chunks at a time)")
     parser.add_argument("--sampler", choices=["ddim", "ddpm", "dpm++2m"], default=None,
                         help="default: perov_5 ddim, carbon_24 dpm++2m")
     parser.add_argument("--sampling-steps", type=int, default=None, help="default: ddim 50, dpm++2m 10")
@@ -79,16 +84,19 @@ def main() -> None:
     from flows.params import GenerateParams, RelaxParams, RunParams
     from dft.discovery_benchmark.report import curve_summary
 
-    run = RunParams(campaign=args.campaign or f"discovery-n{args.compositions}-k{args.k}",
+    targets = tuple(t for t in args.targets.split(",") if t)
+    size = f"t{len(targets)}" if targets else f"n{args.compositions}"
+    run = RunParams(campaign=args.campaign or f"discovery-{size}-k{args.k}",
                     results_root=args.results_root)
     carbon = args.dataset == "carbon_24"
-    discovery = DiscoveryParams(checkpoint=args.checkpoint, n_compositions=args.compositions,
+    discovery = DiscoveryParams(checkpoint=args.checkpoint, n_compositions=args.compositions, compositions=targets,
+                                oversample=args.oversample,
                                 relaxations_per_composition=args.k, converged_only=not args.all_energies,
                                 known=args.dataset, reference="elemental" if carbon else "known",
                                 unseen_only=not carbon)  # every carbon_24 cell size is also in the model's val split
     generate = GenerateParams(sampler=args.sampler, steps=args.sampling_steps, guidance=args.guidance, seed=args.seed)
     relax = RelaxParams(calculator=args.calculator, max_steps=args.relax_steps, optimizer=args.optimizer,
-                        time_limit_s=args.time_limit, chunk_size=args.chunk_size)
+                        time_limit_s=args.time_limit, chunk_size=args.chunk_size, batch_atoms=args.batch_atoms)
     start = time.perf_counter()
     result = discovery_benchmark(run, discovery, relax, generate)
     wall = time.perf_counter() - start
@@ -104,7 +112,7 @@ def main() -> None:
     print(f"Checkpoint {args.checkpoint} (step {result['candidates']['unimat'].get('model_step')}; {args.sampler} "
           f"{args.sampling_steps} steps, guidance {args.guidance:g}); {args.calculator}, "
           f"{args.optimizer}, fmax {relax.fmax} eV/A, <= {args.relax_steps} steps, {args.time_limit:g} s each; "
-          f"{result['n_scored']} compositions x {args.k} candidates per method; scored: "
+          f"{result['n_scored']} compositions x {args.k} candidates per method (UniMat oversample {args.oversample}); scored: "
           f"{'every relaxation with an energy' if args.all_energies else 'converged relaxations only'}; wall time {wall / 60:.1f} min "
           f"({'resumed' if result['targets']['reused'] else 'fresh'} run)\n")
     print(summary.to_markdown(index=False, floatfmt=".3g"))
