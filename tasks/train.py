@@ -7,19 +7,20 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 
 from tasks.artifacts import artifact_key, file_links, inline_image, loss_curve_png
 
-from unimat_core.model.training import TrainConfig, train
+from unimat_core.model.config import TrainConfig
+from unimat_core.model.training import train
 from unimat_core.run_layout import RunLayout
 from unimat_core.tensor_store import training_split
 
 
 @task(name="train-model")
-def train_model(layout: RunLayout, config: dict) -> dict:
-    """`config` holds TrainConfig fields other than dataset/out_dir; returns the TrainSummary as a dict."""
+def train_model(layout: RunLayout, config: TrainConfig) -> dict:
+    """Train on the campaign's tensors into its train folder (the split: the given one, else train, else val);
+    returns the TrainSummary as a dict."""
     logger = get_run_logger()
     dataset = str(layout.require(layout.tensors, made_by="tensorize"))
-    settings = {**config, "dataset": dataset, "out_dir": str(layout.stage_dir("train"))}
-    settings["split"] = training_split(dataset, settings.get("split"))
-    train_config = TrainConfig.from_dict(settings)
+    train_config = config.model_copy(update={"dataset": dataset, "out_dir": str(layout.stage_dir("train")),
+                                             "split": training_split(dataset, config.split)})
     progress = create_progress_artifact(progress=0.0, description=f"training steps of {layout.campaign}")
 
     def on_log(row: dict) -> None:

@@ -100,9 +100,9 @@ class DiscoveryParams(BaseModel):
                             "usable ones (right composition, atoms >= 0.5 A apart) are relaxed, as random search "
                             "rejects cells that break its distance rule; generation time of all is charged")
     # the random search's own defaults (RandomStructureConfig), not copies of them
-    min_distance_factor: float = Field(default=RandomStructureConfig.min_distance_factor, gt=0,
+    min_distance_factor: float = Field(default=RandomStructureConfig.model_fields["min_distance_factor"].default, gt=0,
                                        description="random search: d_ij >= factor * (r_i + r_j)")
-    packing_fraction: float = Field(default=RandomStructureConfig.packing_fraction, gt=0,
+    packing_fraction: float = Field(default=RandomStructureConfig.model_fields["packing_fraction"].default, gt=0,
                                     description="random search: atom volume / cell volume")
     tolerance: float = Field(default=0.010, gt=0, description="eV/atom above the known energy that counts as reached")
     # a time- or step-limited relaxation of a collapsed cell can report an energy eV/atom below the true ground
