@@ -541,8 +541,8 @@ def score(folder: Path, budget: int, tolerance: float, converged_only: bool, ref
                  "element is the best known energy every target of that element is measured against. Match rate = "
                  "relaxed candidates matching any known (test-split) structure of the target's cell as stored.\n\n"
                  + phases.to_markdown(index=False, floatfmt=".4f") + "\n")
-    text += (f"\nBudget: {budget} proposals per composition and method; a failed proposal (invalid decode, no random "
-             f"cell) is a spent trial without an energy. Energies: {'converged relaxations only' if converged_only else 'every relaxation that returned an energy (converged or at its step/time limit)'}. "
+    text += (f"\nBudget: {budget} proposals per composition and method; a failed proposal (invalid decode, atoms "
+             f"closer than 0.5 A, no random cell) is a spent trial without an energy. Energies: {'converged relaxations only' if converged_only else 'every relaxation that returned an energy (converged or at its step/time limit)'}. "
              f"Compute time = generation share + relaxation wall time (model and calculator loading excluded).\n")
     below = scored[scored["energy_per_atom"] < scored["composition"].map(reference) - SUSPECT_BELOW_KNOWN]
     if len(below):
