@@ -2,8 +2,9 @@
 than random structure search, with the same calculator and the same number of proposals?
 
 The benchmark is the plain-Python package dft/discovery_benchmark (its folder layout, budget and timing
-rules are documented there); this flow only composes its tasks: targets + known structures -> UniMat and
-random candidates (concurrently) -> relaxation chunks (mapped, the one relaxation engine) -> report.
+rules are documented there); this flow only composes its tasks: targets + known structures (+ the element's
+reference phases for `reference="elemental"`, e.g. carbon_24) -> UniMat and random candidates (concurrently)
+-> relaxation chunks (mapped, the one relaxation engine) -> report with the paper's AIRSS metrics.
 """
 
 from __future__ import annotations
