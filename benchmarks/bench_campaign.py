@@ -59,9 +59,9 @@ def main() -> None:
         sys.exit(f"{root} is not empty: the benchmark needs a fresh results root")
     # a fresh Prefect home like a first `make demo`: the database migrations are part of the measured time
     (root / ".prefect").mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from flows.server import prefect_environment
+
+    prefect_environment(root / ".prefect")
 
     load_before = os.getloadavg()
     start = time.perf_counter()

@@ -76,8 +76,9 @@ def main() -> None:
     args.results_root = args.results_root or str(REPO / "benchmarks" / "runs" / args.dataset)
 
     # its own Prefect database: a long run beside other users of ./.prefect hits "database is locked"
-    os.environ.setdefault("PREFECT_HOME", str(Path(args.results_root).resolve() / ".prefect"))
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from flows.server import prefect_environment
+
+    prefect_environment(Path(args.results_root).resolve() / ".prefect")
     import pandas as pd
 
     from flows.discovery import DiscoveryParams, discovery_benchmark

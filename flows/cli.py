@@ -55,15 +55,6 @@ def _models() -> dict[str, type]:
             "relax": p.RelaxParams, "score": p.ScoreParams, "evaluate": p.EvaluateParams, "discovery": DiscoveryParams}
 
 
-def _ensure_prefect_home() -> None:
-    """Keep Prefect's database and settings inside the project unless the user chose otherwise."""
-    os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / ".prefect"))
-    # the temporary server's first start (database migrations) can exceed Prefect's 20 s on a busy machine
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    # offline by design: the server's usage heartbeat cannot reach its host and would log an ERROR per run
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
 def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--campaign", default="demo", help="campaign name: results go to <results-root>/<campaign>/")
     parser.add_argument("--results-root", default=None, help="folder holding all campaigns (default: $UNIMAT_RESULTS_ROOT or ./runs)")
@@ -290,9 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, exc, 2)
     except MissingStageOutput as exc:
         return _fail(args, exc, 1)
-    _ensure_prefect_home()
+    from flows.server import command_server, prefect_environment
+
+    prefect_environment(Path.cwd() / ".prefect")  # Prefect's database stays inside the project
     user_api = os.environ.get("PREFECT_API_URL")
-    from flows.server import command_server
 
     with command_server():
         from flows import stages

@@ -26,6 +26,15 @@ import httpx
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
+def prefect_environment(home: str | Path) -> None:
+    """Defaults every `unimat` command and benchmark runs Prefect with (the user's own settings win): the
+    database and settings under `home`, time for a first start's migrations on a busy machine, and no usage
+    heartbeat (offline by design: it cannot reach its host, logs an ERROR per run and races the SQLite writer)."""
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
