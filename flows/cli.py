@@ -38,7 +38,7 @@ STAGE_GROUPS: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {
     "score": (("relax", frozenset()), ("score", frozenset())),
     "evaluate": (("evaluate", frozenset()),),
     "campaign": (("tensorize", frozenset()), ("train", frozenset()), ("generate", frozenset({"model"})),
-                 ("relax", frozenset()), ("score", frozenset()), ("evaluate", frozenset())),
+                 ("relax", frozenset()), ("score", frozenset()), ("evaluate", frozenset()), ("rounds", frozenset())),
     "discover-benchmark": (("relax", frozenset({"device"})), ("discovery", frozenset()),
                            ("generate", frozenset({"model", "compositions", "num_samples", "samples_per_composition",
                                                    "unconditional"}))),
@@ -51,7 +51,8 @@ def _models() -> dict[str, type]:
     from flows import params as p
 
     return {"tensorize": p.TensorizeParams, "train": p.TrainParams, "generate": p.GenerateParams,
-            "relax": p.RelaxParams, "score": p.ScoreParams, "evaluate": p.EvaluateParams, "discovery": DiscoveryParams}
+            "relax": p.RelaxParams, "score": p.ScoreParams, "evaluate": p.EvaluateParams, "discovery": DiscoveryParams,
+            "rounds": p.RoundParams}
 
 
 def _ensure_prefect_home() -> None:
@@ -105,7 +106,7 @@ def _campaign_defaults() -> dict[str, dict]:
 
     demo = CampaignParams(shipped_model=False)
     return {group: getattr(demo, group).model_dump() for group in ("tensorize", "train", "generate", "relax", "score",
-                                                                  "evaluate")}
+                                                                  "evaluate", "rounds")}
 
 
 def add_parameter_options(parser: argparse.ArgumentParser, command: str) -> None:
@@ -138,7 +139,9 @@ HELP = {"fetch": "load a dataset into <campaign>/fetch/structures.parquet",
         "relax": "relax the generated structures (chunked, resumable)",
         "score": "reference hull, formation/decomposition energies, S.U.N. (calculator options = the relax stage's)",
         "evaluate": "benchmark metrics of the generated structures vs the fetched test split",
-        "campaign": "run the discovery campaign (all stages, resuming finished ones)",
+        "campaign": "run the discovery campaign (all stages, resuming finished ones); with --round next, one new "
+                    "round of a campaign run in rounds (new seeds and targets, <campaign>/round-NNNN/, "
+                    "<campaign>/discoveries.parquet)",
         "discover-benchmark": "discovery benchmark: conditional UniMat vs random structure search, same calculator and "
                               "number of relaxations (report, plot, artifacts)"}
 

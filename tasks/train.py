@@ -13,11 +13,13 @@ from unimat_core.tensor_store import training_split
 
 
 @task(name="train-model")
-def train_model(layout: RunLayout, config: dict) -> dict:
-    """`config` holds TrainConfig fields other than dataset/out_dir; returns the TrainSummary as a dict."""
+def train_model(layout: RunLayout, config: dict, dataset: str | None = None, out_dir: str | None = None) -> dict:
+    """`config` holds TrainConfig fields other than dataset/out_dir; returns the TrainSummary as a dict. The data and
+    folder are the campaign's unless given (a round's fine-tune on its finds), and only the campaign's training
+    publishes the loss curve."""
     logger = get_run_logger()
-    dataset = str(layout.require(layout.tensors, made_by="tensorize"))
-    settings = {**config, "dataset": dataset, "out_dir": str(layout.stage_dir("train"))}
+    dataset = dataset or str(layout.require(layout.tensors, made_by="tensorize"))
+    settings = {**config, "dataset": dataset, "out_dir": out_dir or str(layout.stage_dir("train"))}
     settings["split"] = training_split(dataset, settings.get("split"))
     train_config = TrainConfig.from_dict(settings)
     progress = create_progress_artifact(progress=0.0, description=f"training steps of {layout.campaign}")
@@ -29,7 +31,8 @@ def train_model(layout: RunLayout, config: dict) -> dict:
     summary = train(train_config, on_log=on_log)
     update_progress_artifact(progress, progress=100.0)
     logger.info("train: %s", summary.as_dict())
-    publish_loss_curve(layout, summary.as_dict())
+    if out_dir is None:
+        publish_loss_curve(layout, summary.as_dict())
     return summary.as_dict()
 
 
