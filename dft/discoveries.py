@@ -116,8 +116,10 @@ def round_stats(layout: RunLayout, merge: dict, n_generated: int, use_metastable
            "median_e_above_hull": float(converged["e_above_hull"].median()) if len(converged) else float("nan"),
            "sun_rate": new_stable / len(scores) if len(scores) else float("nan")}
     path = layout.round_stats
-    table = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=list(row))
-    table = pd.concat([table[table["round"] != layout.round], pd.DataFrame([row])], ignore_index=True)
+    table = pd.DataFrame([row])
+    if path.exists():
+        earlier = pd.read_parquet(path, columns=list(row))
+        table = pd.concat([earlier[earlier["round"] != layout.round], table], ignore_index=True)
     table = table.astype({"round": "int64"}).sort_values("round")
     table["cumulative_stable"] = table["n_stable"].cumsum()
     table["cumulative_new"] = table["n_new"].cumsum()

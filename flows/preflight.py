@@ -18,7 +18,7 @@ from unimat_core.datasets.source import DatasetSource
 from unimat_core.errors import UserInputError
 from unimat_core.provenance import check_settings, read_record
 from unimat_core.representation import UniMatSpec
-from unimat_core.run_layout import STAGES, RunLayout, dependents
+from unimat_core.run_layout import ROUND_STAGES, STAGES, RunLayout, dependents
 
 
 def check_source(source: DatasetSource) -> None:
@@ -144,12 +144,15 @@ def preflight(command: str, params: dict) -> None:
         _inputs_exist(layout, command, groups)
     if "fetch" in stages:
         check_source(groups["source"])
-    if "generate" in stages:
+    round_targets = command == "campaign" and campaign.rounds.round is not None and campaign.rounds.targets
+    if "generate" in stages and not round_targets:  # a round's own targets replace --compositions (checked at its plan)
         _generate_targets(layout, groups["generate"], groups.get("tensorize") if command == "campaign" else None)
     if command == "score":
         check_score_calculator(layout, groups["relax"])
     if command == "evaluate" and groups["evaluate"].task == "csp":
         return  # CSP writes evaluate/csp-k<k>/ afresh each run: no stage record to agree with
+    if command == "campaign" and campaign.rounds.round is not None:  # a round's own stages are checked as it runs
+        stages = tuple(s for s in stages if s not in ROUND_STAGES)
     _settings(layout, run, stages, groups)
 
 

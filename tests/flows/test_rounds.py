@@ -49,7 +49,7 @@ def test_three_rounds_grow_the_discoveries_and_a_killed_round_resumes(tmp_path, 
     round_1 = _files(base.round_dir(1))
 
     # round 2 in its own process, killed once its samples are written (during relax or score)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PREFECT_HOME": str(tmp_path / "prefect")}  # its own database
     cli = [sys.executable, "-m", "flows.cli", *args, "--round", "next", "--stop-after", "score"]
     proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
@@ -92,3 +92,16 @@ def test_three_rounds_grow_the_discoveries_and_a_killed_round_resumes(tmp_path, 
             assert not any(matcher.fit(structure, other) for other in found[i + 1:] + others), group["id"].iloc[i]
     assert base.discoveries_plot.exists()
     assert (base.round_dir(3) / "plan.json").exists() and not base.campaign_lock.exists()
+
+
+def test_bad_rounds_fail_before_any_work(tmp_path, capsys):
+    root = ["--results-root", str(tmp_path)]
+    assert main(["campaign", *root, "--round", "last"]) == 2
+    assert main(["campaign", *root, "--round", "3"]) == 2
+    assert main(["campaign", *root, "--round", "next", "--explore", "0.8", "--exploit", "0.5"]) == 2
+    assert main(["campaign", *root, "--round", "next", "--round-targets", "Sr-Xx-O"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and "--round: 'last' is not a round" in err[0]
+    assert "rounds up to 0; start the next one with --round next" in err[1]
+    assert "--explore 0.8 + --exploit 0.5 exceed 1" in err[2] and "--round-targets: 'Sr-Xx-O'" in err[3]
+    assert not any(tmp_path.iterdir())
