@@ -14,6 +14,7 @@ import time
 
 import pandas as pd
 import pytest
+from prefect.artifacts import Artifact
 from pymatgen.analysis.structure_matcher import StructureMatcher
 
 from flows.campaign import discovery_campaign
@@ -91,6 +92,9 @@ def test_three_rounds_grow_the_discoveries_and_a_killed_round_resumes(tmp_path, 
         for i, structure in enumerate(found):
             assert not any(matcher.fit(structure, other) for other in found[i + 1:] + others), group["id"].iloc[i]
     assert base.discoveries_plot.exists()
+    summary = Artifact.get("metals-campaign")  # the campaign artifact shows the table and the cumulative plot
+    assert "metals round 3" in summary.data and "data:image/png;base64" in summary.data
+    assert table.sort_values("decomposition_energy")["id"].iloc[0] in summary.data
     assert (base.round_dir(3) / "plan.json").exists() and not base.campaign_lock.exists()
 
 
