@@ -87,8 +87,8 @@ def write_metal_source(folder: Path, n: int = 12) -> tuple[Path, Path]:
 
 def metal_campaign_args(root: Path, csv: Path, hull: Path, *extra: str) -> list[str]:
     """`unimat campaign` options of the EMT metal campaign: a tiny model that samples sensible cells after 200 steps
-    (~15 s), 8 candidates a round, EMT relaxations, the hand-made hull."""
+    (~15 s), 12 candidates a round, EMT relaxations, the hand-made hull."""
     return ["campaign", "--campaign", "metals", "--results-root", str(root), "--source", str(csv), "--crop-grid",
             "--max-steps", "200", "--batch-size", "4", "--learning-rate", "1e-3", "--steps", "20", "--gen-batch-size",
             "8", "--calculator", "emt", "--relax-steps", "100", "--time-limit", "10", "--chunk-size", "4",
-            "--reference", str(hull), "--round-samples", "8", "--round-targets", "Cu-Au,Ni3Al", *extra]
+            "--reference", str(hull), "--round-samples", "12", "--round-targets", "Cu-Au,Ni3Al,Ag3Pd,Au2Cu2", *extra]
