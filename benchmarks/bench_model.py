@@ -72,17 +72,19 @@ def measure_generate(dataset: str, preset: str, sampler: str, steps: int, batch_
     import torch
 
     from unimat_core.model.checkpoint import load_model
+    from unimat_core.model.config import GenerateConfig
     from unimat_core.model.generation import sample_batch
 
     ckpt = RUNS / dataset / f"throughput-train-{preset}{_suffix(grid)}" / "checkpoints"
     loaded = load_model(ckpt, "cpu")
     generator = torch.Generator().manual_seed(0)
-    sample_batch(loaded, [None] * 2, sampler=sampler, steps=2, generator=generator)  # warm-up
+    guidance = GenerateConfig().guidance
+    sample_batch(loaded, [None] * 2, sampler=sampler, steps=2, guidance=guidance, generator=generator)  # warm-up
     start = time.perf_counter()
     done = 0
     while done < num:
         n = min(batch_size, num - done)
-        sample_batch(loaded, [None] * n, sampler=sampler, steps=steps, generator=generator)
+        sample_batch(loaded, [None] * n, sampler=sampler, steps=steps, guidance=guidance, generator=generator)
         done += n
     elapsed = time.perf_counter() - start
     return {"structures_per_s": num / elapsed, "peak_mb": _peak_mb()}

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from unimat_core.errors import UserInputError
 from unimat_core.run_layout import MissingStageOutput
+from unimat_core.settings import exposed_fields
 
 S = argparse.SUPPRESS  # absent options are absent from the namespace: the pydantic default applies
 
@@ -41,7 +42,7 @@ STAGE_GROUPS: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {
                  ("relax", frozenset()), ("score", frozenset()), ("evaluate", frozenset()), ("rounds", frozenset())),
     "discover-benchmark": (("relax", frozenset({"device"})), ("discovery", frozenset()),
                            ("generate", frozenset({"model", "compositions", "num_samples", "samples_per_composition",
-                                                   "unconditional"}))),
+                                                   "unconditional", "cpu_threads"}))),
 }
 ALIASES = {"discover-benchmark": {"--steps": ("--sampling-steps",), "--device": ("--gen-device",)}}  # older names
 
@@ -79,9 +80,15 @@ def _source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", default="", help="comma-separated splits to keep, e.g. val,test (default: all)")
 
 
+def settable_fields(model: type) -> dict:
+    """The fields a parameter model takes by name: its own and the sub-config fields it exposes
+    (unimat_core.settings.nested), each with its one declaration."""
+    return {**model.model_fields, **{name: info for name, (_, info) in exposed_fields(model).items()}}
+
+
 def option_name(model: type, field: str) -> str | None:
     """A parameter field's command-line option: `--<field-name>`, or the one its declaration names."""
-    extra = model.model_fields[field].json_schema_extra or {}
+    extra = settable_fields(model)[field].json_schema_extra or {}
     return extra["option"] if "option" in extra else "--" + field.replace("_", "-")
 
 
@@ -105,8 +112,13 @@ def _campaign_defaults() -> dict[str, dict]:
     from flows.params import CampaignParams
 
     demo = CampaignParams(shipped_model=False)
-    return {group: getattr(demo, group).model_dump() for group in ("tensorize", "train", "generate", "relax", "score",
-                                                                  "evaluate", "rounds")}
+    defaults = {}
+    for group in ("tensorize", "train", "generate", "relax", "score", "evaluate", "rounds"):
+        params = getattr(demo, group)
+        exposed = exposed_fields(type(params))
+        defaults[group] = {**params.model_dump(), **{name: getattr(getattr(params, holder), name)
+                                                     for name, (holder, _) in exposed.items()}}
+    return defaults
 
 
 def add_parameter_options(parser: argparse.ArgumentParser, command: str) -> None:
@@ -115,19 +127,19 @@ def add_parameter_options(parser: argparse.ArgumentParser, command: str) -> None
     models, campaign = _models(), _campaign_defaults()
     targets: dict[str, list[tuple[str, str]]] = {}
     for group, left_out in STAGE_GROUPS[command]:
-        for field in models[group].model_fields:
+        for field in settable_fields(models[group]):
             name = option_name(models[group], field)
             if name and field not in left_out:
                 targets.setdefault(name, []).append((group, field))
     aliases = ALIASES.get(command, {})
     for name, fields in targets.items():
         group, field = fields[0]
-        info = models[group].model_fields[field]
+        info = settable_fields(models[group])[field]
         value = info.get_default(call_default_factory=True)
         default = "" if value in (None, ()) or isinstance(value, bool) else f"default {value!r}"
         demo = campaign.get(group, {}).get(field, value)
         if demo != value and command in ("campaign", group):
-            default += f"; campaign {demo!r}"
+            default = f"{default}; campaign {demo!r}" if default else f"campaign {demo!r}"
         parser.add_argument(name, *aliases.get(name, ()), dest="|".join(f"{g}.{f}" for g, f in fields), default=S,
                             **_argument(info, default, field))
 
@@ -170,7 +182,7 @@ def _groups(args: argparse.Namespace) -> dict[str, dict]:
     for dest, value in vars(args).items():
         for target in dest.split("|") if "." in dest else ():
             group, field = target.split(".")
-            if get_origin(models[group].model_fields[field].annotation) is tuple:
+            if get_origin(settable_fields(models[group])[field].annotation) is tuple:
                 value = tuple(v.strip() for v in value.split(",") if v.strip())
             groups.setdefault(group, {})[field] = value
     if args.command == "campaign":
@@ -185,8 +197,14 @@ def _option(group: str, field: str) -> str:
     if group in ("run", "source"):
         return "--" + field.replace("_", "-")
     models = _models()
-    return (option_name(models[group], field) or field) if group in models and field in models[group].model_fields \
-        else field
+    if group in models and field in settable_fields(models[group]):
+        return option_name(models[group], field) or field
+    return field
+
+
+def _exposed(group: str) -> dict:
+    models = _models()
+    return exposed_fields(models[group]) if group in models else {}
 
 
 def _validated(group: str, make, /, *args, **values):
@@ -196,7 +214,9 @@ def _validated(group: str, make, /, *args, **values):
     except ValidationError as exc:
         mistakes = []
         for error in exc.errors():
-            where = _option(group, str(error["loc"][0])) if error["loc"] else f"--{group}"
+            loc = [str(part) for part in error["loc"]]  # a sub-config's field: its own name is the option
+            where = _option(group, loc[1] if len(loc) > 1 and loc[1] in _exposed(group) else loc[0]) if loc \
+                else f"--{group}"
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] != "value_error":
                 message += f" (got {error['input']!r})"

@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from dft.calculators import CalculatorConfig
 from dft.relax import RelaxConfig
 from unimat_core.datasets.source import DatasetSource
-from unimat_core.model.config import DiffusionConfig, Sampler
+from unimat_core.model.config import CSPConfig, DiffusionConfig, GenerateConfig, TrainConfig
 from unimat_core.run_layout import RunLayout, fingerprint_cache
-from unimat_core.settings import option
+from unimat_core.settings import exposed_fields, option
 
 Stage = Literal["fetch", "tensorize", "train", "generate", "relax", "score", "evaluate"]
 
@@ -85,48 +85,34 @@ class TensorizeParams(StageSettings):
                                    "so one outlier cannot widen the tensor of every crystal", default=64, ge=1)
 
 
-class TrainParams(StageSettings):
-    """Model training; the defaults are the `tiny` preset sized for a short CPU run.
+class TrainParams(StageSettings, TrainConfig):
+    """Model training: the settings are `TrainConfig`'s, declared there once (defaults: the `tiny` preset sized for a
+    short CPU run); a TrainParams *is* the config `unimat_core.model.training.train` reads, once the stage has set
+    its dataset and out_dir.
 
     The budget (max_steps, max_minutes) is not part of what made the model: a rerun with a larger budget
     resumes the same training, and the stages made from the model see the new checkpoint."""
 
-    RUN_ONLY = frozenset({"max_steps", "max_minutes", "device", "cpu_threads", "keep_every"})
-
-    preset: Literal["tiny", "small", "paper"] = Field(default="tiny", description="model size")
-    split: str | None = option("--train-split", "split to train on (default: train, else val)", default=None)
-    batch_size: int = Field(default=64, ge=1, description="training batch size")
-    learning_rate: float = Field(default=1e-3, gt=0, description="Adam learning rate")
-    max_steps: int = Field(default=1500, ge=1, description="training steps")
-    max_minutes: float | None = Field(default=None, gt=0, description="wall-clock budget; stops cleanly with a "
-                                      "checkpoint")
-    lr_decay_steps: int | None = Field(default=None, ge=1, description="cosine decay horizon (default: max_steps); "
-                                       "fix it to extend a run later")
-    augment_translate: bool = Field(default=False, description="random periodic shift of the origin")
-    seed: int = option("--train-seed", "training seed", default=0)
-    device: str = Field(default="auto", description="auto (cuda if available), cuda or cpu")
-    cpu_threads: int = option("--threads", "torch threads on CPU (0 = every core)", default=0, ge=0)
-    keep_every: int | None = Field(default=None, ge=1, description="also keep checkpoints/step-N.pt every N steps")
-    prediction: Literal["eps", "v"] = Field(default="eps", description="denoiser target")
-    slot_loss: Literal["balanced", "slots"] = Field(
-        default="balanced", description="balanced suits composition-conditioned campaigns; slots (UniMat's plain "
-                                        "loss) suits unconditional sampling, see benchmarks/RESULTS.md")
-    periodic_loss: bool = Field(default=False, description="atom targets taken at the periodic image nearest the "
-                                "model's estimate (off: it did not help on perov_5, see benchmarks/RESULTS.md)")
-    init_from: str | None = Field(default=None, description="fine-tune from a checkpoint path or a shipped model, "
-                                  "e.g. pretrained:perov_5 (its model size and diffusion settings are kept)")
+    RUN_ONLY = frozenset({"max_steps", "max_minutes", "device", "cpu_threads", "keep_every", "dataset", "out_dir",
+                          "checkpoint_every", "log_every"})
+    # options since these fields became TrainConfig's own declarations: earlier records hold none of them
+    RECORDED_IF_SET = frozenset({"model", "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "augment",
+                                 "composition_prior"})
 
     @field_validator("init_from")
     @classmethod
     def _init_from(cls, value: str | None) -> str | None:
         return None if value is None else _checkpoint_reference(value)
 
-    def core_config(self) -> dict:
-        """TrainConfig fields as `TrainConfig.from_dict` reads them (the stage adds dataset/out_dir)."""
-        data = self.model_dump(exclude={"prediction", "slot_loss", "periodic_loss"})
-        data["diffusion"] = DiffusionConfig(prediction=self.prediction, slot_loss=self.slot_loss,
-                                            periodic_loss=self.periodic_loss).as_dict()
-        return data
+    def settings(self) -> dict:
+        """As records have always kept them: the exposed diffusion settings by name, the rest only if changed."""
+        data = super().settings()
+        diffusion = data.pop("diffusion")
+        for name in exposed_fields(TrainConfig):
+            data[name] = diffusion.pop(name)
+        default = DiffusionConfig().as_dict()
+        changed = {name: value for name, value in diffusion.items() if value != default[name]}
+        return {**data, **({"diffusion": changed} if changed else {})}
 
 
 def _checkpoint_reference(value: str) -> str:
@@ -142,29 +128,14 @@ def _checkpoint_reference(value: str) -> str:
     return str(path.resolve())
 
 
-class GenerateParams(StageSettings):
-    """Sampling: N unconditional structures, or K per composition."""
+class GenerateParams(StageSettings, GenerateConfig):
+    """Sampling, N unconditional structures or K per composition: the settings are `GenerateConfig`'s, declared
+    there once; `model` picks another checkpoint than the campaign's trained model, which the stage sets."""
 
-    RUN_ONLY = frozenset({"device"})
+    RUN_ONLY = frozenset({"device", "cpu_threads", "checkpoint", "out_dir"})
 
-    num_samples: int = Field(default=200, ge=1, description="unconditional samples; in a campaign it replaces the "
-                             "demo's target compositions")
-    compositions: tuple[str, ...] = Field(default=(), description="comma-separated cell formulas, e.g. "
-                                          "SrTiO3,Ba2Ti2O6 (conditional sampling)")
-    samples_per_composition: int = Field(default=4, ge=1, description="samples of each target composition")
-    batch_size: int = option("--gen-batch-size", "samples per generation task", default=100, ge=1)
-    sampler: Sampler = Field(default="ddim", description="ddim, ddpm, or dpm++2m: DPM-Solver++, as good in ~10-20 steps "
-                             "as DDIM in 50")
-    steps: int = Field(default=50, ge=1, description="sampling steps (DDPM: 1000 for the exact sampler)")
-    guidance: float = Field(default=1.0, ge=0, description="classifier-free guidance weight")
-    seed: int = Field(default=0, description="sampling seed")
-    use_ema: bool = option("--no-ema", "sample with the EMA weights", default=True)
-    device: str = Field(default="auto", description="auto, cuda or cpu")
     model: str | None = Field(default=None, description="checkpoint path or shipped model, e.g. pretrained:perov_5 "
                               "(default: the campaign's trained model)")
-    unconditional: Literal["composition-first", "joint"] = Field(
-        default="composition-first", description="unconditional samples: a composition from the model's learned "
-                                                 "prior, then the structure (default), or both at once")
 
     @field_validator("model")
     @classmethod
@@ -186,10 +157,10 @@ class GenerateParams(StageSettings):
                 raise ValueError(f"{formula!r}: {', '.join(unknown)} is not an element")
         return value
 
-    def core_config(self, checkpoint: str, out_dir: str) -> dict:
-        """GenerateConfig fields; `checkpoint` is the campaign's model unless `model` names another."""
-        return {**self.model_dump(exclude={"model"}), "compositions": list(self.compositions),
-                "checkpoint": self.model or checkpoint, "out_dir": out_dir}
+    def for_run(self, checkpoint: str, out_dir: str) -> GenerateParams:
+        """This config with the model to sample (the campaign's trained model unless `model` names another) and the
+        folder of its parts set."""
+        return self.model_copy(update={"checkpoint": self.model or checkpoint, "out_dir": out_dir})
 
 
 class RelaxParams(StageSettings, RelaxConfig):
@@ -298,9 +269,10 @@ class EvaluateParams(StageSettings):
         default="generation", description="generation: CDVAE metrics of the generated samples; csp: crystal "
                                           "structure prediction with the trained model, k samples of each reference "
                                           "crystal's composition (writes evaluate/csp-k<k>/)")
-    k: int = Field(default=1, ge=1, description="csp: samples per reference crystal (DiffCSP reports 1 and 20)")
-    csp_targets: int | None = Field(default=None, ge=1, description="csp: seeded subset of reference crystals")
-    steps: int = option("--csp-steps", "csp: DDIM steps", default=50, ge=1)
+    # the CSP settings are CSPConfig's declarations, reused (not copied)
+    k: int = CSPConfig.model_fields["k"]
+    csp_targets: int | None = CSPConfig.model_fields["n_targets"]
+    steps: int = CSPConfig.model_fields["steps"]
 
     @field_validator("dataset")
     @classmethod
@@ -319,10 +291,10 @@ class EvaluateParams(StageSettings):
         config["cache_dir"] = self.cache_dir or str(fingerprint_cache(Path(results_root).resolve()))
         return {k: v for k, v in config.items() if v is not None}
 
-    def csp_config(self) -> dict:
-        """Fields of unimat_core.metrics.csp.CSPConfig."""
-        return {"k": self.k, "n_targets": self.csp_targets, "seed": self.seed, "steps": self.steps,
-                "n_workers": self.n_workers}
+    def csp_config(self) -> CSPConfig:
+        """The config `unimat_core.metrics.csp.evaluate_csp` reads."""
+        return CSPConfig(k=self.k, n_targets=self.csp_targets, seed=self.seed, steps=self.steps,
+                         n_workers=self.n_workers)
 
 
 class RoundParams(StageSettings):

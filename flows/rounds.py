@@ -75,10 +75,11 @@ def _finetune(run: RunParams, layout: RunLayout, params: CampaignParams) -> dict
         return {"skipped": "no finds", "model": base}
     settings = {"steps": rounds.finetune_steps, "learning_rate": rounds.finetune_lr, "cutoff": rounds.finetune_cutoff}
     begin_stage(run, FINETUNE, settings, {"base": checkpoint_identity(base)[0], "finds": str(data["n_rows"])})
-    config = {**params.train.core_config(), "init_from": base, "max_steps": rounds.finetune_steps, "max_minutes": None,
-              "learning_rate": rounds.finetune_lr, "lr_decay_steps": None, "split": "train",
-              "batch_size": min(params.train.batch_size, data["n_rows"]), "composition_prior": False,
-              "warmup_steps": 0, "checkpoint_every": rounds.finetune_steps, "log_every": max(1, rounds.finetune_steps // 5)}
+    config = params.train.model_copy(update={
+        "init_from": base, "max_steps": rounds.finetune_steps, "max_minutes": None, "learning_rate": rounds.finetune_lr,
+        "lr_decay_steps": None, "split": "train", "batch_size": min(params.train.batch_size, data["n_rows"]),
+        "composition_prior": False, "warmup_steps": 1, "checkpoint_every": rounds.finetune_steps,
+        "log_every": max(1, rounds.finetune_steps // 5)})
     summary = train_model(layout, config, dataset=data["dataset"], out_dir=str(layout.stage_dir(FINETUNE)))
     update_about(layout, FINETUNE, step=summary["step"], n_finds=data["n_finds"])
     return {**summary, "n_finds": data["n_finds"], "model": str(layout.finetune_checkpoint), "base": base}

@@ -2,7 +2,7 @@
 
 Chunked stages (generate, relax, the score stage's reference relaxations) fan out with `.map()` on the
 flow's task runner: threads by default, `relax_flow.with_options(task_runner=DaskTaskRunner(...))` on
-a Dask cluster. Mapped tasks only get paths, ids and config dicts.
+a Dask cluster. Mapped tasks only get paths, ids and the stage's typed config.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def train_flow(run: RunParams = RunParams(), train: TrainParams = TrainParams())
     layout = run.layout()
     layout.require(layout.tensors, made_by="tensorize")
     begin_stage(run, "train", train.settings(), upstream(layout, "tensorize"))
-    summary = train_model(layout, train.core_config())
+    summary = train_model(layout, train)
     update_about(layout, "train", step=summary["step"], stopped_by=summary["stopped_by"])
     return summary
 
@@ -84,13 +84,13 @@ def generate_flow(run: RunParams = RunParams(), generate: GenerateParams = Gener
     checkpoint = generate.model or layout.require(layout.train_checkpoint, made_by="train")
     model, step = checkpoint_identity(resolve(checkpoint))
     begin_stage(run, "generate", generate.settings(), {"checkpoint": model}, about={"checkpoint_step": step})
-    config = generate.core_config(str(checkpoint), str(layout.generated))
+    config = generate.for_run(str(checkpoint), str(layout.generated))
     batches = plan_generation(config)
     progress = start_progress(run.campaign, len(batches))
     futures = generate_batch.map(unmapped(config), list(range(len(batches))), batches, unmapped(progress),
                                  unmapped(len(batches)))
     parts = [f.result() for f in futures]
-    return {"out_dir": config["out_dir"], "n_parts": len(parts), "n_generated": sum(p["n"] for p in parts),
+    return {"out_dir": config.out_dir, "n_parts": len(parts), "n_generated": sum(p["n"] for p in parts),
             "n_valid": sum(p["n_valid"] for p in parts), "n_reused_parts": sum(p["skipped"] for p in parts)}
 
 

@@ -24,16 +24,18 @@ from tasks.artifacts import artifact_key, file_links, inline_image, table_record
 
 @task(name="discovery-targets")
 def prepare_targets_task(folder: str, settings: dict, known: str, compositions: list[str], n_compositions: int,
-                         seed: int, unseen_only: bool) -> dict:
-    summary = prepare_targets(Path(folder), settings, known, compositions, n_compositions, seed, unseen_only)
+                         seed: int, unseen_only: bool, reference: str = "known") -> dict:
+    summary = prepare_targets(Path(folder), settings, known, compositions, n_compositions, seed, unseen_only,
+                              reference)
     get_run_logger().info("%d targets, %d known structures (%s)", len(summary["compositions"]), summary["n_known"],
                           "reused" if summary["reused"] else "new")
     return summary
 
 
 @task(name="discovery-unimat-candidates", retries=1)
-def unimat_candidates_task(checkpoint: str, compositions: list[str], k: int, generation: dict, folder: str) -> dict:
-    summary = unimat_candidates(checkpoint, compositions, k, generation, Path(folder) / "unimat")
+def unimat_candidates_task(checkpoint: str, compositions: list[str], k: int, generation: dict, folder: str,
+                           oversample: int = 1) -> dict:
+    summary = unimat_candidates(checkpoint, compositions, k, generation, Path(folder) / "unimat", oversample)
     get_run_logger().info("unimat: %d candidates, %d decoded, %.1f s sampling", summary["n"], summary["n_valid"],
                           summary["seconds"])
     return summary
@@ -48,8 +50,8 @@ def random_candidates_task(compositions: list[str], k: int, seed: int, config: R
 
 
 @task(name="discovery-plan-relax")
-def plan_relaxation_task(folder: str, chunk_size: int) -> list[dict]:
-    chunks = plan_relaxation(Path(folder), chunk_size)
+def plan_relaxation_task(folder: str, chunk_size: int, sets: tuple[str, ...]) -> list[dict]:
+    chunks = plan_relaxation(Path(folder), chunk_size, sets)
     get_run_logger().info("relax plan: %d chunks, %d structures", len(chunks), sum(len(c["ids"]) for c in chunks))
     return chunks
 
@@ -65,13 +67,15 @@ def relax_chunk_task(chunk: dict, calculator: CalculatorConfig, relax: RelaxConf
 
 
 @task(name="discovery-report")
-def report_task(folder: str, campaign: str, budget: int, tolerance: float, converged_only: bool) -> dict:
+def report_task(folder: str, campaign: str, budget: int, tolerance: float, converged_only: bool,
+                reference: str = "known") -> dict:
     """Score, write report.md / convergence.png / tables, publish markdown and table artifacts."""
     path = Path(folder)
-    scored = score(path, budget, tolerance, converged_only)
+    scored = score(path, budget, tolerance, converged_only, reference)
     png = path / "convergence.png"
     files = {name: path / name for name in ("report.md", "convergence.png", "results.parquet",
-                                            "per_composition.parquet", "curves.parquet", "summary.parquet")}
+                                            "per_composition.parquet", "curves.parquet", "summary.parquet",
+                                            "lowest.parquet", "paper_metrics.json")}
     create_markdown_artifact(
         key=artifact_key(campaign, "discovery-report"),
         markdown=(scored["markdown"] + f"\n## Convergence plot\n\n[convergence.png]({png.resolve().as_uri()}) "
@@ -84,4 +88,4 @@ def report_task(folder: str, campaign: str, budget: int, tolerance: float, conve
     return {"folder": folder, "report": str(files["report.md"]), "plot": str(png),
             "table": str(files["per_composition.parquet"]), "n_scored": len(scored["reference"]),
             "unscored": scored["unscored"], "summary": table_records(summary),
-            "head_to_head": summary.attrs.get("head_to_head")}
+            "head_to_head": summary.attrs.get("head_to_head"), "paper": scored["paper"]}

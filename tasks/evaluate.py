@@ -63,15 +63,14 @@ def evaluate_generated(generated_dir: str, reference_path: str, known: list[tupl
 
 
 @task(name="evaluate-csp")
-def evaluate_csp_task(checkpoint: str, reference_path: str, reference_split: str | None, config: dict, out_dir: str,
+def evaluate_csp_task(checkpoint: str, reference_path: str, reference_split: str | None, config: CSPConfig, out_dir: str,
                       dataset: str | None = None) -> dict:
     """CSP match rate / RMSE of the model on the reference split: sample, match, write parquet + markdown."""
     logger = get_run_logger()
-    csp_config = CSPConfig(**config)
     reference = _table(reference_path, reference_split)
     loaded = load_model(checkpoint, pick_device("auto"))
-    logger.info("csp: k=%d on %s of %d reference crystals", csp_config.k, csp_config.n_targets or "all", len(reference))
-    per_target, summary = evaluate_csp(loaded, reference, csp_config)
+    logger.info("csp: k=%d on %s of %d reference crystals", config.k, config.n_targets or "all", len(reference))
+    per_target, summary = evaluate_csp(loaded, reference, config)
     paths = write_csp(per_target, summary, out_dir, dataset)
     create_markdown_artifact(key=_artifact_key(out_dir), markdown=csp_markdown(summary, dataset),
                              description="crystal structure prediction")

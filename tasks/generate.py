@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
-
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -12,7 +10,8 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from unimat_core.model.checkpoint import LoadedModel, load_model
 from unimat_core.model.device import pick_device
-from unimat_core.model.generation import GenerateConfig, generate_part, part_path, plan_batches
+from unimat_core.model.config import GenerateConfig
+from unimat_core.model.generation import generate_part, part_path, plan_batches
 from unimat_core.model.pretrained import resolve
 from unimat_core.parts import set_aside_if_damaged
 
@@ -20,23 +19,21 @@ _MODELS: dict[tuple[str, float, bool], LoadedModel] = {}
 _LOCK = threading.Lock()
 
 
-def cached_model(checkpoint: str, use_ema: bool, device: str) -> LoadedModel:
+def cached_model(config: GenerateConfig) -> LoadedModel:
     """One loaded model per worker process and checkpoint version (tasks of one flow share it)."""
-    path = resolve(checkpoint)  # a path, or a shipped model's file for pretrained:<name>
+    path = resolve(config.checkpoint)  # a path, or a shipped model's file for pretrained:<name>
     path = path / "last.pt" if path.is_dir() else path
-    key = (str(path), path.stat().st_mtime, use_ema)
+    key = (str(path), path.stat().st_mtime, config.use_ema)
     with _LOCK:
         if key not in _MODELS:
-            _MODELS[key] = load_model(path, pick_device(device), use_ema=use_ema)
+            _MODELS[key] = load_model(path, pick_device(config.device, config.cpu_threads), use_ema=config.use_ema)
         return _MODELS[key]
 
 
 @task(name="plan-generation")
-def plan_generation(config: dict) -> list[list[str | None]]:
+def plan_generation(config: GenerateConfig) -> list[list[str | None]]:
     """Targets per batch (small: formulas or None); validates compositions before any sampling."""
-    generate_config = GenerateConfig.from_dict(config)
-    loaded = cached_model(generate_config.checkpoint, generate_config.use_ema, generate_config.device)
-    return plan_batches(generate_config, loaded.spec)
+    return plan_batches(config, cached_model(config).spec)
 
 
 @task(name="generation-progress")
@@ -46,17 +43,15 @@ def start_progress(campaign: str, n_batches: int) -> str:
 
 
 @task(name="generate-batch", retries=1)
-def generate_batch(config: dict, batch: int, targets: list[str | None], progress_id: str | None = None,
+def generate_batch(config: GenerateConfig, batch: int, targets: list[str | None], progress_id: str | None = None,
                    n_batches: int | None = None) -> dict:
-    generate_config = GenerateConfig.from_dict(config)
-    damaged = set_aside_if_damaged(part_path(generate_config.out_dir, batch))
+    damaged = set_aside_if_damaged(part_path(config.out_dir, batch))
     if damaged:  # its seed is fixed by (seed, batch): sampling it again gives the part it should have been
         get_run_logger().warning("%s; sampling batch %d again", damaged, batch)
-    loaded = cached_model(generate_config.checkpoint, generate_config.use_ema, generate_config.device)
-    part = generate_part(generate_config, batch, targets, loaded)
+    part = generate_part(config, batch, targets, cached_model(config))
     get_run_logger().info("batch %d: %d structures, %d decoded (%s)", batch, part["n"], part["n_valid"],
                           "reused" if part["skipped"] else "new")
     if progress_id and n_batches:  # parts on disk / planned: right whatever order the batches finish in
-        done = sum(part_path(generate_config.out_dir, b).exists() for b in range(n_batches))
+        done = sum(part_path(config.out_dir, b).exists() for b in range(n_batches))
         update_progress_artifact(UUID(progress_id), progress=100.0 * done / n_batches)
     return part

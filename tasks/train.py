@@ -7,21 +7,21 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 
 from tasks.artifacts import artifact_key, file_links, inline_image, loss_curve_png
 
-from unimat_core.model.training import TrainConfig, train
+from unimat_core.model.config import TrainConfig
+from unimat_core.model.training import train
 from unimat_core.run_layout import RunLayout
 from unimat_core.tensor_store import training_split
 
 
 @task(name="train-model")
-def train_model(layout: RunLayout, config: dict, dataset: str | None = None, out_dir: str | None = None) -> dict:
-    """`config` holds TrainConfig fields other than dataset/out_dir; returns the TrainSummary as a dict. The data and
-    folder are the campaign's unless given (a round's fine-tune on its finds), and only the campaign's training
-    publishes the loss curve."""
+def train_model(layout: RunLayout, config: TrainConfig, dataset: str | None = None, out_dir: str | None = None) -> dict:
+    """Train on the campaign's tensors into its train folder (the split: the given one, else train, else val), or on
+    `dataset` into `out_dir` (a round's fine-tune on its finds, which publishes no loss curve); returns the
+    TrainSummary as a dict."""
     logger = get_run_logger()
     dataset = dataset or str(layout.require(layout.tensors, made_by="tensorize"))
-    settings = {**config, "dataset": dataset, "out_dir": out_dir or str(layout.stage_dir("train"))}
-    settings["split"] = training_split(dataset, settings.get("split"))
-    train_config = TrainConfig.from_dict(settings)
+    train_config = config.model_copy(update={"dataset": dataset, "out_dir": out_dir or str(layout.stage_dir("train")),
+                                             "split": training_split(dataset, config.split)})
     progress = create_progress_artifact(progress=0.0, description=f"training steps of {layout.campaign}")
 
     def on_log(row: dict) -> None:

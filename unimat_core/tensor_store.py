@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Structure
 
+from unimat_core.atomic import atomic_path
 from unimat_core.representation import UniMatSpec, encode
 from unimat_core.structure_table import read_structure_text, read_structures
 
@@ -144,43 +144,38 @@ def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec |
         if max_atoms_per_element is None:
             ordered_ids = [i for i, s in zip(frame["id"].astype(str), structures) if s.is_ordered]
             warnings = [w for w in [outlier_warning(ordered, ordered_ids, spec.max_atoms_per_element)] if w]
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "shards").mkdir(parents=True)
+    with atomic_path(out_dir) as tmp:  # a killed run leaves the old dataset (or none), never half of one
+        (tmp / "shards").mkdir(parents=True)
+        ids = frame["id"].astype(str).tolist()
+        manifest_parts, rejected_parts, n_shards = [], [unreadable] if len(unreadable) else [], 0
+        for start in range(0, len(structures), shard_size):
+            stop = min(start + shard_size, len(structures))
+            batch = encode(structures[start:stop], spec, ids=ids[start:stop], on_error="ignore")
+            sub = frame.iloc[start:stop]
+            if batch.failures:
+                rows = [f.index for f in batch.failures]
+                rejected_parts.append(pd.DataFrame({"id": [f.structure_id for f in batch.failures],
+                                                    "split": sub["split"].iloc[rows].tolist(),
+                                                    "reason": [f.reason for f in batch.failures]}))
+            if not len(batch):
+                continue
+            np.save(tmp / "shards" / f"coords-{n_shards:05d}.npy", batch.coords)
+            np.save(tmp / "shards" / f"lattice-{n_shards:05d}.npy", batch.lattice)
+            kept = sub.set_index("id").loc[batch.ids]
+            manifest_parts.append(pd.DataFrame({
+                "id": batch.ids, "split": kept["split"].to_numpy(), "reduced_formula": kept["reduced_formula"].to_numpy(),
+                "n_sites": kept["n_sites"].to_numpy(np.int32), "shard": np.int32(n_shards),
+                "row": np.arange(len(batch), dtype=np.int32),
+            }))
+            n_shards += 1
 
-    ids = frame["id"].astype(str).tolist()
-    manifest_parts, rejected_parts, n_shards = [], [unreadable] if len(unreadable) else [], 0
-    for start in range(0, len(structures), shard_size):
-        stop = min(start + shard_size, len(structures))
-        batch = encode(structures[start:stop], spec, ids=ids[start:stop], on_error="ignore")
-        sub = frame.iloc[start:stop]
-        if batch.failures:
-            rows = [f.index for f in batch.failures]
-            rejected_parts.append(pd.DataFrame({"id": [f.structure_id for f in batch.failures],
-                                                "split": sub["split"].iloc[rows].tolist(),
-                                                "reason": [f.reason for f in batch.failures]}))
-        if not len(batch):
-            continue
-        np.save(tmp / "shards" / f"coords-{n_shards:05d}.npy", batch.coords)
-        np.save(tmp / "shards" / f"lattice-{n_shards:05d}.npy", batch.lattice)
-        kept = sub.set_index("id").loc[batch.ids]
-        manifest_parts.append(pd.DataFrame({
-            "id": batch.ids, "split": kept["split"].to_numpy(), "reduced_formula": kept["reduced_formula"].to_numpy(),
-            "n_sites": kept["n_sites"].to_numpy(np.int32), "shard": np.int32(n_shards),
-            "row": np.arange(len(batch), dtype=np.int32),
-        }))
-        n_shards += 1
-
-    manifest = pd.concat(manifest_parts, ignore_index=True) if manifest_parts else pd.DataFrame(
-        {"id": [], "split": [], "reduced_formula": [], "n_sites": np.zeros(0, np.int32), "shard": np.zeros(0, np.int32), "row": np.zeros(0, np.int32)})
-    rejected = pd.concat(rejected_parts, ignore_index=True) if rejected_parts else pd.DataFrame({"id": [], "split": [], "reason": []}, dtype=str)
-    manifest.to_parquet(tmp / MANIFEST, index=False)
-    rejected.to_parquet(tmp / REJECTED, index=False)
-    (tmp / SPEC).write_text(json.dumps({"spec": spec.as_dict(), "input_hash": input_hash, "fit": fit,
-                                        "warnings": warnings}, indent=1))
-
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.replace(out_dir)
+        manifest = pd.concat(manifest_parts, ignore_index=True) if manifest_parts else pd.DataFrame(
+            {"id": [], "split": [], "reduced_formula": [], "n_sites": np.zeros(0, np.int32), "shard": np.zeros(0, np.int32), "row": np.zeros(0, np.int32)})
+        rejected = pd.concat(rejected_parts, ignore_index=True) if rejected_parts else pd.DataFrame({"id": [], "split": [], "reason": []}, dtype=str)
+        manifest.to_parquet(tmp / MANIFEST, index=False)
+        rejected.to_parquet(tmp / REJECTED, index=False)
+        (tmp / SPEC).write_text(json.dumps({"spec": spec.as_dict(), "input_hash": input_hash, "fit": fit,
+                                            "warnings": warnings}, indent=1))
     return TensorizeSummary(str(out_dir), len(manifest), len(rejected), n_shards, spec.max_atoms_per_element, input_hash,
                             warnings=warnings)
 

@@ -16,14 +16,15 @@ import math
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from pydantic import ConfigDict
 from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.core.periodic_table import Element
 
 from unimat_core.lattice_encoding import reduced_volume_squared
+from unimat_core.settings import Config
 from unimat_core.structure_table import CORE_COLUMNS, describe, structure_to_json
 
 
@@ -31,8 +32,9 @@ class RandomStructureError(RuntimeError):
     """No structure satisfying the distance rule was found within the attempt budget."""
 
 
-@dataclass(frozen=True)
-class RandomStructureConfig:
+class RandomStructureConfig(Config):
+    model_config = ConfigDict(frozen=True)
+
     packing_fraction: float = 0.45
     volume_jitter: float = 0.2            # volume factor drawn from [1 - j, 1 + j]
     min_distance_factor: float = 0.7      # d_ij >= factor * (r_i + r_j)
@@ -41,18 +43,6 @@ class RandomStructureConfig:
     min_shape_factor: float = 0.5         # V / (abc) lower bound: rejects flat cells
     attempts_per_atom: int = 200
     max_restarts: int = 200
-
-    def as_dict(self) -> dict:
-        data = asdict(self)
-        data["angle_range"] = list(self.angle_range)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> RandomStructureConfig:
-        data = dict(data)
-        if "angle_range" in data:
-            data["angle_range"] = tuple(data["angle_range"])
-        return cls(**data)
 
 
 def _radius(element: Element) -> float:

@@ -1,4 +1,5 @@
-"""Discovery benchmark helpers without Prefect: target drawing from the bundled perov_5 data, relaxation planning."""
+"""Discovery benchmark helpers without Prefect: target drawing from the bundled perov_5 and carbon_24 data, reference
+phases, relaxation planning."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import pandas as pd
 import pytest
 from pymatgen.core import Composition
 
-from dft.discovery_benchmark import plan_relaxation, select_targets
+from dft.discovery_benchmark import plan_relaxation, relaxation_sets, select_targets
+from dft.discovery_benchmark.benchmark import pick_candidates, usable_sample
+from dft.discovery_benchmark.reference_phases import reference_table
 from unimat_core.datasets.bundled import bundled_csv_paths
 from dft.discovery_benchmark.random_search import random_candidates
-from unimat_core.structure_table import records_to_frame, structure_from_json, write_structures
+from unimat_core.structure_table import records_to_frame, structure_from_json, structure_to_json, write_structures
 
 
 def test_drawn_targets_are_unseen_perov5_test_compositions_with_their_known_structures():
@@ -61,3 +64,64 @@ def test_relaxation_plan_skips_finished_ids_and_numbers_new_chunks_after_old_one
     assert [c["out_dir"].rsplit("/", 1)[1] for c in replan] == ["chunk-00002", "chunk-00003"]
     with pytest.raises(ValueError, match="chunk_size"):
         plan_relaxation(tmp_path, chunk_size=0)
+
+
+def test_carbon_24_targets_are_cells_whose_known_structures_share_that_cell():
+    targets, known = select_targets("carbon_24", (), 3, seed=0, unseen_only=False, by_cell=True)
+    assert len(set(targets)) == 3 and all(Composition(t).reduced_formula == "C" for t in targets)
+    for target in targets:
+        rows = known[known["target_formula"] == target]
+        n = int(Composition(target).num_atoms)
+        assert 6 <= n <= 24 and len(rows) >= 1 and (rows["n_sites"] == n).all() and (rows["split"] == "test").all()
+    explicit, known = select_targets("carbon_24", ("C24",), 1, seed=0, unseen_only=False, by_cell=True)
+    assert explicit == ["C24"] and len(known) == 10  # the test split holds 10 cells of 24 carbon atoms
+    with pytest.raises(ValueError, match=r"no known structure for \['C7'\] in carbon_24 with that cell"):
+        select_targets("carbon_24", ("C6", "C7"), 2, seed=0, unseen_only=False, by_cell=True)
+    # every carbon_24 cell formula is also in the val split the model was trained on
+    with pytest.raises(ValueError, match="has 0 to draw from .*--include-seen"):
+        select_targets("carbon_24", (), 3, seed=0, unseen_only=True, by_cell=True)
+
+
+def test_reference_phases_of_carbon_are_diamond_and_graphite():
+    table = reference_table(["C6", "C12"])
+    assert table["id"].tolist() == ["reference-C-diamond", "reference-C-graphite"]
+    assert table["n_sites"].tolist() == [2, 4] and (table["element"] == "C").all()
+    diamond = structure_from_json(table["structure"][0])
+    assert diamond.volume / len(diamond) == pytest.approx(3.567**3 / 8)
+    assert sorted(reference_table(["Cu4"])["phase"]) == ["bcc", "diamond", "fcc", "hcp", "sc"]
+    with pytest.raises(ValueError, match="target Cu3Au1 has 2 elements: reference 'elemental' needs one-element"):
+        reference_table(["C6", "Cu3Au1"])
+
+
+def test_elemental_benchmark_relaxes_reference_phases_instead_of_known_structures(tmp_path, nacl):
+    known = records_to_frame([nacl], ["known-nacl"], source="hand")
+    known["target_formula"] = "Na2Cl2"
+    write_structures(known, tmp_path / "known" / "structures.parquet")
+    write_structures(reference_table(["C6"]), tmp_path / "reference" / "structures.parquet")
+    write_structures(random_candidates(["C6"], 2, seed=0), tmp_path / "random" / "candidates.parquet")
+    write_structures(random_candidates(["C6"], 1, seed=0, id_prefix="unimat"), tmp_path / "unimat" / "candidates.parquet")
+    plan = plan_relaxation(tmp_path, chunk_size=5, sets=relaxation_sets("elemental"))
+    assert {c["set"]: c["ids"] for c in plan} == {"reference": ["reference-C-diamond", "reference-C-graphite"],
+                                                  "unimat": ["unimat-C6-000"], "random": ["random-C6-000", "random-C6-001"]}
+    assert relaxation_sets("known") == ("known", "unimat", "random")
+
+
+def test_unimat_proposals_are_the_first_k_usable_samples_in_sampling_order(nacl):
+    good = {"valid": True, "reason": "", "formula": "Na2 Cl2", "target_formula": "Na2Cl2",
+            "structure": structure_to_json(nacl)}
+    squeezed = nacl.copy()
+    squeezed.translate_sites([0], squeezed[1].coords - squeezed[0].coords + 0.1, frac_coords=False)
+    samples = [{**good, "valid": False, "reason": "degenerate lattice", "structure": None},
+               {**good, "tag": 1},
+               {**good, "structure": structure_to_json(squeezed)},
+               {**good, "formula": "Na1 Cl2"},
+               {**good, "tag": 4},
+               {**good, "tag": 5}]
+    picked = pick_candidates(samples, 2)
+    assert [r["order"] for r in picked] == [1, 4] and all(r["usable"] for r in picked)
+    reasons = [usable_sample(s)[1] for s in samples[:4]]
+    assert reasons[0] == "degenerate lattice" and reasons[1] == ""
+    assert reasons[2].startswith("structurally invalid: atoms 0.17") and "not the target" in reasons[3]
+    # fewer usable samples than K: topped up with failed trials, still in sampling order
+    topped = pick_candidates(samples[:4], 3)
+    assert [(r["order"], r["usable"]) for r in topped] == [(0, False), (1, True), (2, False)]

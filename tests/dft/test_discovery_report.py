@@ -5,7 +5,10 @@ import pytest
 from dft.discovery_benchmark.report import (
     best_after_k,
     convergence_plot,
+    lowest_per_composition,
     markdown_report,
+    paper_markdown,
+    paper_metrics,
     relaxations_to_reach,
     summarise,
 )
@@ -90,3 +93,53 @@ def test_plot_survives_a_method_with_no_energy_yet():
     curves = best_after_k(toy_results(), REFERENCE, ks=(1, 2))
     curves["above_reference"] = np.nan
     assert convergence_plot(curves)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paper_metrics_by_hand():
+    """toy_results: lowest SrTiO3 unimat -7.995 / random -7.991 (difference 0.004: reduced); lowest BaZrO3
+    unimat -8.995 / random -8.95 (0.045: reduced). Then a third composition where random goes lower and a fourth
+    where only random converged, with unconverged relaxations marked."""
+    results = toy_results()
+    results["converged"] = results["energy_per_atom"].notna()
+    extra = []
+    for method, values, converged in (("unimat", [-5.00, -5.10], [True, True]), ("random", [-5.30, -5.2], [True, True]),
+                                      ("unimat", [np.nan, np.nan], [False, False]),
+                                      ("random", [-4.0, np.nan], [True, False])):
+        composition = "MgO" if len(extra) < 4 else "NaCl"
+        for trial, (energy, ok) in enumerate(zip(values, converged)):
+            extra.append({"method": method, "composition": composition, "trial": trial, "energy_per_atom": energy,
+                          "matches_known": False, "seconds": 1.0, "converged": ok})
+    results = pd.concat([results, pd.DataFrame(extra)], ignore_index=True)
+    reference = {**REFERENCE, "MgO": -5.2, "NaCl": -4.1}
+    lowest = lowest_per_composition(results, reference).set_index("composition")
+    assert lowest.loc["SrTiO3", "lowest_unimat"] == pytest.approx(-7.995)
+    assert lowest.loc["SrTiO3", "difference"] == pytest.approx(0.004)
+    assert lowest.loc["BaZrO3", "above_reference_random"] == pytest.approx(0.05)
+    assert lowest.loc["MgO", "difference"] == pytest.approx(-0.2)
+    assert np.isnan(lowest.loc["NaCl", "lowest_unimat"]) and not lowest.loc["NaCl", "converged_unimat"]
+    assert lowest.loc["NaCl", "converged_random"]
+
+    metrics = paper_metrics(lowest.reset_index())
+    assert metrics["compositions"] == 4 and metrics["compared"] == 3
+    assert metrics["convergence_rate"] == {"unimat": pytest.approx(0.75), "random": pytest.approx(1.0)}
+    assert (metrics["reduced"], metrics["ties"], metrics["increased"]) == (2, 0, 1)
+    assert metrics["reduction_rate"] == pytest.approx(2 / 3)
+    assert metrics["mean_difference"] == pytest.approx((0.004 + 0.045 - 0.2) / 3)
+    assert metrics["median_difference"] == pytest.approx(0.004)
+    assert metrics["only_random"] == 1 and metrics["only_unimat"] == 0
+
+    # a difference within the tie tolerance is a tie, not a reduction
+    strict = paper_metrics(lowest.reset_index(), tie=0.005)
+    assert (strict["reduced"], strict["ties"], strict["increased"]) == (1, 1, 1)
+    text = paper_markdown(metrics, lowest.reset_index())
+    assert "| reduction rate (2 of 3; ties 0, higher 1) | 0.67 | 0.80 |" in text
+    assert "| convergence rate unimat | 0.75 | UniMat 0.81 |" in text and "| convergence rate random | 1.00 | AIRSS 0.55 |" in text
+    assert "one method only: unimat 0, random 1 compositions" in text
+
+
+def test_paper_metrics_without_converged_column_count_energies_and_name_a_missing_method():
+    lowest = lowest_per_composition(toy_results())
+    assert lowest["converged_unimat"].all() and "above_reference_unimat" not in lowest
+    assert paper_metrics(lowest)["convergence_rate"]["random"] == 1.0
+    with pytest.raises(ValueError, match="no rows of method 'airss'"):
+        lowest_per_composition(toy_results(), baseline="airss")

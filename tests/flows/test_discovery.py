@@ -129,6 +129,7 @@ def test_discovery_benchmark_toy_run_is_consistent_and_resumes(toy_run):
 
     report = (folder / "report.md").read_text()
     assert "Cu3Au1" in report and "Lowest energy found after k relaxations" in report
+    assert_paper_metrics_agree(folder, results, result)
     markdown = Artifact.get("toy-discovery-report")
     assert markdown is not None and "convergence.png" in markdown.data
     table = Artifact.get("toy-discovery-per-composition")
@@ -148,6 +149,70 @@ def test_discovery_benchmark_toy_run_is_consistent_and_resumes(toy_run):
     rescored = pd.read_parquet(folder / "results.parquet")
     assert (rescored["energy_per_atom"].notna() == (results["energy_per_atom"].notna() & results["converged"])).all()
     assert set(strict["reference"]) <= set(direct)
+
+
+def assert_paper_metrics_agree(folder, results: pd.DataFrame, result: dict) -> None:
+    """The paper's numbers in paper_metrics.json / lowest.parquet / report.md, recomputed here from results.parquet."""
+    paper = json.loads((folder / "paper_metrics.json").read_text())
+    assert paper == {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in result["paper"].items()}
+    lowest = pd.read_parquet(folder / "lowest.parquet").set_index("composition")
+    by = results.groupby(["composition", "method"])
+    for (composition, method), group in by:
+        assert lowest.loc[composition, f"converged_{method}"] == group["converged"].any()
+        expected = group["energy_per_atom"].min()
+        assert (np.isnan(expected) and np.isnan(lowest.loc[composition, f"lowest_{method}"])) or \
+            lowest.loc[composition, f"lowest_{method}"] == pytest.approx(expected)
+    for method in ("unimat", "random"):
+        rate = results[results["method"] == method].groupby("composition")["converged"].any().mean()
+        assert paper["convergence_rate"][method] == pytest.approx(rate)
+    both = lowest.dropna(subset=["lowest_unimat", "lowest_random"])
+    difference = both["lowest_random"] - both["lowest_unimat"]
+    assert paper["compared"] == len(both) and paper["reduced"] == int((difference > 0.001).sum())
+    if len(both):
+        assert paper["reduction_rate"] == pytest.approx((difference > 0.001).mean())
+        assert paper["mean_difference"] == pytest.approx(difference.mean())
+    assert "## Paper metrics (UniMat vs AIRSS protocol)" in (folder / "report.md").read_text()
+
+
+def copper(n: int) -> Structure:
+    """Hand-built Cu cells as the "known" structures of the elemental toy: hcp (2 atoms), fcc x 3 (3 atoms)."""
+    if n == 2:
+        return Structure(Lattice.hexagonal(2.55, 4.16), ["Cu"] * 2, [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
+    fcc = Structure(Lattice.cubic(3.61), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    primitive = fcc.get_primitive_structure()
+    primitive.make_supercell([n, 1, 1])
+    return primitive
+
+
+@pytest.mark.slow
+def test_elemental_reference_toy_run(toy):
+    """Reference "elemental" (the carbon_24 mode) with EMT on copper: targets are cells, the reference is Cu's best
+    relaxed prototype (as relaxing the prototypes directly gives), known cells are matched as stored, not relaxed."""
+    from dft.discovery_benchmark.reference_phases import reference_phases
+
+    root, checkpoint, _ = toy
+    known = records_to_frame([copper(2), copper(3)], ["cu-hcp", "cu-fcc3"], split="test", source="hand")
+    known_path = write_structures(known, root / "known-cu.parquet")
+    run = RunParams(campaign="toy-elemental", results_root=str(root / "runs"))
+    discovery = DiscoveryParams(checkpoint=checkpoint, compositions=("Cu2", "Cu3"), known=str(known_path),
+                                relaxations_per_composition=K, reference="elemental", converged_only=False)
+    result = discovery_benchmark(run, discovery, EMT, SAMPLING)
+    folder = run.layout().campaign_dir / "discovery"
+    assert result["targets"]["compositions"] == ["Cu2", "Cu3"] and result["n_scored"] == 2
+    assert set(result["relaxed_now"]) == {"reference", "unimat", "random"} and result["relaxed_now"]["reference"] == 5
+    assert not (folder / "relaxed" / "known").exists()  # known cells are matched as stored
+
+    relax = EMT.relax_config()
+    best = min(relax_structure(s, CalculatorConfig("emt"), relax).energy_per_atom for s in reference_phases("Cu").values())
+    per_composition = pd.read_parquet(folder / "per_composition.parquet")
+    assert per_composition["known_energy_per_atom"].to_numpy() == pytest.approx(best, abs=1e-6)
+    results = pd.read_parquet(folder / "results.parquet")
+    assert len(results) == 2 * 2 * K and set(results["composition"]) == {"Cu2", "Cu3"}
+    curves = pd.read_parquet(folder / "curves.parquet")
+    assert sorted(curves["k"].unique()) == [1, 2, 3]
+    report = (folder / "report.md").read_text()
+    assert "## Reference phases" in report and "best known phase of the element" in report
+    assert_paper_metrics_agree(folder, results, result)
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):

@@ -60,7 +60,7 @@ def test_bad_values_are_rejected(tmp_path):
 
 def test_train_params_reach_the_diffusion_config():
     def config(params: TrainParams) -> TrainConfig:
-        return TrainConfig.from_dict({**params.core_config(), "dataset": "d", "out_dir": "o"})
+        return TrainConfig.from_dict({**params.as_dict(), "dataset": "d", "out_dir": "o"})
 
     assert config(TrainParams()).diffusion == DiffusionConfig()
     unconditional = config(TrainParams(prediction="v", slot_loss="slots", max_minutes=3))

@@ -8,14 +8,13 @@ folder and renamed, so a killed run leaves no half-written cache entry.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from unimat_core.atomic import atomic_path
 from unimat_core.metrics.analysis import Analysis
 
 CACHE_VERSION = "1"
@@ -59,14 +58,10 @@ def load(cache_dir: str | Path, key: str) -> Analysis | None:
 
 def save(cache_dir: str | Path, key: str, analysis: Analysis) -> Path:
     folder = entry_dir(cache_dir, key)
-    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.tmp")
-    tmp.mkdir(parents=True)
-    analysis.frame.to_parquet(tmp / "frame.parquet", index=False)
-    np.save(tmp / "struct_fp.npy", analysis.struct_fp)
-    np.save(tmp / "comp_fp.npy", analysis.comp_fp)
-    (tmp / "key.txt").write_text(key + "\n")
-    try:
-        tmp.rename(folder)
-    except OSError:  # another run wrote the same entry first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_path(folder, keep_existing=True) as tmp:  # another run wrote the same entry first: keep theirs
+        tmp.mkdir()
+        analysis.frame.to_parquet(tmp / "frame.parquet", index=False)
+        np.save(tmp / "struct_fp.npy", analysis.struct_fp)
+        np.save(tmp / "comp_fp.npy", analysis.comp_fp)
+        (tmp / "key.txt").write_text(key + "\n")
     return folder

@@ -10,35 +10,15 @@ matched crystals. A sample that failed to decode is a miss, never an error.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
+from unimat_core import atomic
 from unimat_core.metrics.parallel import WorkerPool, as_pool
+from unimat_core.model.config import CSPConfig
 
 CSP_MATCHER = {"stol": 0.5, "ltol": 0.3, "angle_tol": 10.0}
-
-
-@dataclass(frozen=True)
-class CSPConfig:
-    k: int = 1                  # samples per reference crystal
-    n_targets: int | None = None  # seeded subset of the reference crystals (None = all)
-    seed: int = 0
-    sampler: str = "ddim"       # ddim | ddpm | dpm++2m (unimat_core.model.generation.Sampler)
-    steps: int = 50             # sampler steps (model calls)
-    guidance: float = 1.0
-    batch_size: int = 256
-    n_workers: int = 1          # processes for StructureMatcher
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, not {self.k}")
-        if self.n_targets is not None and self.n_targets < 1:
-            raise ValueError(f"n_targets must be >= 1, not {self.n_targets}")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def choose_targets(reference: pd.DataFrame, n_targets: int | None, seed: int) -> pd.DataFrame:
@@ -150,11 +130,8 @@ def write_csp(per_target: pd.DataFrame, summary: dict, out_dir, dataset: str | N
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"per_target": out / "per_target.parquet", "summary": out / "summary.json", "markdown": out / "summary.md"}
-    writers = {"per_target": lambda p: per_target.to_parquet(p, index=False),
-               "summary": lambda p: p.write_text(json.dumps(summary, indent=1)),
-               "markdown": lambda p: p.write_text(markdown(summary, dataset) + "\n")}
-    for key, path in paths.items():
-        tmp = path.with_name(f".{path.name}.tmp")
-        writers[key](tmp)
-        tmp.replace(path)
+    with atomic.atomic_path(paths["per_target"]) as tmp:
+        per_target.to_parquet(tmp, index=False)
+    atomic.write_text(paths["summary"], json.dumps(summary, indent=1))
+    atomic.write_text(paths["markdown"], markdown(summary, dataset) + "\n")
     return {key: str(path) for key, path in paths.items()}

@@ -24,6 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from unimat_core import atomic
+from unimat_core.atomic import atomic_path
 from unimat_core.metrics import cache
 from unimat_core.metrics.analysis import Analysis, analyse_structures, check_structures
 from unimat_core.metrics.cdvae_constants import COV_CUTOFFS, DEFAULT_DATASET
@@ -138,17 +140,41 @@ class MetricsResult:
         if self.reason_counts:
             lines += ["", "| why invalid | rows |", "|---|---|"]
             lines += [f"| {reason} | {count} |" for reason, count in self.reason_counts.items()]
+            lines += ["", "Rows are counted by kind of reason; each row's own reason, with its numbers, is the "
+                          "`reason` column of per_structure.parquet."]
         return "\n".join(lines) + "\n"
 
 
-def _reason_kind(reason: str) -> str:
-    """A reason without its numbers and formulas, to count rows by kind."""
+# What an invalid row's reason says, without the numbers of that row, so rows can be counted by kind: (pattern of
+# one reason, its label). The row's own reason, numbers included, stays in per_structure.parquet (`reason`).
+REASON_KINDS: tuple[tuple[str, str], ...] = (
+    (r"atoms \S+ A apart \(< (\S+) A\)", r"atoms closer than \1 A"),
+    (r"cell volume \S+ A\^3 (?:<|below) ([^\s;]+)", r"cell volume below \1 A^3"),
+    (r"\S+ fails SMACT", "fails SMACT charge neutrality/electronegativity"),
+    (r"(degenerate (?:or non-finite )?lattice parameters)", r"\1"),
+    (r"element\(s\) .* not on the periodic-table grid", "element(s) not on the periodic-table grid"),
+    (r"\d+ \S+ atoms exceed the (\d+) slots", r"more atoms of one element than its \1 slots (L)"),
+    (r"raise max_atoms_per_element", ""),  # the advice that follows the reason above: no kind of its own
+    (r"(unreadable structure|CrystalNN failed|fingerprint failed|no SMACT data)", r"\1"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of an invalid row's reason, readable and without the row's numbers (see REASON_KINDS); a reason of
+    no known kind keeps its words up to its first number."""
     kinds = []
     for part in reason.split("; "):
-        part = re.sub(r"^\S+ fails SMACT", "fails SMACT", part)
-        part = re.sub(r"(?<![A-Za-z])[-+]?\d[\d.e+-]*", "#", part)
-        kinds.append(part.split(": ")[0] if part.startswith(("unreadable", "CrystalNN failed", "fingerprint failed",
-                                                              "no SMACT data")) else part)
+        origin = "generation: " if part.startswith("generation: ") else ""
+        part = part.removeprefix(origin)
+        for pattern, label in REASON_KINDS:
+            match = re.match(pattern, part)
+            if match:
+                part = match.expand(label)
+                break
+        else:
+            part = re.split(r"\s[-+\[(]?\d", part)[0]
+        if part:
+            kinds.append(origin + part)
     return "; ".join(kinds)
 
 
@@ -293,14 +319,8 @@ def _evaluate(generated: pd.DataFrame, reference: pd.DataFrame, known: pd.DataFr
         "reference_cached": float(reference_cached),
         **timings,
     }
-    kinds = Counter(_reason_kind(r) for r, ok in zip(frame["reason"], valid) if not ok and isinstance(r, str))
+    kinds = Counter(reason_kind(r) for r, ok in zip(frame["reason"], valid) if not ok and isinstance(r, str))
     return MetricsResult(per_structure, summary, config, dict(kinds.most_common(12)))
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
 
 
 def write_metrics(result: MetricsResult, out_dir: str | Path) -> dict:
@@ -309,12 +329,13 @@ def write_metrics(result: MetricsResult, out_dir: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"per_structure": out / "per_structure.parquet", "summary": out / "summary.parquet",
              "markdown": out / "summary.md", "config": out / "config.json"}
-    _atomic_write(paths["per_structure"], lambda p: result.per_structure.to_parquet(p, index=False))
-    summary = pa.Table.from_pylist([result.summary])  # NaN stays NaN (pandas would turn it into null)
-    _atomic_write(paths["summary"], lambda p: pq.write_table(summary, p))
-    _atomic_write(paths["markdown"], lambda p: p.write_text(result.markdown()))
+    with atomic_path(paths["per_structure"]) as tmp:
+        result.per_structure.to_parquet(tmp, index=False)
+    with atomic_path(paths["summary"]) as tmp:
+        pq.write_table(pa.Table.from_pylist([result.summary]), tmp)  # NaN stays NaN (pandas would make it null)
+    atomic.write_text(paths["markdown"], result.markdown())
     config = {"config": result.config.as_dict(), "reason_counts": result.reason_counts}
-    _atomic_write(paths["config"], lambda p: p.write_text(json.dumps(config, indent=2)))
+    atomic.write_text(paths["config"], json.dumps(config, indent=2))
     return {key: str(path) for key, path in paths.items()}
 
 

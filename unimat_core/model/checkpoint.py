@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from unimat_core import __version__
+from unimat_core.atomic import atomic_path
 from unimat_core.model.composition_prior import CompositionPrior, PriorConfig
 from unimat_core.model.config import DenoiserConfig, DiffusionConfig
 from unimat_core.model.denoiser import UniMatDenoiser
@@ -24,10 +25,8 @@ CHECKPOINT_NAME = "last.pt"
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({**state, "version": __version__}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save({**state, "version": __version__}, tmp)
     return path
 
 
@@ -65,7 +64,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", use_ema: bo
     diffusion = GaussianDiffusion(DiffusionConfig.from_dict(state["diffusion_config"]), spec.null_value).to(device)
     prior = None
     if "composition_prior" in state:
-        prior = CompositionPrior(spec, PriorConfig(**state["composition_prior"]["config"]))
+        prior = CompositionPrior(spec, PriorConfig.from_dict(state["composition_prior"]["config"]))
         prior.load_state_dict(state["composition_prior"]["state"])
         prior.to(device).eval()
     return LoadedModel(model, diffusion, spec, int(state["step"]), prior)

@@ -16,20 +16,21 @@ represent.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import torch
+from pydantic import ConfigDict
 from torch import nn
 from torch.nn import functional as F
 
 from unimat_core.representation import UniMatSpec
+from unimat_core.settings import Config
 
 END = 0  # token ids: 0 = end, 1 + cell * L + (count - 1) = `count` atoms of the element in grid cell `cell`
 
 
-@dataclass(frozen=True)
-class PriorConfig:
+class PriorConfig(Config):
+    model_config = ConfigDict(frozen=True)
+
     embed: int = 64
     hidden: int = 128
     dropout: float = 0.1
@@ -39,9 +40,6 @@ class PriorConfig:
     weight_decay: float = 1e-4
     val_fraction: float = 0.1  # held out for early stopping (keeps the prior from memorising the training list)
     seed: int = 0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class CompositionPrior(nn.Module):

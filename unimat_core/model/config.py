@@ -1,4 +1,6 @@
-"""Typed configuration of the UniMat denoiser, with named presets.
+"""Typed configuration of the UniMat model stages, each setting declared once: the denoiser (with named
+presets), the diffusion, training, generation and crystal structure prediction (CSP). Plain pydantic (no torch), so the command line reads them
+without loading the model code.
 
 `tiny` trains to something useful on 2 CPU cores within 30 minutes on perov_5; `small` is for
 a workstation; `paper` approaches the published model size and wants a GPU.
@@ -6,17 +8,21 @@ a workstation; `paper` approaches the published model size and wants a GPU.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
 from typing import Literal, get_args
+
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from unimat_core.settings import Config, nested, option
 
 # How a sampler steps from noise to data: DDIM (deterministic), ancestral DDPM, or DPM-Solver++(2M).
 Sampler = Literal["ddim", "ddpm", "dpm++2m"]
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
 
-@dataclass(frozen=True)
-class DenoiserConfig:
+class DenoiserConfig(Config):
     """Width and depth of the denoiser; the tensor shape comes from the UniMatSpec, not from here."""
+
+    model_config = ConfigDict(frozen=True)
 
     width: int = 64
     channel_mults: tuple[int, ...] = (1,)
@@ -27,22 +33,13 @@ class DenoiserConfig:
     grid_attention: bool = True
     dropout: float = 0.0
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _shape(self) -> DenoiserConfig:
         if self.width % self.heads:
             raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
         if not self.channel_mults or self.blocks_per_level < 1:
             raise ValueError("need at least one level and one block per level")
-
-    def as_dict(self) -> dict:
-        data = asdict(self)
-        data["channel_mults"] = list(self.channel_mults)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DenoiserConfig:
-        data = dict(data)
-        data["channel_mults"] = tuple(data.get("channel_mults", (1,)))
-        return cls(**data)
+        return self
 
 
 PRESETS: dict[str, DenoiserConfig] = {
@@ -54,13 +51,15 @@ PRESETS: dict[str, DenoiserConfig] = {
 Prediction = Literal["eps", "v"]
 
 
-@dataclass(frozen=True)
-class DiffusionConfig:
-    """Noise schedule and training target."""
+class DiffusionConfig(Config):
+    """Noise schedule and training target. Checkpoints from before a field existed get its default, the
+    setting they were trained with (e.g. `slot_loss`)."""
+
+    model_config = ConfigDict(frozen=True)
 
     timesteps: int = 1000
     schedule: Literal["cosine", "linear"] = "cosine"
-    prediction: Prediction = "eps"
+    prediction: Prediction = Field(default="eps", description="denoiser target")
     lattice_loss_weight: float = 1.0
     atom_loss_weight: float = 1.0
     # "balanced": atom and empty slots averaged separately and added, so the ~1-2 % atom slots weigh as much
@@ -68,21 +67,118 @@ class DiffusionConfig:
     # slots itself). "slots": one mean over every slot (UniMat's plain DDPM loss): the empty slots carry
     # most of the weight and the model learns early where atoms are NOT, which unconditional sampling needs
     # (a balanced tiny model scattered ~100 atoms over a perovskite cell; see benchmarks/RESULTS.md).
-    slot_loss: Literal["balanced", "slots"] = "balanced"
+    slot_loss: Literal["balanced", "slots"] = Field(
+        default="balanced", description="balanced suits composition-conditioned campaigns; slots (UniMat's plain "
+                                        "loss) suits unconditional sampling, see benchmarks/RESULTS.md")
     cond_drop_prob: float = 0.1
     # True: an atom's coordinate target is the periodic image of its true position nearest the model's own
     # estimate (0.99 and 0.01 are one place), so an atom on the cell face does not get two distant targets.
-    periodic_loss: bool = False
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DiffusionConfig:
-        return cls(**data)  # checkpoints from before `slot_loss` get its default, the loss they were trained with
+    periodic_loss: bool = Field(default=False, description="atom targets taken at the periodic image nearest the "
+                                "model's estimate (off: it did not help on perov_5, see benchmarks/RESULTS.md)")
 
 
 def preset(name: str, **overrides) -> DenoiserConfig:
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; presets: {sorted(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+    return DenoiserConfig.model_validate({**PRESETS[name].model_dump(), **overrides})
+
+
+class TrainConfig(Config):
+    """Every training setting, declared once: the `unimat train` options (flows.params.TrainParams is this config
+    plus the stage's record rules) and what `train` reads. `dataset`/`out_dir` are set by the caller (the train
+    stage: the campaign's tensors and train folder)."""
+
+    dataset: str = option(None, "tensorized dataset folder", default="")
+    out_dir: str = option(None, "training folder (checkpoints, metrics.csv, config.json)", default="")
+    preset: Literal["tiny", "small", "paper"] = Field(default="tiny", description="model size")
+    model: DenoiserConfig | None = option(None, "model size given field by field (overrides preset)", default=None)
+    diffusion: DiffusionConfig = nested(DiffusionConfig, "prediction", "slot_loss", "periodic_loss")
+    split: str | None = option("--train-split", "split to train on (default: train, else val)", default=None)
+    batch_size: int = Field(default=64, ge=1, description="training batch size")
+    learning_rate: float = Field(default=1e-3, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(default=100, ge=1, description="linear learning-rate warm-up steps")
+    lr_decay_steps: int | None = Field(default=None, ge=1, description="cosine decay horizon (default: max_steps); "
+                                       "fix it to extend a run later")
+    grad_clip: float = Field(default=1.0, gt=0, description="gradient norm clip")
+    ema_decay: float = Field(default=0.999, ge=0, le=1, description="EMA decay of the sampling weights")
+    max_steps: int = Field(default=1500, ge=1, description="training steps")
+    max_minutes: float | None = Field(default=None, gt=0, description="wall-clock budget; stops cleanly with a "
+                                      "checkpoint")
+    checkpoint_every: int = Field(default=100, ge=1, description="steps between checkpoints")
+    keep_every: int | None = Field(default=None, ge=1, description="also keep checkpoints/step-N.pt every N steps "
+                                   "(a learning curve reads them)")
+    log_every: int = Field(default=10, ge=1, description="steps between metrics.csv rows")
+    augment: bool = option("--no-augment", "random slot permutation (atoms of one element are interchangeable)",
+                           default=True)
+    augment_translate: bool = Field(default=False, description="random periodic shift of the origin (off: it "
+                                    "slowed learning on perov_5, see benchmarks/RESULTS.md)")
+    seed: int = option("--train-seed", "training seed", default=0)
+    device: str = Field(default="auto", description="auto (cuda if available), cuda or cpu")
+    cpu_threads: int = option("--threads", "torch threads on CPU (0 = every core; lower it when the machine is "
+                              "shared)", default=0, ge=0)
+    composition_prior: bool = option("--no-composition-prior", "also fit the learned composition prior (seconds) "
+                                     "that unconditional sampling uses", default=True)
+    init_from: str | None = Field(default=None, description="fine-tune from a checkpoint path or a shipped model, "
+                                  "e.g. pretrained:perov_5 (its model size and diffusion settings are kept)")
+
+    def denoiser_config(self) -> DenoiserConfig:
+        return self.model or preset(self.preset)
+
+    def resolved(self) -> dict:
+        """As config.json and checkpoints keep it: the model size actually trained named, preset or not."""
+        return {**self.as_dict(), "model": self.denoiser_config().as_dict()}
+
+
+# How unconditional samples are drawn: "composition-first" samples a composition from the checkpoint's learned
+# prior, then the structure conditionally (empty slots pinned); "joint" lets the denoiser decide the slots too.
+Unconditional = Literal["composition-first", "joint"]
+
+
+class GenerateConfig(Config):
+    """Every sampling setting, declared once: the `unimat generate` options (flows.params.GenerateParams is this
+    config plus the stage's checks) and what `generate` reads. `checkpoint`/`out_dir` are set by the caller."""
+
+    checkpoint: str = option(None, "model checkpoint (a file, a training folder or pretrained:<name>)", default="")
+    out_dir: str = option(None, "folder of the part files", default="")
+    num_samples: int = Field(default=200, ge=1, description="unconditional samples; in a campaign it replaces the "
+                             "demo's target compositions")
+    compositions: tuple[str, ...] = Field(default=(), description="comma-separated cell formulas, e.g. "
+                                          "SrTiO3,Ba2Ti2O6 (conditional sampling)")
+    samples_per_composition: int = Field(default=4, ge=1, description="samples of each target composition")
+    batch_size: int = option("--gen-batch-size", "samples per generation task", default=100, ge=1)
+    sampler: Sampler = Field(default="dpm++2m", description="dpm++2m (DPM-Solver++: 10 steps match DDIM-50, see "
+                             "benchmarks/RESULTS.md 'Sampler'), ddim, or ddpm")
+    steps: int = Field(default=10, ge=1, description="sampling steps (DDIM: 50; DDPM: 1000 for the exact sampler)")
+    guidance: float = Field(default=1.0, ge=0, description="classifier-free guidance weight")
+    seed: int = Field(default=0, description="sampling seed")
+    use_ema: bool = option("--no-ema", "sample with the EMA weights", default=True)
+    device: str = Field(default="auto", description="auto, cuda or cpu")
+    cpu_threads: int = option("--threads", "torch threads on CPU (0 = every core; lower it when the machine is "
+                              "shared)", default=0, ge=0)
+    unconditional: Unconditional = Field(
+        default="composition-first", description="unconditional samples: a composition from the model's learned "
+        "prior, then the structure (default), or both at once (joint; checkpoints without a prior fall back to it)")
+
+
+class CSPConfig(Config):
+    """Crystal structure prediction: k samples per reference crystal's composition; the options of
+    `unimat evaluate --task csp` are these declarations (flows.params.EvaluateParams reuses them)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    k: int = Field(default=1, ge=1, description="csp: samples per reference crystal (DiffCSP reports 1 and 20)")
+    n_targets: int | None = option("--csp-targets", "csp: seeded subset of reference crystals", default=None, ge=1)
+    seed: int = 0
+    sampler: Sampler = "dpm++2m"
+    steps: int = option("--csp-steps", "csp: sampler steps", default=10, ge=1)
+    guidance: float = 1.0
+    batch_size: int = 256
+    n_workers: int = 1  # processes for StructureMatcher
+
+    @field_validator("k", "n_targets", mode="before")
+    @classmethod
+    def _at_least_one(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"{info.field_name} must be >= 1, not {value}")
+        return value

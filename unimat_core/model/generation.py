@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -22,8 +21,9 @@ import pyarrow.parquet as pq
 import torch
 from pymatgen.core import Composition
 
+from unimat_core import atomic
 from unimat_core.model.checkpoint import LoadedModel, load_model
-from unimat_core.model.config import Sampler
+from unimat_core.model.config import GenerateConfig, Sampler
 from unimat_core.model.device import autocast, pick_device
 from unimat_core.model.diffusion import Condition, Pinned
 from unimat_core.representation import UniMatSpec, decode
@@ -31,43 +31,11 @@ from unimat_core.structure_table import CORE_COLUMNS, describe, structure_from_j
 
 log = logging.getLogger(__name__)
 
-# How unconditional samples are drawn: "composition-first" samples a composition from the checkpoint's learned
-# prior, then the structure conditionally (empty slots pinned); "joint" lets the denoiser decide the slots too.
-Unconditional = Literal["composition-first", "joint"]
 GENERATED_EXTRA = ("valid", "reason", "target_formula", "batch")
 
 
 class CompositionError(ValueError):
     """A requested composition the model cannot represent."""
-
-
-@dataclass
-class GenerateConfig:
-    checkpoint: str
-    out_dir: str
-    num_samples: int = 100
-    compositions: tuple[str, ...] = ()
-    samples_per_composition: int = 1
-    batch_size: int = 256
-    sampler: Sampler = "ddim"
-    steps: int = 50
-    guidance: float = 1.0
-    seed: int = 0
-    use_ema: bool = True
-    device: str = "auto"
-    cpu_threads: int = 0  # 0 = every core; lower it when the machine is shared
-    unconditional: Unconditional = "composition-first"  # falls back to "joint" for checkpoints without a prior
-
-    def as_dict(self) -> dict:
-        data = asdict(self)
-        data["compositions"] = list(self.compositions)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> GenerateConfig:
-        data = dict(data)
-        data["compositions"] = tuple(data.get("compositions", ()))
-        return cls(**data)
 
 
 @dataclass
@@ -126,10 +94,11 @@ def _condition(targets: Sequence[str | None], spec: UniMatSpec, device: torch.de
     return Condition(grid, flag), Pinned(null_mask=null_mask, atom_mask=atom_mask, rows=rows, null_value=spec.null_value)
 
 
-def sample_batch(loaded: LoadedModel, targets: Sequence[str | None], *, sampler: Sampler = "ddim", steps: int = 50,
-                 guidance: float = 1.0, generator: torch.Generator | None = None,
+def sample_batch(loaded: LoadedModel, targets: Sequence[str | None], *, sampler: Sampler, steps: int, guidance: float,
+                 generator: torch.Generator | None = None,
                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw samples (coords [B, L, H, W, 3], lattice [B, 6]) for a list of targets."""
+    """Raw samples (coords [B, L, H, W, 3], lattice [B, 6]) for a list of targets; the sampling settings come from
+    the caller's config (GenerateConfig, CSPConfig), which holds their defaults."""
     spec = loaded.spec
     device = next(loaded.model.parameters()).device
     cond, pinned = _condition(targets, spec, device)
@@ -173,9 +142,8 @@ def _rows(decoded, ids: list[str], targets: Sequence[str | None], batch: int, so
 
 
 def _write_part(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
-    tmp.replace(path)
+    with atomic.atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, compression="zstd")
 
 
 def plan_batches(config: GenerateConfig, spec: UniMatSpec) -> list[list[str | None]]:
@@ -215,6 +183,8 @@ def generate_part(config: GenerateConfig, batch: int, targets: Sequence[str | No
 def generate(config: GenerateConfig, loaded: LoadedModel | None = None,
              on_batch: Callable[[int, int, int], None] | None = None) -> GenerateSummary:
     """Generate `num_samples` (or K per composition), writing one parquet part per batch."""
+    if not config.checkpoint or not config.out_dir:
+        raise ValueError("GenerateConfig needs its checkpoint and out_dir")
     device = pick_device(config.device, config.cpu_threads)
     loaded = loaded or load_model(config.checkpoint, device, use_ema=config.use_ema)
     batches = plan_batches(config, loaded.spec)

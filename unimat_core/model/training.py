@@ -17,16 +17,17 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from unimat_core import atomic
 from unimat_core.augment import permute_slots, translate
 from unimat_core.model.checkpoint import CHECKPOINT_NAME, build_model, load_checkpoint, save_checkpoint
 from unimat_core.model.composition_prior import PriorConfig, fit_prior
-from unimat_core.model.config import DenoiserConfig, DiffusionConfig, preset
+from unimat_core.model.config import DenoiserConfig, DiffusionConfig, TrainConfig
 from unimat_core.model.device import autocast, pick_device
 from unimat_core.model.diffusion import Condition, GaussianDiffusion
 from unimat_core.model.ema import EMA
@@ -35,51 +36,6 @@ from unimat_core.tensor_store import TensorDataset
 
 log = logging.getLogger(__name__)
 METRIC_FIELDS = ("step", "epoch", "loss", "loss_atoms", "loss_empty", "loss_lattice", "samples_per_s", "elapsed_s", "lr")
-
-
-@dataclass
-class TrainConfig:
-    dataset: str
-    out_dir: str
-    preset: str = "tiny"
-    model: DenoiserConfig | None = None
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    split: str | None = None
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 100
-    lr_decay_steps: int | None = None  # cosine decay horizon; None = max_steps (fix it to extend a run later)
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    max_steps: int = 2000
-    max_minutes: float | None = None
-    checkpoint_every: int = 100
-    keep_every: int | None = None  # also keep checkpoints/step-NNNNNNN.pt every N steps (a learning curve reads them)
-    log_every: int = 10
-    augment: bool = True          # random slot permutation (atoms of one element are interchangeable)
-    augment_translate: bool = True  # random periodic shift of the origin
-    seed: int = 0
-    device: str = "auto"
-    cpu_threads: int = 0  # 0 = every core; lower it when the machine is shared
-    composition_prior: bool = True  # also fit the learned composition prior (seconds) that unconditional sampling uses
-    init_from: str | None = None  # fine-tune: a checkpoint or `pretrained:<name>` whose weights (and shape) start the run
-
-    def model_config(self) -> DenoiserConfig:
-        return self.model or preset(self.preset)
-
-    def as_dict(self) -> dict:
-        data = asdict(self)
-        data["model"] = self.model_config().as_dict()
-        data["diffusion"] = self.diffusion.as_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        data = dict(data)
-        data["model"] = DenoiserConfig.from_dict(data["model"]) if data.get("model") else None
-        data["diffusion"] = DiffusionConfig.from_dict(data["diffusion"]) if data.get("diffusion") else DiffusionConfig()
-        return cls(**data)
 
 
 @dataclass
@@ -133,6 +89,8 @@ def _fit_prior_state(data: TensorDataset, spec, config: TrainConfig) -> dict:
 
 def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> TrainSummary:
     """Train (or resume) until `max_steps` or `max_minutes`, whichever comes first."""
+    if not config.dataset or not config.out_dir:
+        raise ValueError("TrainConfig needs its dataset and out_dir folders")
     out = Path(config.out_dir)
     ckpt_path = out / "checkpoints" / CHECKPOINT_NAME
     device = pick_device(config.device, config.cpu_threads)
@@ -149,7 +107,7 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
     if state is None and config.init_from:
         init = load_init(config.init_from, spec, config.dataset, device)
     base = state if state is not None and config.init_from else init  # fine-tuning: the shipped model's shape
-    model_config = DenoiserConfig.from_dict(base["model_config"]) if base else config.model_config()
+    model_config = DenoiserConfig.from_dict(base["model_config"]) if base else config.denoiser_config()
     diffusion_config = DiffusionConfig.from_dict(base["diffusion_config"]) if base else config.diffusion
     model = build_model(model_config, spec).to(device)
     diffusion = GaussianDiffusion(diffusion_config, spec.null_value).to(device)
@@ -171,7 +129,7 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
         log.info("resuming from step %d (epoch %d, batch %d)", step, epoch, batch_in_epoch)
     else:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.as_dict(), indent=1))
+        atomic.write_text(out / "config.json", json.dumps(config.resolved(), indent=1))
         ema_offset = 0
         if init is not None:  # fine-tune: start from the shipped weights (EMA too), a fresh optimizer and step 0
             model.load_state_dict(init["model"])
@@ -185,7 +143,7 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
             "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
             "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "best_loss": best_loss, "ema_offset": ema_offset,
             "spec": spec.as_dict(), "model_config": model_config.as_dict(),
-            "diffusion_config": diffusion_config.as_dict(), "train_config": config.as_dict(),
+            "diffusion_config": diffusion_config.as_dict(), "train_config": config.resolved(),
             **({"composition_prior": prior_state} if prior_state else {}),
         })
 

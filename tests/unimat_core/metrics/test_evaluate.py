@@ -10,6 +10,7 @@ from pymatgen.core import Lattice, Structure
 
 from tests.unimat_core.metrics.conftest import cubic_perovskite, rocksalt, table_of
 from unimat_core.metrics import MetricsConfig, MetricsError, evaluate_structures, read_metrics, write_metrics
+from unimat_core.metrics.evaluate import reason_kind
 from unimat_core.structure_table import structure_to_json
 
 ONE = MetricsConfig(n_workers=1)
@@ -104,6 +105,29 @@ def test_bad_rows_are_invalid_with_reasons_and_never_crash():
     assert s["cov_precision"] <= 3 / 7  # only the three fingerprinted rows can count, divided by all 7
     assert sum(result.reason_counts.values()) == 6
     assert "no structure" in result.markdown()
+    # counted by readable kind, without the row's numbers (those stay in the row's own reason)
+    assert result.reason_counts["atoms closer than 0.5 A"] == 1
+    assert "| atoms closer than 0.5 A | 1 |" in result.markdown() and "# A" not in result.markdown()
+
+
+@pytest.mark.parametrize("reason, kind", [
+    ("atoms 0.400 A apart (< 0.5 A)", "atoms closer than 0.5 A"),
+    ("cell volume 0.05 A^3 < 0.1", "cell volume below 0.1 A^3"),
+    ("generation: cell volume 0.0312 A^3 below 0.5 A^3", "generation: cell volume below 0.5 A^3"),
+    ("atoms 0.1 A apart (< 0.5 A); NaCl2 fails SMACT charge neutrality/electronegativity",
+     "atoms closer than 0.5 A; fails SMACT charge neutrality/electronegativity"),
+    ("generation: degenerate lattice parameters [1.0, 2.0, 0.0, 90.0, 90.0, 90.0]",
+     "generation: degenerate lattice parameters"),
+    ("generation: 7 O atoms exceed the 6 slots per element (L); raise max_atoms_per_element to at least 7",
+     "generation: more atoms of one element than its 6 slots (L)"),
+    ("generation: element(s) Pu not on the periodic-table grid (H-Bi)", "generation: element(s) not on the periodic-table grid"),
+    ("unreadable structure: ValueError: bad cif", "unreadable structure"),
+    ("fingerprint failed: RuntimeError: x", "fingerprint failed"),
+    ("no structure", "no structure"),
+    ("an unforeseen reason 3.2 eV", "an unforeseen reason"),
+])
+def test_invalid_reasons_are_counted_by_a_readable_kind(reason, kind):
+    assert reason_kind(reason) == kind
 
 
 def test_crystalnn_failure_is_counted_and_makes_the_row_invalid(monkeypatch):
