@@ -3,6 +3,10 @@
 Each stage resumes on its own (finished outputs and chunks are reused), so re-running a campaign
 after a crash or with more stages only does what is missing. The S.U.N. summary is refreshed after
 the evaluate stage, whose uniqueness and novelty it needs.
+
+With `params.rounds.round` set ("next" or a number) the campaign runs one round instead (flows/rounds.py):
+new seeds and targets, the round's stages in `<campaign>/round-NNNN/`, its finds added to
+`<campaign>/discoveries.parquet`. Without it, the single run of before.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from unimat_core.run_layout import STAGES
 
 @flow(name="discovery-campaign", log_prints=True)
 def discovery_campaign(params: CampaignParams = CampaignParams()) -> dict:
+    if params.rounds.round is not None:
+        from flows.rounds import campaign_round
+
+        return campaign_round(params)
     run = params.run
     layout = run.layout()
     steps = {

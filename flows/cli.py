@@ -39,7 +39,7 @@ STAGE_GROUPS: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {
     "score": (("relax", frozenset()), ("score", frozenset())),
     "evaluate": (("evaluate", frozenset()),),
     "campaign": (("tensorize", frozenset()), ("train", frozenset()), ("generate", frozenset({"model"})),
-                 ("relax", frozenset()), ("score", frozenset()), ("evaluate", frozenset())),
+                 ("relax", frozenset()), ("score", frozenset()), ("evaluate", frozenset()), ("rounds", frozenset())),
     "discover-benchmark": (("relax", frozenset({"device"})), ("discovery", frozenset()),
                            ("generate", frozenset({"model", "compositions", "num_samples", "samples_per_composition",
                                                    "unconditional", "cpu_threads"}))),
@@ -52,7 +52,8 @@ def _models() -> dict[str, type]:
     from flows import params as p
 
     return {"tensorize": p.TensorizeParams, "train": p.TrainParams, "generate": p.GenerateParams,
-            "relax": p.RelaxParams, "score": p.ScoreParams, "evaluate": p.EvaluateParams, "discovery": DiscoveryParams}
+            "relax": p.RelaxParams, "score": p.ScoreParams, "evaluate": p.EvaluateParams, "discovery": DiscoveryParams,
+            "rounds": p.RoundParams}
 
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +104,7 @@ def _campaign_defaults() -> dict[str, dict]:
 
     demo = CampaignParams(shipped_model=False)
     defaults = {}
-    for group in ("tensorize", "train", "generate", "relax", "score", "evaluate"):
+    for group in ("tensorize", "train", "generate", "relax", "score", "evaluate", "rounds"):
         params = getattr(demo, group)
         exposed = exposed_fields(type(params))
         defaults[group] = {**params.model_dump(), **{name: getattr(getattr(params, holder), name)
@@ -141,7 +142,9 @@ HELP = {"fetch": "load a dataset into <campaign>/fetch/structures.parquet",
         "relax": "relax the generated structures (chunked, resumable)",
         "score": "reference hull, formation/decomposition energies, S.U.N. (calculator options = the relax stage's)",
         "evaluate": "benchmark metrics of the generated structures vs the fetched test split",
-        "campaign": "run the discovery campaign (all stages, resuming finished ones)",
+        "campaign": "run the discovery campaign (all stages, resuming finished ones); with --round next, one new "
+                    "round of a campaign run in rounds (new seeds and targets, <campaign>/round-NNNN/, "
+                    "<campaign>/discoveries.parquet)",
         "discover-benchmark": "discovery benchmark: conditional UniMat vs random structure search, same calculator and "
                               "number of relaxations (report, plot, artifacts)"}
 

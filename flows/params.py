@@ -56,6 +56,9 @@ class RunParams(BaseModel):
     results_root: str = Field(default_factory=default_results_root)
     overwrite: tuple[Stage, ...] = Field(default=(), description="stages whose existing output (made with other "
                                          "settings) is set aside and recomputed, with every stage made from it")
+    round: int | None = Field(default=None, ge=1, le=9999, description="the round of a campaign run in rounds whose "
+                              "generate/relax/score/evaluate stages these are (<campaign>/round-NNNN/); set by the "
+                              "campaign flow")
 
     @field_validator("results_root")
     @classmethod
@@ -67,7 +70,7 @@ class RunParams(BaseModel):
         return value
 
     def layout(self) -> RunLayout:
-        return RunLayout(Path(self.results_root).resolve(), self.campaign)
+        return RunLayout(Path(self.results_root).resolve(), self.campaign, self.round)
 
 
 class TensorizeParams(StageSettings):
@@ -294,6 +297,56 @@ class EvaluateParams(StageSettings):
                          n_workers=self.n_workers)
 
 
+class RoundParams(StageSettings):
+    """A campaign run in rounds (`--round next` or `--round N`; without it the campaign is the single run of
+    before, in `<campaign>/<stage>/`): each round samples `samples` new candidates under
+    `<campaign>/round-NNNN/`, with a seed derived from the generate seed and the round number, for targets
+    chosen by the policy of `unimat_core.rounds` (user targets, exploration, exploitation of earlier finds);
+    fetch, tensorize and train are shared by every round. The user targets default to the campaign's
+    --compositions."""
+
+    RUN_ONLY = frozenset({"round", "wait_lock"})
+
+    round: str | None = option("--round", "run the campaign in rounds: 'next' starts a new round, N resumes round N "
+                               "(default: one single run in <campaign>/<stage>/)", default=None)
+    targets: tuple[str, ...] = option("--round-targets", "a round's user targets: formulas (SrTiO3) or chemical "
+                                      "systems (Sr-Ti-O) (default: --compositions)", default=())
+    samples: int = option("--round-samples", "candidates sampled per round", default=32, ge=1)
+    explore: float = option("--explore", "share of a round's samples drawn unconditionally", default=0.25, ge=0, le=1)
+    exploit: float = option("--exploit", "share of a round's samples at compositions near the lowest-energy finds "
+                            "of earlier rounds", default=0.25, ge=0, le=1)
+    exploit_top: int = option("--exploit-top", "lowest-energy finds the exploitation share works around", default=4,
+                              ge=1)
+    finetune: bool = option("--finetune", "fine-tune the model on earlier rounds' low-energy finds before each round",
+                            default=False)
+    finetune_steps: int = option("--finetune-steps", "fine-tuning steps per round", default=60, ge=1)
+    finetune_cutoff: float = option("--finetune-cutoff", "finds within this many eV/atom of the hull are fine-tuned on",
+                                    default=0.1, ge=0)
+    finetune_lr: float = option("--finetune-lr", "fine-tuning learning rate", default=1e-4, gt=0)
+    wait_lock: float = option("--wait-lock", "seconds to wait for a running round of the campaign before refusing",
+                              default=0.0, ge=0)
+
+    @field_validator("round")
+    @classmethod
+    def _round(cls, value: str | None) -> str | None:
+        from unimat_core.rounds import parse_round
+
+        return None if value is None else parse_round(value)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from unimat_core.rounds import check_target
+
+        return tuple(check_target(t) for t in value)
+
+    @model_validator(mode="after")
+    def _shares(self) -> RoundParams:
+        if self.explore + self.exploit > 1 + 1e-9:
+            raise ValueError(f"--explore {self.explore:g} + --exploit {self.exploit:g} exceed 1")
+        return self
+
+
 # 8 perov_5 test-split compositions not in its val split (seeded draw), for the demo's conditional sampling
 DEMO_COMPOSITIONS = ("GaPdO2F", "NiPtO3", "MgMnN3", "AsPtNO2", "ScInN3", "NbCoO3", "TaCoO3", "VSiO3")
 
@@ -320,6 +373,7 @@ class CampaignParams(BaseModel):
     relax: RelaxParams = RelaxParams(optimizer="BFGS", time_limit_s=20.0, max_steps=150, chunk_size=4)
     score: ScoreParams = ScoreParams()
     evaluate: EvaluateParams = EvaluateParams(n_eval=1000, coverage_on="subset", reference_limit=1000)
+    rounds: RoundParams = RoundParams()
     stop_after: Stage = Field(default="evaluate", description="last stage to run")
     shipped_model: bool = Field(default=True, description="a bundled source with a shipped model (perov_5, "
                                 "carbon_24) fine-tunes pretrained:<source> on its cropped grid instead of training "

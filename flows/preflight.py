@@ -18,7 +18,7 @@ from unimat_core.datasets.source import DatasetSource
 from unimat_core.errors import UserInputError
 from unimat_core.provenance import check_settings, read_record
 from unimat_core.representation import UniMatSpec
-from unimat_core.run_layout import STAGES, RunLayout, dependents
+from unimat_core.run_layout import ROUND_STAGES, STAGES, RunLayout, dependents
 
 
 def check_source(source: DatasetSource) -> None:
@@ -82,6 +82,20 @@ def _generate_targets(layout: RunLayout, generate: GenerateParams, tensorize: Te
                                      f"--max-atoms-per-element {tensorize.max_atoms_per_element}")
 
 
+def check_round(layout: RunLayout, asked: str, wait_lock: float) -> None:
+    """A round number beyond the next one, or a round running now (unless told to wait), fails before Prefect starts;
+    the round flow checks both again under the campaign's lock."""
+    from unimat_core.campaign_lock import CampaignBusy, holder
+    from unimat_core.rounds import resolve_round
+
+    resolve_round(asked, layout.rounds())
+    other = holder(layout.campaign_lock)
+    if other is not None and not wait_lock:
+        raise CampaignBusy(f"--round {asked}: {other.get('what', 'a round')} of this campaign is running (pid "
+                           f"{other.get('pid')} on {other.get('host')}, since {other.get('since')}): two rounds of one "
+                           f"campaign never run at once; wait for it (or pass --wait-lock SECONDS)")
+
+
 def check_score_calculator(layout: RunLayout, relax: RelaxParams) -> None:
     """Energies on one hull must share a calculator: score with the one the candidates were relaxed with
     (known from the relax stage's record, so the check costs nothing and runs before the score stage
@@ -124,16 +138,21 @@ def preflight(command: str, params: dict) -> None:
         run, groups, stages = params["run"], params, (command,)
     layout = run.layout()
     check_devices(groups)
+    if command == "campaign" and campaign.rounds.round is not None:
+        check_round(layout, campaign.rounds.round, campaign.rounds.wait_lock)
     if command != "campaign":
         _inputs_exist(layout, command, groups)
     if "fetch" in stages:
         check_source(groups["source"])
-    if "generate" in stages:
+    round_targets = command == "campaign" and campaign.rounds.round is not None and campaign.rounds.targets
+    if "generate" in stages and not round_targets:  # a round's own targets replace --compositions (checked at its plan)
         _generate_targets(layout, groups["generate"], groups.get("tensorize") if command == "campaign" else None)
     if command == "score":
         check_score_calculator(layout, groups["relax"])
     if command == "evaluate" and groups["evaluate"].task == "csp":
         return  # CSP writes evaluate/csp-k<k>/ afresh each run: no stage record to agree with
+    if command == "campaign" and campaign.rounds.round is not None:  # a round's own stages are checked as it runs
+        stages = tuple(s for s in stages if s not in ROUND_STAGES)
     _settings(layout, run, stages, groups)
 
 

@@ -74,6 +74,21 @@ def loss_curve_png(metrics_csv: str | Path, path: str | Path) -> Path | None:
     return _save(fig, Path(path))
 
 
+def rounds_png(rounds: pd.DataFrame, path: str | Path) -> Path | None:
+    """Cumulative stable and S.U.N. finds per round (rounds.parquet's columns); None without rows."""
+    if rounds.empty:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    for column, label in (("cumulative_stable", "stable (converged, on or below the hull)"),
+                          ("cumulative_new", "new (unique, novel)"), ("cumulative_sun", "S.U.N.")):
+        ax.plot(rounds["round"], rounds[column], marker="o", label=label)
+    ax.set(title="cumulative finds per round", xlabel="round", ylabel="crystals")
+    ax.set_xticks(list(rounds["round"]))
+    ax.legend(fontsize=8)
+    return _save(fig, Path(path))
+
+
 def inline_image(path: Path | None, alt: str) -> str:
     """Markdown for a PNG embedded as a data URI ('' when there is no image)."""
     if path is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.artifacts import artifact_key, file_links
+from tasks.artifacts import artifact_key, file_links, inline_image, markdown_table
 from unimat_core.run_layout import RunLayout
 
 
@@ -15,11 +15,22 @@ def _headline(stage: str, result: dict) -> str:
         "train": ("step", "last_loss", "stopped_by"), "generate": ("n_generated", "n_valid"),
         "relax": ("n_relaxed", "n_converged", "n_failed"), "score": ("n_scored", "n_stable", "n_metastable"),
         "evaluate": ("n_valid", "validity", "cov_recall", "cov_precision", "uniqueness", "novelty"),
+        "finetune": ("step", "n_finds", "skipped"), "discoveries": ("n_scored", "n_new", "n_new_stable", "n_total"),
     }[stage]
     if stage == "score":
         result = result.get("scores", result)
     return ", ".join(f"{k}={result[k]:.3g}" if isinstance(result[k], float) else f"{k}={result[k]}"
                      for k in pick if k in result)
+
+
+def _discoveries(layout: RunLayout, top: int = 10) -> str:
+    """The cumulative finds plot and the lowest-energy rows of the discovery table, as markdown."""
+    import pandas as pd
+
+    table = pd.read_parquet(layout.discoveries).sort_values("decomposition_energy").head(top)
+    columns = ["id", "round", "formula", "kind", "e_above_hull", "decomposition_energy", "stable"]
+    return (inline_image(layout.discoveries_plot if layout.discoveries_plot.exists() else None, "cumulative finds")
+            + "#### Discoveries (lowest decomposition energy first)\n\n" + markdown_table(table[columns]))
 
 
 @task(name="campaign-summary")
@@ -40,9 +51,16 @@ def publish_campaign_summary(layout: RunLayout, results: dict) -> str:
         "decomposition-energy histogram": layout.decomposition_plot,
         "metrics": layout.stage_dir("evaluate"),
     })
+    if layout.round is not None:
+        files += file_links({"round plan": layout.round_plan, "discoveries (every round)": layout.discoveries,
+                             "rounds": layout.round_stats, "cumulative finds plot": layout.discoveries_plot})
+    found = results.get("discoveries")
+    found_text = (f"\n**New this round**: {found['n_new']} crystals ({found['n_new_stable']} stable) of "
+                  f"{found['n_scored']} scored; the discovery table holds {found['n_total']} (artifact "
+                  f"`{artifact_key(layout.campaign, 'discoveries')}`).\n\n" + _discoveries(layout) if found else "")
     key = artifact_key(layout.campaign, "campaign")
     create_markdown_artifact(
         key=key, description="discovery campaign summary",
-        markdown=(f"## Campaign {layout.campaign}\n\nRun folder: `{layout.campaign_dir}`\n\n"
-                  f"| stage | seconds | result |\n|---|---|---|\n{rows}{sun_text}\n### Files\n\n{files}"))
+        markdown=(f"## Campaign {layout.label}\n\nRun folder: `{layout.stage_home}`\n\n"
+                  f"| stage | seconds | result |\n|---|---|---|\n{rows}{sun_text}{found_text}\n### Files\n\n{files}"))
     return key

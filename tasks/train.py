@@ -14,12 +14,13 @@ from unimat_core.tensor_store import training_split
 
 
 @task(name="train-model")
-def train_model(layout: RunLayout, config: TrainConfig) -> dict:
-    """Train on the campaign's tensors into its train folder (the split: the given one, else train, else val);
-    returns the TrainSummary as a dict."""
+def train_model(layout: RunLayout, config: TrainConfig, dataset: str | None = None, out_dir: str | None = None) -> dict:
+    """Train on the campaign's tensors into its train folder (the split: the given one, else train, else val), or on
+    `dataset` into `out_dir` (a round's fine-tune on its finds, which publishes no loss curve); returns the
+    TrainSummary as a dict."""
     logger = get_run_logger()
-    dataset = str(layout.require(layout.tensors, made_by="tensorize"))
-    train_config = config.model_copy(update={"dataset": dataset, "out_dir": str(layout.stage_dir("train")),
+    dataset = dataset or str(layout.require(layout.tensors, made_by="tensorize"))
+    train_config = config.model_copy(update={"dataset": dataset, "out_dir": out_dir or str(layout.stage_dir("train")),
                                              "split": training_split(dataset, config.split)})
     progress = create_progress_artifact(progress=0.0, description=f"training steps of {layout.campaign}")
 
@@ -30,7 +31,8 @@ def train_model(layout: RunLayout, config: TrainConfig) -> dict:
     summary = train(train_config, on_log=on_log)
     update_progress_artifact(progress, progress=100.0)
     logger.info("train: %s", summary.as_dict())
-    publish_loss_curve(layout, summary.as_dict())
+    if out_dir is None:
+        publish_loss_curve(layout, summary.as_dict())
     return summary.as_dict()
 
 

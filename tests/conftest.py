@@ -51,3 +51,18 @@ def nacl() -> Structure:
 def perovskite() -> Structure:
     return Structure(Lattice.cubic(3.9), ["Sr", "Ti", "O", "O", "O"],
                      [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+
+
+@pytest.fixture(scope="session")
+def trained_metals(tmp_path_factory) -> dict:
+    """A campaign folder with fetch, tensorize and a trained tiny model of EMT metals (tests.flows.helpers), made
+    once per session; tests copy it (`shutil.copytree`) to run rounds on it. Returns its paths and options."""
+    from flows.campaign import discovery_campaign
+    from flows.cli import _params, build_parser
+    from tests.flows.helpers import metal_campaign_args, write_metal_source
+
+    folder = tmp_path_factory.mktemp("metals")
+    csv, hull = write_metal_source(folder / "inputs")
+    args = metal_campaign_args(folder / "runs", csv, hull)
+    discovery_campaign(**_params(build_parser().parse_args([*args, "--stop-after", "train"])))
+    return {"campaign_dir": folder / "runs" / "metals", "csv": csv, "hull": hull}

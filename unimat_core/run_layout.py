@@ -1,5 +1,11 @@
 """Deterministic run folders: `<root>/<campaign>/<stage>/...`, never timestamped, so reruns resume.
 
+A campaign run in rounds (`unimat campaign --round next|N`) keeps the stages every round shares (fetch,
+tensorize, train) in the campaign folder and puts each round's own stages under
+`<campaign>/round-NNNN/<stage>/` (with its `reports/`, the round's `plan.json` and its fine-tuned model);
+`<campaign>/discoveries.parquet` collects the new crystals of every round. A layout without a round is the
+single-run campaign of before.
+
 `RunLayout` owns every path of a run: stages, tasks and flows ask it, never build one by hand. A folder that is
 a parquet dataset (`generate/`, `relax/`: `pandas.read_parquet(folder)` reads it) holds only its part files;
 plots and reports of a stage go to `<campaign>/reports/`, beside the datasets, not inside them.
@@ -16,11 +22,16 @@ STAGES = ("fetch", "tensorize", "train", "generate", "relax", "score", "evaluate
 UPSTREAM: dict[str, tuple[str, ...]] = {"fetch": (), "tensorize": ("fetch",), "train": ("tensorize",),
                                         "generate": ("train",), "relax": ("generate",), "score": ("relax", "fetch"),
                                         "evaluate": ("generate", "fetch")}
+# stages whose output belongs to one round of a campaign run in rounds (the others are shared by every round)
+ROUND_STAGES = ("generate", "relax", "score", "evaluate")
+FINETUNE = "finetune"  # a round's fine-tune of the model on earlier rounds' finds (not a pipeline stage)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def dependents(stage: str) -> list[str]:
     """Every stage made (directly or not) from `stage`'s output, in pipeline order."""
+    if stage == FINETUNE:  # a round's fine-tuned model makes the round's samples and all made from them
+        return ["generate", *dependents("generate")]
     below = {stage}
     for later in STAGES[STAGES.index(stage) + 1:]:
         if below & set(UPSTREAM[later]):
@@ -41,20 +52,89 @@ class MissingStageOutput(FileNotFoundError):
 class RunLayout:
     root: Path
     campaign: str
+    round: int | None = None  # a round of a campaign run in rounds; None: the single-run layout
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.campaign):
             raise ValueError(f"campaign name {self.campaign!r} must be letters, digits, '.', '_' or '-'")
+        if self.round is not None and not 1 <= self.round <= 9999:
+            raise ValueError(f"round {self.round} must be between 1 and 9999")
         object.__setattr__(self, "root", Path(self.root))
 
     @property
     def campaign_dir(self) -> Path:
         return self.root / self.campaign
 
+    def for_round(self, number: int | None) -> RunLayout:
+        """The same campaign's layout for round `number` (None: the campaign-level layout)."""
+        return RunLayout(self.root, self.campaign, number)
+
+    def round_dir(self, number: int | None = None) -> Path:
+        """`<campaign>/round-NNNN/` of `number` (default: this layout's round)."""
+        number = self.round if number is None else number
+        if number is None:
+            raise ValueError("this layout has no round")
+        return self.campaign_dir / f"round-{number:04d}"
+
+    @property
+    def stage_home(self) -> Path:
+        """Where this layout's per-round stages live: the round folder, or the campaign folder."""
+        return self.round_dir() if self.round is not None else self.campaign_dir
+
     def stage_dir(self, stage: str) -> Path:
+        if stage == FINETUNE:
+            return self.round_dir() / FINETUNE
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; stages: {STAGES}")
-        return self.campaign_dir / stage
+        return (self.stage_home if stage in ROUND_STAGES else self.campaign_dir) / stage
+
+    @property
+    def label(self) -> str:
+        """`campaign` or `campaign round 2`, for logs and artifacts."""
+        return self.campaign if self.round is None else f"{self.campaign} round {self.round}"
+
+    @property
+    def round_plan(self) -> Path:
+        """The round's targets and seeds (JSON), written once so a resumed round asks for the same."""
+        return self.round_dir() / "plan.json"
+
+    @property
+    def round_status(self) -> Path:
+        """The round's state (JSON): running / done, when, and its summary."""
+        return self.round_dir() / "_round.json"
+
+    @property
+    def finetune_checkpoint(self) -> Path:
+        return self.stage_dir(FINETUNE) / "checkpoints" / "last.pt"
+
+    @property
+    def finetune_tensors(self) -> Path:
+        """The finds a round fine-tunes on, as a tensor dataset."""
+        return self.round_dir() / "finetune-data"
+
+    @property
+    def discoveries(self) -> Path:
+        """Every round's new crystals (unique and novel), with the round that found each."""
+        return self.campaign_dir / "discoveries.parquet"
+
+    @property
+    def round_stats(self) -> Path:
+        """One row per round: candidates, stable, new finds, median energy above hull, S.U.N. rate."""
+        return self.campaign_dir / "rounds.parquet"
+
+    @property
+    def discoveries_plot(self) -> Path:
+        return self.campaign_dir / "reports" / "discoveries.png"
+
+    @property
+    def campaign_lock(self) -> Path:
+        """Held by the process running a round, so two rounds of one campaign never run at once."""
+        return self.campaign_dir / "_round.lock"
+
+    def rounds(self) -> list[int]:
+        """The numbers of the campaign's existing round folders, ascending."""
+        found = (re.fullmatch(r"round-(\d{4})", p.name) for p in self.campaign_dir.glob("round-*"))
+        return sorted(int(m.group(1)) for m in found if m)
 
     @property
     def structures(self) -> Path:
@@ -103,7 +183,7 @@ class RunLayout:
     @property
     def reports(self) -> Path:
         """Plots and reports of stages whose folder is a parquet dataset (kept out of it)."""
-        return self.campaign_dir / "reports"
+        return self.stage_home / "reports"
 
     @property
     def relax_steps_plot(self) -> Path:
@@ -160,7 +240,7 @@ class RunLayout:
     def require(self, path: Path, made_by: str) -> Path:
         """Fail fast, naming the missing file and the stage that makes it."""
         if not path.exists():
-            raise MissingStageOutput(f"{path} does not exist: run the `{made_by}` stage for campaign {self.campaign!r} first")
+            raise MissingStageOutput(f"{path} does not exist: run the `{made_by}` stage for campaign {self.label!r} first")
         return path
 
     def require_parts(self, folder: Path, made_by: str) -> list[Path]:
@@ -168,5 +248,5 @@ class RunLayout:
         parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
         if not parts:
             raise MissingStageOutput(f"{folder}/part-*.parquet does not exist: run the `{made_by}` stage for campaign "
-                                     f"{self.campaign!r} first")
+                                     f"{self.label!r} first")
         return parts

@@ -1,10 +1,12 @@
 """Deployments for real: a `prefect server` on loopback, the process work pool, `prefect deploy`
-from deployments/prefect.yaml, a worker, and a deployment run of the fetch stage that completes."""
+from deployments/prefect.yaml, a worker, a deployment run of the fetch stage that completes, and the
+scheduled `weekly` campaign run twice: two rounds with different candidates."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 
 import pytest
@@ -51,13 +53,53 @@ def test_prefect_yaml_is_well_formed():
 
 
 @pytest.mark.slow
-def test_deploy_worker_runs_the_fetch_deployment(server, tmp_path, tiny_csv):
-    run_fetch_deployment(server, tmp_path, tiny_csv)
+def test_deploy_worker_runs_the_fetch_deployment_and_two_weekly_rounds(server, tmp_path, tiny_csv, trained_metals):
+    def weekly_twice(env: dict, by_name: dict, worker_log) -> None:
+        run_weekly_twice(server, env, by_name, worker_log, tmp_path, trained_metals)
+
+    run_fetch_deployment(server, tmp_path, tiny_csv, then=weekly_twice)
 
 
-def run_fetch_deployment(server, tmp_path, tiny_csv) -> dict:
+def run_weekly_twice(server, env: dict, by_name: dict, worker_log, tmp_path, trained_metals) -> None:
+    """The scheduled deployment's parameters ask for the next round: two runs through the worker make rounds 1 and 2,
+    with other seeds and other candidates (the EMT metal campaign with its trained model, up to generate)."""
+    from flows.cli import _params, build_parser
+    from tests.flows.helpers import metal_campaign_args
+    from unimat_core.run_layout import RunLayout
+
+    deployed = yaml.safe_load(PREFECT_FILE.read_text())["deployments"]
+    assert next(d for d in deployed if d["name"] == "weekly")["parameters"]["params"]["rounds"]["round"] == "next"
+    root = tmp_path / "weekly-runs"
+    shutil.copytree(trained_metals["campaign_dir"], root / "metals")
+    args = metal_campaign_args(root, trained_metals["csv"], trained_metals["hull"], "--round", "next",
+                               "--stop-after", "generate")
+    params = _params(build_parser().parse_args(args))["params"].model_dump(mode="json")
+    ids = []
+    for _ in range(2):  # queued at once: the deployment's concurrency limit runs them one after the other
+        triggered = run_cli(["deployment", "run", "discovery-campaign/weekly", "--params",
+                             json.dumps({"params": params})], env)
+        ids.append(re.search(r"UUID:\s*([0-9a-f-]{36})", triggered.stdout).group(1))
+    runs = [wait_flow_run(server, i, timeout=300, logs=(worker_log, server.log)) for i in ids]
+    assert [r["state"]["type"] for r in runs] == ["COMPLETED", "COMPLETED"], tail(worker_log)
+    assert {r["deployment_id"] for r in runs} == {by_name["weekly"]["id"]}
+    layout = RunLayout(root.resolve(), "metals")
+    assert layout.rounds() == [1, 2]
+    plans = [json.loads(layout.for_round(n).round_plan.read_text()) for n in (1, 2)]
+    assert plans[0]["seed"] != plans[1]["seed"]
+    samples = [set(read_structures_parts(layout.for_round(n).generated)) for n in (1, 2)]
+    assert samples[0] and samples[1] and not samples[0] & samples[1]
+
+
+def read_structures_parts(folder) -> list[str]:
+    import pandas as pd
+
+    return pd.read_parquet(folder)["structure"].dropna().tolist()
+
+
+def run_fetch_deployment(server, tmp_path, tiny_csv, then=None) -> dict:
     """deployments/README.md's commands against `server`: work pool, `prefect deploy --all`, a worker, a deployment
-    run of the fetch stage that completes and writes its table. Returns the flow run (as the API shows it)."""
+    run of the fetch stage that completes and writes its table. Returns the flow run (as the API shows it).
+    `then(env, deployments by name, worker log)` runs more against the same worker before it stops."""
     phases: dict[str, float] = {}
     clock = time.monotonic()  # the server (conftest.py) is already up
 
@@ -88,6 +130,9 @@ def run_fetch_deployment(server, tmp_path, tiny_csv) -> dict:
         lap("trigger")
         run = wait_flow_run(server, flow_run_id, timeout=240, logs=(worker_log, server.log))
         lap("flow run")
+        if then is not None:
+            then(env, by_name, worker_log)
+            lap("more runs")
     finally:
         stop(worker)
     assert run["state"]["type"] == "COMPLETED", tail(worker_log)
