@@ -13,6 +13,7 @@ from dft import discoveries
 from tasks.artifacts import artifact_key, file_links, inline_image, markdown_table, rounds_png, table_records
 from tasks.generate import cached_model
 from unimat_core import atomic
+from unimat_core.model.config import GenerateConfig
 from unimat_core.model.generation import CompositionError, composition_counts, prior_compositions
 from unimat_core.representation import UniMatSpec
 from unimat_core.rounds import RoundPlan, TargetPolicy, plan_round
@@ -36,7 +37,7 @@ def plan_round_targets(layout: RunLayout, policy: dict, seed: int, prior_checkpo
     compositions come from the campaign model's composition prior (as composition-first unconditional sampling)."""
     if layout.round_plan.exists():
         return json.loads(layout.round_plan.read_text())
-    loaded = cached_model(prior_checkpoint, True, "cpu")
+    loaded = cached_model(GenerateConfig(checkpoint=prior_checkpoint, use_ema=True, device="cpu"))
     table = discoveries.read_discoveries(layout)
     earlier = table[(table["round"] < layout.round) & table["e_above_hull"].notna()]
     known = read_structures(layout.structures, columns=["formula"])["formula"].tolist()
