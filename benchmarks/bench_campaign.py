@@ -1,6 +1,6 @@
 """Time the README's demo campaign (`make demo`) stage by stage in a fresh results root.
 
-Runs the real campaign flow with the embedded demo defaults (ephemeral Prefect on SQLite, tiny
+Runs the real campaign flow with the `demo` profile (flows/profiles.py; ephemeral Prefect on SQLite, tiny
 model, CHGNet, offline reference hull) and prints a markdown table of seconds per stage, the
 headline numbers of each stage, the load average and the machine.
 
@@ -80,7 +80,8 @@ def main() -> None:
     gen = params.generate
     samples = (f"{len(gen.compositions) * gen.samples_per_composition} samples for {len(gen.compositions)} compositions"
                if gen.compositions else f"{gen.num_samples} unconditional samples")
-    print(f"Demo parameters: train {params.train.max_minutes} min / {params.train.max_steps} steps, batch "
+    print(f"Demo parameters (profile {params.profile}): train {params.train.max_minutes} min / "
+          f"{params.train.max_steps} steps, batch "
           f"{params.train.batch_size}; {samples}; {params.relax.calculator} + {params.relax.optimizer} relax "
           f"{params.relax.max_steps} steps / {params.relax.time_limit_s:g} s, chunks of {params.relax.chunk_size}; "
           f"reference {params.score.reference} (prototypes + <= {params.score.reference_size} dataset structures); "
