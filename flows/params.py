@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dft.calculators import CalculatorConfig
 from dft.relax import RelaxConfig
-from flows.profiles import DEMO_COMPOSITIONS  # noqa: F401 - named here by tests and benchmarks
+from flows.profiles import DEMO_COMPOSITIONS  # noqa: F401 - the tests name it here
 from flows.profiles import DEFAULT_PROFILE, PROFILES, Profile, check_profiles
 from unimat_core.datasets.source import DatasetSource
 from unimat_core.metrics.evaluate import MetricsConfig
