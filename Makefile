@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt system-packages.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/unimat campaign --campaign demo --source perov_5
+	$(BIN)/unimat campaign --campaign demo --source perov_5 --profile demo
 
 # the tests keep their Prefect runs in .prefect-test (tests/conftest.py), away from the demo's .prefect
 test: $(STAMP)

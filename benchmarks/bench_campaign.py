@@ -1,6 +1,6 @@
 """Time the README's demo campaign (`make demo`) stage by stage in a fresh results root.
 
-Runs the real campaign flow with the embedded demo defaults (ephemeral Prefect on SQLite, tiny
+Runs the real campaign flow with the `demo` profile (flows/profiles.py; ephemeral Prefect on SQLite, tiny
 model, CHGNet, offline reference hull) and prints a markdown table of seconds per stage, the
 headline numbers of each stage, the load average and the machine.
 
@@ -53,6 +53,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results-root", default=None, help="fresh folder for the run (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the run folder")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of training and sampling (default: "
+                        "the demo's, every core; 1 when another job holds a core: oversubscribed torch threads "
+                        "run ~10x slower)")
     args = parser.parse_args()
     root = Path(args.results_root or tempfile.mkdtemp(prefix="bench-campaign-"))
     if root.exists() and any(root.iterdir()):
@@ -69,6 +72,9 @@ def main() -> None:
     from flows.params import CampaignParams, RunParams
 
     params = CampaignParams(run=RunParams(campaign="bench", results_root=str(root)))
+    if args.threads is not None:
+        params = params.model_copy(update={group: getattr(params, group).model_copy(update={"cpu_threads": args.threads})
+                                           for group in ("train", "generate")})
     imported = time.perf_counter()
     result = discovery_campaign(params)
     total = time.perf_counter() - start
@@ -80,7 +86,9 @@ def main() -> None:
     gen = params.generate
     samples = (f"{len(gen.compositions) * gen.samples_per_composition} samples for {len(gen.compositions)} compositions"
                if gen.compositions else f"{gen.num_samples} unconditional samples")
-    print(f"Demo parameters: train {params.train.max_minutes} min / {params.train.max_steps} steps, batch "
+    print(f"Demo parameters (profile {params.profile}, torch threads {params.train.cpu_threads or 'all'}): train "
+          f"{params.train.max_minutes} min / "
+          f"{params.train.max_steps} steps, batch "
           f"{params.train.batch_size}; {samples}; {params.relax.calculator} + {params.relax.optimizer} relax "
           f"{params.relax.max_steps} steps / {params.relax.time_limit_s:g} s, chunks of {params.relax.chunk_size}; "
           f"reference {params.score.reference} (prototypes + <= {params.score.reference_size} dataset structures); "

@@ -3,24 +3,27 @@
 The flows never know where their tasks run: a flow is given `task_runner=dask_task_runner(cfg)`
 (or `flow.with_options(task_runner=...)`) and its `.submit()`/`.map()` calls go to a
 `dask.distributed.LocalCluster` on one machine or to `dask_jobqueue` batch jobs on a cluster.
-The cluster itself is created lazily, when the flow run starts, and closed when it ends.
+The cluster itself is created lazily, when the flow run starts, and closed when it ends. Each config is a
+`unimat_core.settings.Config` (its one as_dict/from_dict).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from unimat_core.settings import Config
 
 # dask_jobqueue classes by scheduler name; imported by dotted path so this module loads without it
 JOBQUEUE_CLASSES = {"slurm": "dask_jobqueue.SLURMCluster", "pbs": "dask_jobqueue.PBSCluster"}
 
 
-class LocalDaskConfig(BaseModel):
+class LocalDaskConfig(Config):
     """A `dask.distributed.LocalCluster`: worker *processes* (one thread each, torch/BLAS are not
     thread-friendly), scheduler and workers on loopback, no dashboard (nothing listens outside)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     kind: Literal["local"] = "local"
     n_workers: int = Field(default=2, ge=1)
@@ -38,32 +41,18 @@ class LocalDaskConfig(BaseModel):
     def adapt_kwargs(self) -> dict | None:
         return None
 
-    def as_dict(self) -> dict:
-        return self.model_dump()
 
-    @classmethod
-    def from_dict(cls, data: dict) -> LocalDaskConfig:
-        return cls.model_validate(data)
-
-
-class SchedulerAddressConfig(BaseModel):
+class SchedulerAddressConfig(Config):
     """An already running Dask scheduler (`dask scheduler` + `dask worker` started by hand or by a
     batch script, or a LocalCluster shared by several flow runs); the flow only connects to it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     kind: Literal["address"] = "address"
     address: str = Field(pattern=r"^(tcp|tls|inproc|ucx)://")
 
-    def as_dict(self) -> dict:
-        return self.model_dump()
 
-    @classmethod
-    def from_dict(cls, data: dict) -> SchedulerAddressConfig:
-        return cls.model_validate(data)
-
-
-class JobQueueConfig(BaseModel):
+class JobQueueConfig(Config):
     """Dask workers as SLURM or PBS batch jobs (`dask_jobqueue`); the scheduler runs inside the flow
     run's process, so that process must run on a node the compute nodes can reach (a login node or
     the first node of an allocation, see deployments/slurm/run_campaign.sbatch).
@@ -72,7 +61,7 @@ class JobQueueConfig(BaseModel):
     adapts between `minimum_jobs` and `maximum_jobs` jobs as tasks queue up.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     kind: Literal["slurm", "pbs"] = "slurm"
     queue: str | None = None             # SLURM partition / PBS queue
@@ -118,13 +107,6 @@ class JobQueueConfig(BaseModel):
         # adapt() counts workers, not jobs
         per_job = self.processes or self.cores
         return {"minimum": self.minimum_jobs * per_job, "maximum": self.maximum_jobs * per_job}
-
-    def as_dict(self) -> dict:
-        return self.model_dump(mode="json")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> JobQueueConfig:
-        return cls.model_validate(data)
 
 
 ClusterConfig = Annotated[LocalDaskConfig | SchedulerAddressConfig | JobQueueConfig, Field(discriminator="kind")]

@@ -1,8 +1,8 @@
 """`unimat` command line: every subcommand runs its Prefect flow.
 
-Options left out keep the pydantic defaults of the flow's parameters (for `campaign`, the demo
-defaults of `CampaignParams`). Parameters, input files and existing stage outputs are checked before
-Prefect starts (flows.preflight), so a mistake fails in well under a second and nothing is written.
+Options left out keep the pydantic defaults of the flow's parameters (for `campaign`, with the overrides of
+its `--profile`, flows/profiles.py: `demo` unless told). Parameters, input files and existing stage outputs are
+checked before Prefect starts (flows.preflight), so a mistake fails in well under a second and nothing is written.
 
 Exit codes: 0 done; 2 a mistake in the options, files or rows given (one message naming it); 1 the run
 could not finish (e.g. a stage run before the one that makes its input), or a bug (with its traceback).
@@ -22,6 +22,8 @@ from typing import Literal, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
+from dft.discovery_benchmark import SET_BY_BENCHMARK
+from flows.profiles import DEFAULT_PROFILE, PROFILES, overrides
 from unimat_core.errors import UserInputError
 from unimat_core.run_layout import MissingStageOutput
 from unimat_core.settings import exposed_fields
@@ -41,8 +43,7 @@ STAGE_GROUPS: dict[str, tuple[tuple[str, frozenset[str]], ...]] = {
     "campaign": (("tensorize", frozenset()), ("train", frozenset()), ("generate", frozenset({"model"})),
                  ("relax", frozenset()), ("score", frozenset()), ("evaluate", frozenset()), ("rounds", frozenset())),
     "discover-benchmark": (("relax", frozenset({"device"})), ("discovery", frozenset()),
-                           ("generate", frozenset({"model", "compositions", "num_samples", "samples_per_composition",
-                                                   "unconditional", "cpu_threads"}))),
+                           ("generate", frozenset({"model"}) | SET_BY_BENCHMARK)),
 }
 ALIASES = {"discover-benchmark": {"--steps": ("--sampling-steps",), "--device": ("--gen-device",)}}  # older names
 
@@ -99,23 +100,10 @@ def _argument(info, default_text: str, field: str) -> dict:
         {"help": help_text, "metavar": metavar}
 
 
-def _campaign_defaults() -> dict[str, dict]:
-    from flows.params import CampaignParams
-
-    demo = CampaignParams(shipped_model=False)
-    defaults = {}
-    for group in ("tensorize", "train", "generate", "relax", "score", "evaluate", "rounds"):
-        params = getattr(demo, group)
-        exposed = exposed_fields(type(params))
-        defaults[group] = {**params.model_dump(), **{name: getattr(getattr(params, holder), name)
-                                                     for name, (holder, _) in exposed.items()}}
-    return defaults
-
-
 def add_parameter_options(parser: argparse.ArgumentParser, command: str) -> None:
     """The options of `command`, derived from its parameter models; the dest `group.field|group.field` says
     which fields an option sets."""
-    models, campaign = _models(), _campaign_defaults()
+    models = _models()
     targets: dict[str, list[tuple[str, str]]] = {}
     for group, left_out in STAGE_GROUPS[command]:
         for field in settable_fields(models[group]):
@@ -128,9 +116,10 @@ def add_parameter_options(parser: argparse.ArgumentParser, command: str) -> None
         info = settable_fields(models[group])[field]
         value = info.get_default(call_default_factory=True)
         default = "" if value in (None, ()) or isinstance(value, bool) else f"default {value!r}"
-        demo = campaign.get(group, {}).get(field, value)
-        if demo != value and command in ("campaign", group):
-            default = f"{default}; campaign {demo!r}" if default else f"campaign {demo!r}"
+        profile = overrides(DEFAULT_PROFILE, group)
+        if field in profile and command in ("campaign", group):
+            demo = f"campaign --profile {DEFAULT_PROFILE}: {profile[field]!r}"
+            default = f"{default}; {demo}" if default else demo
         parser.add_argument(name, *aliases.get(name, ()), dest="|".join(f"{g}.{f}" for g, f in fields), default=S,
                             **_argument(info, default, field))
 
@@ -159,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
             _source_args(command_parser)
         add_parameter_options(command_parser, command)
     campaign = sub.choices["campaign"]
+    campaign.add_argument("--profile", default=S, choices=sorted(PROFILES),
+                          help=f"named overrides of the stage defaults (flows/profiles.py): demo, the small campaign "
+                               f"of `make demo`; stages, none ({DEFAULT_PROFILE})")
     campaign.add_argument("--from-scratch", action="store_true", default=S,
                           help="train a new model even where the bundled source has a shipped one (pretrained:<source>)")
     campaign.add_argument("--stop-after", default=S, choices=["fetch", "tensorize", "train", "generate", "relax",
@@ -239,10 +231,9 @@ def _params(args: argparse.Namespace) -> dict:
         params["source"] = _validated("source", DatasetSource.parse, args.source,
                                       splits=tuple(s for s in args.splits.split(",") if s))
     if args.command == "campaign":
-        defaults = p.CampaignParams(shipped_model=False)  # the shipped model is chosen for the actual source below
-        for group, _ in STAGE_GROUPS["campaign"]:
-            base = getattr(defaults, group).model_dump()
-            params[group] = _validated(group, models[group], **{**base, **given.get(group, {})})
+        profile = params["profile"] = vars(args).get("profile", p.CampaignParams.model_fields["profile"].default)
+        for group, _ in STAGE_GROUPS["campaign"]:  # the profile's overrides, under the options given
+            params[group] = _validated(group, models[group], **{**overrides(profile, group), **given.get(group, {})})
         if "stop_after" in vars(args):
             params["stop_after"] = args.stop_after
         if "from_scratch" in vars(args):

@@ -14,7 +14,7 @@ from pathlib import Path
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from dft.discovery_benchmark import SAMPLING_FIELDS, DiscoveryParams, benchmark_settings, relaxation_sets
+from dft.discovery_benchmark import DiscoveryParams, benchmark_settings, relaxation_sets
 from flows.params import GenerateParams, RelaxParams, RunParams
 from tasks.discovery import (
     plan_relaxation_task,
@@ -45,12 +45,11 @@ def discovery_benchmark(run: RunParams = RunParams(), discovery: DiscoveryParams
         checkpoint = Path(discovery.checkpoint).resolve() if discovery.checkpoint else layout.train_checkpoint
         layout.require(checkpoint, made_by="train")
     folder, k, seed = str(layout.discovery), discovery.relaxations_per_composition, generate.seed
-    sampling = generate.model_dump(include=set(SAMPLING_FIELDS))
-    settings = benchmark_settings(str(checkpoint), discovery, sampling, relax.calculator_config(), relax.relax_config())
+    settings = benchmark_settings(str(checkpoint), discovery, generate, relax.calculator_config(), relax.relax_config())
     targets = prepare_targets_task(folder, settings, discovery.known, list(discovery.compositions),
                                    discovery.n_compositions, seed, discovery.unseen_only, discovery.reference)
     compositions = targets["compositions"]
-    unimat = unimat_candidates_task.submit(str(checkpoint), compositions, k, sampling, folder, discovery.oversample)
+    unimat = unimat_candidates_task.submit(str(checkpoint), compositions, k, generate, folder, discovery.oversample)
     searched = random_candidates_task.submit(compositions, k, seed, discovery.random_config(), folder)
     generated = {"unimat": unimat.result(), "random": searched.result()}
     chunks = plan_relaxation_task(folder, relax.chunk_size, relaxation_sets(discovery.reference))

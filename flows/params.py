@@ -17,10 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dft.calculators import CalculatorConfig
 from dft.relax import RelaxConfig
+from flows.profiles import DEMO_COMPOSITIONS  # noqa: F401 - the tests name it here
+from flows.profiles import DEFAULT_PROFILE, PROFILES, Profile, check_profiles
 from unimat_core.datasets.source import DatasetSource
+from unimat_core.metrics.evaluate import MetricsConfig
 from unimat_core.model.config import CSPConfig, DiffusionConfig, GenerateConfig, TrainConfig
 from unimat_core.run_layout import RunLayout, fingerprint_cache
 from unimat_core.settings import exposed_fields, option
+from unimat_core.tensor_store import TensorizeConfig
 
 Stage = Literal["fetch", "tensorize", "train", "generate", "relax", "score", "evaluate"]
 
@@ -73,16 +77,31 @@ class RunParams(BaseModel):
         return RunLayout(Path(self.results_root).resolve(), self.campaign, self.round)
 
 
-class TensorizeParams(StageSettings):
+class TensorizeParams(StageSettings, TensorizeConfig):
+    """Tensor encoding: the settings are `TensorizeConfig`'s, declared there once; a TensorizeParams *is* the
+    config `unimat_core.tensor_store.tensorize_frame` reads."""
+
     RUN_ONLY = frozenset({"shard_size"})
 
-    max_atoms_per_element: int | None = Field(default=None, ge=1, le=256, description="UniMat L (default: fitted "
-                                              "to the data)")
-    shard_size: int = Field(default=4096, ge=1, description="structures per tensor shard")
-    crop_grid: bool = Field(default=False, description="keep only the grid rows/columns holding the data's elements "
-                            "(smaller, faster model that cannot place other elements)")
-    max_sites: int | None = option("--tensorize-max-sites", "cells with more sites are left out (with their reason), "
-                                   "so one outlier cannot widen the tensor of every crystal", default=64, ge=1)
+
+def _checkpoint_reference(value: str | None) -> str | None:
+    """A shipped model name (checked against the package) or an existing checkpoint path (made absolute)."""
+    from unimat_core.model.pretrained import is_pretrained, resolve
+
+    if value is None:
+        return None
+    if is_pretrained(value):
+        resolve(value)  # raises PretrainedError (a ValueError) naming the shipped models
+        return value
+    path = Path(value)
+    if not path.exists():
+        raise ValueError(f"checkpoint {value!r} not found (a path, or pretrained:<name>)")
+    return str(path.resolve())
+
+
+def _checked_by(check, *fields: str):
+    """A validator running `check(value)` on `fields` once their type is checked."""
+    return field_validator(*fields)(classmethod(lambda cls, value: check(value)))
 
 
 class TrainParams(StageSettings, TrainConfig):
@@ -99,10 +118,7 @@ class TrainParams(StageSettings, TrainConfig):
     RECORDED_IF_SET = frozenset({"model", "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "augment",
                                  "composition_prior"})
 
-    @field_validator("init_from")
-    @classmethod
-    def _init_from(cls, value: str | None) -> str | None:
-        return None if value is None else _checkpoint_reference(value)
+    _init_from = _checked_by(_checkpoint_reference, "init_from")
 
     def settings(self) -> dict:
         """As records have always kept them: the exposed diffusion settings by name, the rest only if changed."""
@@ -115,19 +131,6 @@ class TrainParams(StageSettings, TrainConfig):
         return {**data, **({"diffusion": changed} if changed else {})}
 
 
-def _checkpoint_reference(value: str) -> str:
-    """A shipped model name (checked against the package) or an existing checkpoint path (made absolute)."""
-    from unimat_core.model.pretrained import is_pretrained, resolve
-
-    if is_pretrained(value):
-        resolve(value)  # raises PretrainedError (a ValueError) naming the shipped models
-        return value
-    path = Path(value)
-    if not path.exists():
-        raise ValueError(f"checkpoint {value!r} not found (a path, or pretrained:<name>)")
-    return str(path.resolve())
-
-
 class GenerateParams(StageSettings, GenerateConfig):
     """Sampling, N unconditional structures or K per composition: the settings are `GenerateConfig`'s, declared
     there once; `model` picks another checkpoint than the campaign's trained model, which the stage sets."""
@@ -136,11 +139,7 @@ class GenerateParams(StageSettings, GenerateConfig):
 
     model: str | None = Field(default=None, description="checkpoint path or shipped model, e.g. pretrained:perov_5 "
                               "(default: the campaign's trained model)")
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str | None) -> str | None:
-        return None if value is None else _checkpoint_reference(value)
+    _model = _checked_by(_checkpoint_reference, "model")
 
     @field_validator("compositions")
     @classmethod
@@ -245,26 +244,14 @@ class ScoreParams(StageSettings):
         return self.reference if self.reference in ("offline", "mp") else "file"
 
 
-class EvaluateParams(StageSettings):
-    """Benchmark metrics (CDVAE protocol + uniqueness/novelty); cutoffs default to the dataset's."""
+class EvaluateParams(StageSettings, MetricsConfig):
+    """Benchmark metrics (CDVAE protocol + uniqueness/novelty): the settings are `MetricsConfig`'s, declared there
+    once (cutoffs default to the dataset's), plus which task to run and the CSP settings."""
 
     RUN_ONLY = frozenset({"n_workers", "cache_dir"})
+    # fields of MetricsConfig that are no options: earlier records hold none of them
+    RECORDED_IF_SET = frozenset({"ltol", "stol", "angle_tol"})
 
-    dataset: str | None = option("--eval-dataset", "metric cutoffs of perov_5 | carbon_24 | mp_20 (default: the "
-                                 "fetched source's)", default=None)
-    struct_cutoff: float | None = Field(default=None, gt=0, description="COV structure cutoff (default: the dataset's)")
-    comp_cutoff: float | None = Field(default=None, gt=0, description="COV composition cutoff (default: the dataset's)")
-    n_eval: int = Field(default=1000, ge=1, description="valid samples for coverage/EMD")
-    seed: int = option("--eval-seed", "seed of the evaluated subsets", default=0)
-    n_workers: int = option("--eval-workers", "fingerprint processes", default=2, ge=1)
-    coverage_on: Literal["all", "subset"] = Field(default="all", description="COV over every valid sample (CDVAE) or "
-                                                  "the --n-eval subset")
-    reference_limit: int | None = Field(default=None, ge=1, description="seeded subset of the reference split "
-                                        "(default: all)")
-    matching: bool = option("--no-matching", "uniqueness and novelty (one formula group of thousands, e.g. "
-                            "carbon_24, takes hours)", default=True)
-    cache_dir: str | None = Field(default=None, description="fingerprint cache (default: "
-                                  "<results-root>/.cache/fingerprints, shared by campaigns)")
     task: Literal["generation", "csp"] = Field(
         default="generation", description="generation: CDVAE metrics of the generated samples; csp: crystal "
                                           "structure prediction with the trained model, k samples of each reference "
@@ -284,12 +271,12 @@ class EvaluateParams(StageSettings):
             raise ValueError(f"no coverage cutoffs for dataset {value!r}; known: {sorted(COV_CUTOFFS)}")
         return value
 
-    def metrics_config(self, dataset: str | None, results_root: str) -> dict:
-        """Fields of unimat_core.metrics.evaluate.MetricsConfig."""
-        config = self.model_dump(exclude={"task", "k", "csp_targets", "steps"})
-        config["dataset"] = self.dataset or dataset
-        config["cache_dir"] = self.cache_dir or str(fingerprint_cache(Path(results_root).resolve()))
-        return {k: v for k, v in config.items() if v is not None}
+    def metrics_config(self, dataset: str | None, results_root: str) -> MetricsConfig:
+        """The MetricsConfig part of these parameters, with the fetched source's dataset and the results root's
+        fingerprint cache where none is given."""
+        return MetricsConfig(**{**self.model_dump(include=set(MetricsConfig.model_fields)),
+                                "dataset": self.dataset or dataset,
+                                "cache_dir": self.cache_dir or str(fingerprint_cache(Path(results_root).resolve()))})
 
     def csp_config(self) -> CSPConfig:
         """The config `unimat_core.metrics.csp.evaluate_csp` reads."""
@@ -347,37 +334,37 @@ class RoundParams(StageSettings):
         return self
 
 
-# 8 perov_5 test-split compositions not in its val split (seeded draw), for the demo's conditional sampling
-DEMO_COMPOSITIONS = ("GaPdO2F", "NiPtO3", "MgMnN3", "AsPtNO2", "ScInN3", "NbCoO3", "TaCoO3", "VSiO3")
-
 class CampaignParams(BaseModel):
-    """Everything a discovery campaign needs; the defaults are the README's demo (`make demo`).
-
-    Demo sizing (2 CPU cores, under 20 minutes in total; per-stage times in benchmarks/RESULTS.md):
-    the shipped perov_5 model (`pretrained:perov_5`, see its MODEL_CARD.md) fine-tuned for at most 2 minutes
-    at a small learning rate on the campaign's data (a bundled source with a shipped model starts from it;
-    `--from-scratch` trains anew), then asked for 4 structures of each of 8 compositions of the perov_5 test split that are absent from its training
-    (val) split (`DEMO_COMPOSITIONS`, 32 samples); CHGNet + BFGS relaxations capped at 150 steps / 20 s each
-    (BFGS needs about half FIRE's steps on these small cells); an offline reference of elemental and
-    binary prototypes plus dataset structures inside the candidates' chemical systems; metrics against a
-    seeded 1,000 of the 3,785 test structures (the reference fingerprints dominate the evaluate stage).
-    """
+    """Everything a discovery campaign needs. Every group starts from its stage's declared defaults with the
+    overrides of `profile` (flows/profiles.py; `demo`, the default, is the README's `make demo`); a group given
+    here (a dict or a model) is taken as it is, over the profile."""
 
     model_config = ConfigDict(extra="forbid")
 
     run: RunParams = RunParams()
     source: DatasetSource = DatasetSource()
+    profile: Profile = Field(default=DEFAULT_PROFILE, description="named overrides of the stage defaults "
+                             "(flows/profiles.py): demo (the small campaign of `make demo`) or stages (none)")
     tensorize: TensorizeParams = TensorizeParams()
-    train: TrainParams = TrainParams(max_steps=1500, max_minutes=2.0, batch_size=32, learning_rate=2e-4)
-    generate: GenerateParams = GenerateParams(compositions=DEMO_COMPOSITIONS, samples_per_composition=4, batch_size=32)
-    relax: RelaxParams = RelaxParams(optimizer="BFGS", time_limit_s=20.0, max_steps=150, chunk_size=4)
+    train: TrainParams = TrainParams()
+    generate: GenerateParams = GenerateParams()
+    relax: RelaxParams = RelaxParams()
     score: ScoreParams = ScoreParams()
-    evaluate: EvaluateParams = EvaluateParams(n_eval=1000, coverage_on="subset", reference_limit=1000)
+    evaluate: EvaluateParams = EvaluateParams()
     rounds: RoundParams = RoundParams()
     stop_after: Stage = Field(default="evaluate", description="last stage to run")
     shipped_model: bool = Field(default=True, description="a bundled source with a shipped model (perov_5, "
                                 "carbon_24) fine-tunes pretrained:<source> on its cropped grid instead of training "
                                 "from scratch (unless --init-from is given)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data: object) -> object:
+        """The groups not given start from the profile's overrides."""
+        if not isinstance(data, dict):
+            return data
+        profile = PROFILES.get(data.get("profile", cls.model_fields["profile"].default), {})
+        return {**{group: dict(values) for group, values in profile.items()}, **data}
 
     @model_validator(mode="after")
     def _start_from_shipped_model(self) -> CampaignParams:
@@ -400,3 +387,9 @@ def stage_settings(stage: str, groups: dict) -> dict:
     if stage == "score":
         return {**groups["score"].settings(), "relax": groups["relax"].settings()}
     return groups[stage].settings()
+
+
+STAGE_MODELS: dict[str, type[BaseModel]] = {"tensorize": TensorizeParams, "train": TrainParams,
+                                            "generate": GenerateParams, "relax": RelaxParams, "score": ScoreParams,
+                                            "evaluate": EvaluateParams, "rounds": RoundParams}
+check_profiles(STAGE_MODELS)  # a profile naming a field that is gone, or a bad value, fails on import

@@ -8,7 +8,6 @@ deployments and Python callers get the same protection.
 
 from __future__ import annotations
 
-import json
 
 from pydantic import BaseModel
 
@@ -55,8 +54,9 @@ def check_compositions(compositions: tuple[str, ...], spec: UniMatSpec, where: s
 
 def tensor_spec(layout: RunLayout) -> UniMatSpec | None:
     """The tensorized dataset's spec, if the campaign has one."""
-    path = layout.tensors / "spec.json"
-    return UniMatSpec.from_dict(json.loads(path.read_text())["spec"]) if path.exists() else None
+    from unimat_core.tensor_store import read_spec
+
+    return read_spec(layout.tensors)
 
 
 def _generate_targets(layout: RunLayout, generate: GenerateParams, tensorize: TensorizeParams | None) -> None:

@@ -63,8 +63,7 @@ def tensorize_flow(run: RunParams = RunParams(), tensorize: TensorizeParams = Te
     layout = run.layout()
     layout.require(layout.structures, made_by="fetch")
     begin_stage(run, "tensorize", tensorize.settings(), upstream(layout, "fetch"))
-    return tensorize_structures(layout, tensorize.max_atoms_per_element, tensorize.shard_size, tensorize.crop_grid,
-                                tensorize.max_sites)
+    return tensorize_structures(layout, tensorize)
 
 
 @flow(name="train", log_prints=True)

@@ -16,10 +16,12 @@ from dft.discovery_benchmark import (
     prepare_targets,
     random_search_candidates,
     relax_chunk_rows,
+    report_files,
     score,
     unimat_candidates,
 )
 from tasks.artifacts import artifact_key, file_links, inline_image, table_records
+from unimat_core.model.config import GenerateConfig
 
 
 @task(name="discovery-targets")
@@ -33,9 +35,9 @@ def prepare_targets_task(folder: str, settings: dict, known: str, compositions: 
 
 
 @task(name="discovery-unimat-candidates", retries=1)
-def unimat_candidates_task(checkpoint: str, compositions: list[str], k: int, generation: dict, folder: str,
+def unimat_candidates_task(checkpoint: str, compositions: list[str], k: int, generation: GenerateConfig, folder: str,
                            oversample: int = 1) -> dict:
-    summary = unimat_candidates(checkpoint, compositions, k, generation, Path(folder) / "unimat", oversample)
+    summary = unimat_candidates(checkpoint, compositions, k, generation, Path(folder), oversample)
     get_run_logger().info("unimat: %d candidates, %d decoded, %.1f s sampling", summary["n"], summary["n_valid"],
                           summary["seconds"])
     return summary
@@ -44,7 +46,7 @@ def unimat_candidates_task(checkpoint: str, compositions: list[str], k: int, gen
 @task(name="discovery-random-candidates")
 def random_candidates_task(compositions: list[str], k: int, seed: int, config: RandomStructureConfig,
                            folder: str) -> dict:
-    summary = random_search_candidates(compositions, k, seed, config, Path(folder) / "random")
+    summary = random_search_candidates(compositions, k, seed, config, Path(folder))
     get_run_logger().info("random: %d candidates, %d built", summary["n"], summary["n_valid"])
     return summary
 
@@ -70,12 +72,9 @@ def relax_chunk_task(chunk: dict, calculator: CalculatorConfig, relax: RelaxConf
 def report_task(folder: str, campaign: str, budget: int, tolerance: float, converged_only: bool,
                 reference: str = "known") -> dict:
     """Score, write report.md / convergence.png / tables, publish markdown and table artifacts."""
-    path = Path(folder)
-    scored = score(path, budget, tolerance, converged_only, reference)
-    png = path / "convergence.png"
-    files = {name: path / name for name in ("report.md", "convergence.png", "results.parquet",
-                                            "per_composition.parquet", "curves.parquet", "summary.parquet",
-                                            "lowest.parquet", "paper_metrics.json")}
+    scored = score(Path(folder), budget, tolerance, converged_only, reference)
+    files = report_files(Path(folder))
+    png = files["convergence.png"]
     create_markdown_artifact(
         key=artifact_key(campaign, "discovery-report"),
         markdown=(scored["markdown"] + f"\n## Convergence plot\n\n[convergence.png]({png.resolve().as_uri()}) "

@@ -39,14 +39,14 @@ def _artifact_key(out_dir: str) -> str:
 
 
 @task(name="evaluate-generated")
-def evaluate_generated(generated_dir: str, reference_path: str, known: list[tuple[str, str]] | None, config: dict,
-                       out_dir: str, reference_split: str | None = None, known_bundled: str | None = None) -> dict:
+def evaluate_generated(generated_dir: str, reference_path: str, known: list[tuple[str, str]] | None,
+                       config: MetricsConfig, out_dir: str, reference_split: str | None = None,
+                       known_bundled: str | None = None) -> dict:
     """Read parquet, compute the metrics, write per_structure/summary parquet + markdown; return paths + headline.
 
     Novelty is against every crystal of the `known` (origin, parquet) tables and of the bundled dataset
     `known_bundled` (unimat_core.metrics.known); without either, it is not measured."""
     logger = get_run_logger()
-    metrics_config = MetricsConfig.from_dict(config)
     source = Path(generated_dir)
     generated = read_generated(source) if source.is_dir() else pd.read_parquet(source)
     reference = _table(reference_path, reference_split)
@@ -54,7 +54,7 @@ def evaluate_generated(generated_dir: str, reference_path: str, known: list[tupl
     logger.info("evaluate: %d generated vs %d reference%s", len(generated), len(reference),
                 f", novelty vs {len(known_table)} known crystals {dict(known_table['known_from'].value_counts())}"
                 if known_table is not None else "")
-    result = evaluate_structures(generated, reference, known_table, metrics_config)
+    result = evaluate_structures(generated, reference, known_table, config)
     paths = write_metrics(result, out_dir)
     create_markdown_artifact(key=_artifact_key(out_dir), markdown=result.markdown(), description="generation metrics")
     headline = {key: result.summary[key] for key in SUMMARY_KEYS}

@@ -8,11 +8,10 @@ from uuid import UUID
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from unimat_core.model.checkpoint import LoadedModel, load_model
+from unimat_core.model.checkpoint import LoadedModel, checkpoint_file, load_model
 from unimat_core.model.device import pick_device
 from unimat_core.model.config import GenerateConfig
 from unimat_core.model.generation import generate_part, part_path, plan_batches
-from unimat_core.model.pretrained import resolve
 from unimat_core.parts import set_aside_if_damaged
 
 _MODELS: dict[tuple[str, float, bool], LoadedModel] = {}
@@ -21,8 +20,7 @@ _LOCK = threading.Lock()
 
 def cached_model(config: GenerateConfig) -> LoadedModel:
     """One loaded model per worker process and checkpoint version (tasks of one flow share it)."""
-    path = resolve(config.checkpoint)  # a path, or a shipped model's file for pretrained:<name>
-    path = path / "last.pt" if path.is_dir() else path
+    path = checkpoint_file(config.checkpoint)
     key = (str(path), path.stat().st_mtime, config.use_ema)
     with _LOCK:
         if key not in _MODELS:

@@ -8,16 +8,14 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from unimat_core.run_layout import RunLayout
-from unimat_core.tensor_store import REJECTED, tensorize_file
+from unimat_core.tensor_store import REJECTED, TensorizeConfig, tensorize_file
 
 
 @task(name="tensorize")
-def tensorize_structures(layout: RunLayout, max_atoms_per_element: int | None = None, shard_size: int = 4096,
-                         crop_grid: bool = False, max_sites: int | None = None) -> dict:
+def tensorize_structures(layout: RunLayout, config: TensorizeConfig) -> dict:
     logger = get_run_logger()
     structures = layout.require(layout.structures, made_by="fetch")
-    summary = tensorize_file(structures, layout.tensors, shard_size=shard_size, crop_grid=crop_grid,
-                             max_atoms_per_element=max_atoms_per_element, max_sites=max_sites)
+    summary = tensorize_file(structures, layout.tensors, config=config)
     logger.info("tensorize: %s", {k: v for k, v in summary.as_dict().items() if k != "warnings"})
     if summary.n_rejected:
         reasons = Counter(pd.read_parquet(layout.tensors / REJECTED, columns=["reason"])["reason"].str.split(":").str[0])

@@ -65,8 +65,8 @@ def test_tasks_are_thin_wrappers():
 
 def test_settings_are_declared_once_and_the_cli_is_derived_from_them():
     """Every stage option of `unimat` sets parameter fields named by its dest (no hand-written option table),
-    and no option is declared twice: the campaign's defaults are the stage models' defaults unless
-    CampaignParams overrides them by name."""
+    and no option is declared twice: the campaign's defaults are the stage models' defaults unless its profile
+    (flows/profiles.py) overrides them by name."""
     from flows.cli import _models, build_parser, settable_fields
 
     models = _models()
@@ -80,13 +80,18 @@ def test_settings_are_declared_once_and_the_cli_is_derived_from_them():
                 # a model's own field, or a sub-config field it exposes (declared in the sub-config only)
                 assert field in settable_fields(models[group]), (command, action.option_strings, target)
     from dft.relax import RelaxConfig
-    from flows.params import GenerateParams, RelaxParams, TrainParams
+    from flows.params import EvaluateParams, GenerateParams, RelaxParams, TensorizeParams, TrainParams
+    from unimat_core.metrics import MetricsConfig
     from unimat_core.model.config import GenerateConfig, TrainConfig
+    from unimat_core.tensor_store import TensorizeConfig
 
     # each stage's settings exist once, in the core config the stage's code takes directly
     assert issubclass(RelaxParams, RelaxConfig)
     assert issubclass(TrainParams, TrainConfig) and issubclass(GenerateParams, GenerateConfig)
-    for params, config in ((TrainParams, TrainConfig), (GenerateParams, GenerateConfig), (RelaxParams, RelaxConfig)):
+    pairs = ((TrainParams, TrainConfig), (GenerateParams, GenerateConfig), (RelaxParams, RelaxConfig),
+             (TensorizeParams, TensorizeConfig), (EvaluateParams, MetricsConfig))
+    assert all(issubclass(params, config) for params, config in pairs)
+    for params, config in pairs:
         redeclared = [name for name in config.model_fields if params.__annotations__.get(name)]
         assert not redeclared, f"{params.__name__} declares {redeclared} again"
 
@@ -102,3 +107,20 @@ def test_atomic_writes_go_through_one_helper():
             text = path.read_text()
             found = [p for p in patterns if p in text]
             assert not found, f"{path.relative_to(ROOT)}: {found} (use unimat_core.atomic)"
+
+
+def test_paths_of_a_run_come_from_run_layout():
+    """RunLayout owns every path of a run folder: no module of tasks/, flows/ or deployments/ names one of the
+    files it places (it asks the layout, or the core function that owns a folder's inside)."""
+    import ast
+
+    from unimat_core.run_layout import RunLayout, _In
+
+    files = {part for attribute in vars(RunLayout).values() if isinstance(attribute, _In)
+             for part in attribute.parts if "." in part}
+    assert {"structures.parquet", "last.pt", "scores.parquet"} <= files  # the walk found the layout's files
+    for folder in ("tasks", "flows", "deployments"):
+        for path in (ROOT / folder).rglob("*.py"):
+            named = sorted({node.value for node in ast.walk(ast.parse(path.read_text()))
+                            if isinstance(node, ast.Constant) and node.value in files})
+            assert not named, f"{path.relative_to(ROOT)} builds a run path by hand: {named} (use RunLayout)"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 STAGES = ("fetch", "tensorize", "train", "generate", "relax", "score", "evaluate")
 # which stages' outputs each stage reads: a change in one reaches every stage below it
@@ -46,6 +47,26 @@ def fingerprint_cache(root: str | Path) -> Path:
 
 class MissingStageOutput(FileNotFoundError):
     """A stage was asked to run before the stage that makes its input."""
+
+
+class _In:
+    """A path of a run, read as a property of RunLayout: `parts` under `folder` ("campaign", "round", "reports" or a
+    stage name, resolved by the layout at the time it is read), with its docstring."""
+
+    def __init__(self, folder: str, *parts: str, doc: str = "") -> None:
+        self.folder, self.parts, self.__doc__ = folder, parts, doc or f"{folder}/{'/'.join(parts)}"
+
+    @overload
+    def __get__(self, layout: None, owner: type | None = None) -> _In: ...
+    @overload
+    def __get__(self, layout: RunLayout, owner: type | None = None) -> Path: ...
+
+    def __get__(self, layout: RunLayout | None, owner: type | None = None) -> Path | _In:
+        if layout is None:
+            return self
+        base = {"campaign": lambda: layout.campaign_dir, "round": layout.round_dir,
+                "reports": lambda: layout.reports}.get(self.folder, lambda: layout.stage_dir(self.folder))()
+        return base.joinpath(*self.parts)
 
 
 @dataclass(frozen=True)
@@ -93,110 +114,46 @@ class RunLayout:
         """`campaign` or `campaign round 2`, for logs and artifacts."""
         return self.campaign if self.round is None else f"{self.campaign} round {self.round}"
 
-    @property
-    def round_plan(self) -> Path:
-        """The round's targets and seeds (JSON), written once so a resumed round asks for the same."""
-        return self.round_dir() / "plan.json"
-
-    @property
-    def round_status(self) -> Path:
-        """The round's state (JSON): running / done, when, and its summary."""
-        return self.round_dir() / "_round.json"
-
-    @property
-    def finetune_checkpoint(self) -> Path:
-        return self.stage_dir(FINETUNE) / "checkpoints" / "last.pt"
-
-    @property
-    def finetune_tensors(self) -> Path:
-        """The finds a round fine-tunes on, as a tensor dataset."""
-        return self.round_dir() / "finetune-data"
-
-    @property
-    def discoveries(self) -> Path:
-        """Every round's new crystals (unique and novel), with the round that found each."""
-        return self.campaign_dir / "discoveries.parquet"
-
-    @property
-    def round_stats(self) -> Path:
-        """One row per round: candidates, stable, new finds, median energy above hull, S.U.N. rate."""
-        return self.campaign_dir / "rounds.parquet"
-
-    @property
-    def discoveries_plot(self) -> Path:
-        return self.campaign_dir / "reports" / "discoveries.png"
-
-    @property
-    def campaign_lock(self) -> Path:
-        """Held by the process running a round, so two rounds of one campaign never run at once."""
-        return self.campaign_dir / "_round.lock"
+    round_plan = _In("round", "plan.json", doc="The round's targets and seeds (JSON), written once so a resumed "
+                     "round asks for the same.")
+    round_status = _In("round", "_round.json", doc="The round's state (JSON): running / done, when, and its summary.")
+    finetune_checkpoint = _In(FINETUNE, "checkpoints", "last.pt")
+    finetune_tensors = _In("round", "finetune-data", doc="The finds a round fine-tunes on, as a tensor dataset.")
+    discoveries = _In("campaign", "discoveries.parquet", doc="Every round's new crystals (unique and novel), with the "
+                      "round that found each.")
+    round_stats = _In("campaign", "rounds.parquet", doc="One row per round: candidates, stable, new finds, median "
+                      "energy above hull, S.U.N. rate.")
+    discoveries_plot = _In("campaign", "reports", "discoveries.png")
+    campaign_lock = _In("campaign", "_round.lock", doc="Held by the process running a round, so two rounds of one "
+                        "campaign never run at once.")
 
     def rounds(self) -> list[int]:
         """The numbers of the campaign's existing round folders, ascending."""
         found = (re.fullmatch(r"round-(\d{4})", p.name) for p in self.campaign_dir.glob("round-*"))
         return sorted(int(m.group(1)) for m in found if m)
 
-    @property
-    def structures(self) -> Path:
-        return self.stage_dir("fetch") / "structures.parquet"
-
-    @property
-    def fetch_rejected(self) -> Path:
-        return self.stage_dir("fetch") / "rejected.parquet"
-
-    @property
-    def fetch_source(self) -> Path:
-        """The source settings the fetch stage loaded (JSON), read by evaluate to name the dataset."""
-        return self.stage_dir("fetch") / "source.json"
-
-    @property
-    def tensors(self) -> Path:
-        return self.stage_dir("tensorize") / "dataset"
-
-    @property
-    def train_checkpoint(self) -> Path:
-        return self.stage_dir("train") / "checkpoints" / "last.pt"
-
-    @property
-    def train_metrics(self) -> Path:
-        return self.stage_dir("train") / "metrics.csv"
-
-    @property
-    def train_config(self) -> Path:
-        """The TrainConfig of the first training run (JSON)."""
-        return self.stage_dir("train") / "config.json"
-
-    @property
-    def loss_plot(self) -> Path:
-        return self.stage_dir("train") / "loss.png"
-
-    @property
-    def generated(self) -> Path:
-        """Folder of `part-*.parquet` written by the generate stage (invalid decodes included)."""
-        return self.stage_dir("generate")
-
-    @property
-    def relaxed(self) -> Path:
-        """Folder of `part-*.parquet` written by the relax stage."""
-        return self.stage_dir("relax")
+    structures = _In("fetch", "structures.parquet")
+    fetch_rejected = _In("fetch", "rejected.parquet")
+    fetch_source = _In("fetch", "source.json", doc="The source settings the fetch stage loaded (JSON), read by "
+                       "evaluate to name the dataset.")
+    tensors = _In("tensorize", "dataset")
+    train_checkpoint = _In("train", "checkpoints", "last.pt")
+    train_metrics = _In("train", "metrics.csv")
+    train_config = _In("train", "config.json", doc="The TrainConfig of the first training run (JSON).")
+    loss_plot = _In("train", "loss.png")
+    generated = _In("generate", doc="Folder of `part-*.parquet` written by the generate stage (invalid decodes "
+                    "included).")
+    relaxed = _In("relax", doc="Folder of `part-*.parquet` written by the relax stage.")
 
     @property
     def reports(self) -> Path:
         """Plots and reports of stages whose folder is a parquet dataset (kept out of it)."""
         return self.stage_home / "reports"
 
-    @property
-    def relax_steps_plot(self) -> Path:
-        return self.reports / "relax-steps.png"
-
-    @property
-    def reference(self) -> Path:
-        return self.stage_dir("score") / "reference.parquet"
-
-    @property
-    def reference_info(self) -> Path:
-        """Which energy scale the reference came on and the hull's (JSON)."""
-        return self.stage_dir("score") / "reference.json"
+    relax_steps_plot = _In("reports", "relax-steps.png")
+    reference = _In("score", "reference.parquet")
+    reference_info = _In("score", "reference.json", doc="Which energy scale the reference came on and the hull's "
+                         "(JSON).")
 
     @property
     def reference_cache(self) -> Path:
@@ -208,17 +165,9 @@ class RunLayout:
         """Where the score stage relaxes dataset crystals for the reference, one folder per calculator settings key."""
         return self.stage_dir("score") / "reference-relax" / key
 
-    @property
-    def scores(self) -> Path:
-        return self.stage_dir("score") / "scores.parquet"
-
-    @property
-    def sun_summary(self) -> Path:
-        return self.stage_dir("score") / "sun.json"
-
-    @property
-    def decomposition_plot(self) -> Path:
-        return self.stage_dir("score") / "decomposition_energy.png"
+    scores = _In("score", "scores.parquet")
+    sun_summary = _In("score", "sun.json")
+    decomposition_plot = _In("score", "decomposition_energy.png")
 
     @property
     def fingerprint_cache(self) -> Path:
@@ -227,15 +176,10 @@ class RunLayout:
     def csp_dir(self, k: int) -> Path:
         return self.stage_dir("evaluate") / f"csp-k{k}"
 
-    @property
-    def discovery(self) -> Path:
-        """The discovery benchmark's folder (dft.discovery_benchmark documents its layout)."""
-        return self.campaign_dir / "discovery"
-
-    @property
-    def per_structure_metrics(self) -> Path:
-        """Evaluate stage's per-structure table (valid, unique, novel, reason)."""
-        return self.stage_dir("evaluate") / "per_structure.parquet"
+    discovery = _In("campaign", "discovery", doc="The discovery benchmark's folder (dft.discovery_benchmark "
+                    "documents its layout).")
+    per_structure_metrics = _In("evaluate", "per_structure.parquet", doc="Evaluate stage's per-structure table "
+                                "(valid, unique, novel, reason).")
 
     def require(self, path: Path, made_by: str) -> Path:
         """Fail fast, naming the missing file and the stage that makes it."""

@@ -28,15 +28,31 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from pymatgen.core import Structure
 
 from unimat_core.atomic import atomic_path
 from unimat_core.representation import UniMatSpec, encode
+from unimat_core.settings import Config, option
 from unimat_core.structure_table import read_structure_text, read_structures
 
 MANIFEST = "manifest.parquet"
 SPEC = "spec.json"
 REJECTED = "rejected.parquet"
+
+
+class TensorizeConfig(Config):
+    """Every tensorize setting, declared once: what `tensorize_frame` reads and the `unimat tensorize` options
+    (flows.params.TensorizeParams is this config plus the stage's record rules)."""
+
+    max_atoms_per_element: int | None = Field(default=None, ge=1, le=256, description="UniMat L (default: fitted "
+                                              "to the data)")
+    shard_size: int = Field(default=4096, ge=1, description="structures per tensor shard")
+    crop_grid: bool = Field(default=False, description="keep only the grid rows/columns holding the data's elements "
+                            "(smaller, faster model that cannot place other elements)")
+    max_sites: int | None = option("--tensorize-max-sites", "cells with more sites are left out (with their reason), "
+                                   "so one outlier cannot widen the tensor of every crystal (None: no cap)",
+                                   default=64, ge=1)
 
 
 @dataclass
@@ -115,16 +131,20 @@ def outlier_warning(structures: list[Structure], ids: list[str], slots: int) -> 
             "(or a lower --tensorize-max-sites) to leave them out instead")
 
 
-def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec | None = None, shard_size: int = 4096, *,
-                    crop_grid: bool = False, max_atoms_per_element: int | None = None,
-                    max_sites: int | None = None) -> TensorizeSummary:
-    """Encode a structure table into a tensor dataset folder; reuse it if inputs and spec match.
+def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec | None = None,
+                    config: TensorizeConfig | None = None, **settings) -> TensorizeSummary:
+    """Encode a structure table into a tensor dataset folder; reuse it if inputs, spec and fit settings match.
 
-    With `spec=None` the spec is fitted to the data (smallest L that holds every crystal unless
+    `config` (or its fields given by name in `settings`; the rest keep their declared defaults): with
+    `spec=None` the spec is fitted to the data (smallest L that holds every crystal unless
     `max_atoms_per_element` is given; the grid cropped to the data's elements with `crop_grid`).
     Crystals that cannot be read or encoded, or have more than `max_sites` sites, go to
     rejected.parquet with the reason.
     """
+    if config is not None and settings:
+        raise TypeError("give a TensorizeConfig or its fields by name, not both")
+    config = config or TensorizeConfig(**settings)
+    max_atoms_per_element, max_sites, crop_grid = config.max_atoms_per_element, config.max_sites, config.crop_grid
     out_dir = Path(out_dir)
     input_hash = frame_hash(frame)
     fit = {"crop_grid": crop_grid, "max_atoms_per_element": max_atoms_per_element, "max_sites": max_sites}
@@ -148,8 +168,8 @@ def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec |
         (tmp / "shards").mkdir(parents=True)
         ids = frame["id"].astype(str).tolist()
         manifest_parts, rejected_parts, n_shards = [], [unreadable] if len(unreadable) else [], 0
-        for start in range(0, len(structures), shard_size):
-            stop = min(start + shard_size, len(structures))
+        for start in range(0, len(structures), config.shard_size):
+            stop = min(start + config.shard_size, len(structures))
             batch = encode(structures[start:stop], spec, ids=ids[start:stop], on_error="ignore")
             sub = frame.iloc[start:stop]
             if batch.failures:
@@ -180,11 +200,15 @@ def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec |
                             warnings=warnings)
 
 
-def tensorize_file(structures_path: str | Path, out_dir: str | Path, spec: UniMatSpec | None = None, shard_size: int = 4096, *,
-                   crop_grid: bool = False, max_atoms_per_element: int | None = None,
-                   max_sites: int | None = None) -> TensorizeSummary:
-    return tensorize_frame(read_structures(structures_path), out_dir, spec=spec, shard_size=shard_size,
-                           crop_grid=crop_grid, max_atoms_per_element=max_atoms_per_element, max_sites=max_sites)
+def tensorize_file(structures_path: str | Path, out_dir: str | Path, spec: UniMatSpec | None = None,
+                   config: TensorizeConfig | None = None, **settings) -> TensorizeSummary:
+    return tensorize_frame(read_structures(structures_path), out_dir, spec, config, **settings)
+
+
+def read_spec(folder: str | Path) -> UniMatSpec | None:
+    """The spec of a tensor dataset folder (None when it has none yet)."""
+    path = Path(folder) / SPEC
+    return UniMatSpec.from_dict(json.loads(path.read_text())["spec"]) if path.exists() else None
 
 
 class TensorDataset:

@@ -45,7 +45,7 @@ stages' own options (RelaxParams, GenerateParams) plus DiscoveryParams.
 """
 
 from dft.discovery_benchmark.benchmark import (  # noqa: F401 - the package's public steps
-    SAMPLING_FIELDS,
+    SET_BY_BENCHMARK,
     DiscoveryParams,
     DiscoverySettingsMismatch,
     benchmark_settings,
@@ -57,6 +57,8 @@ from dft.discovery_benchmark.benchmark import (  # noqa: F401 - the package's pu
     random_search_candidates,
     read_relaxed_set,
     relax_chunk_rows,
+    report_files,
+    sampling_settings,
     score,
     select_targets,
     unimat_candidates,

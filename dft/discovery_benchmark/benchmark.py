@@ -24,6 +24,7 @@ from dft.discovery_benchmark.reference_phases import reference_table, target_ele
 from unimat_core.datasets.bundled import BUNDLED_DATASETS, bundled_csv_paths
 from unimat_core.datasets.cdvae_csv import parse_cif
 from unimat_core.metrics.validity import structure_validity
+from unimat_core.model.config import GenerateConfig
 from dft.discovery_benchmark.random_search import CANDIDATE_EXTRA, RandomStructureConfig, random_candidates
 from unimat_core.settings import option
 from unimat_core import atomic
@@ -120,15 +121,25 @@ class DiscoveryParams(BaseModel):
                                      min_distance_factor=self.min_distance_factor)
 
 
-SAMPLING_FIELDS = ("batch_size", "sampler", "steps", "guidance", "seed", "use_ema", "device")
+# GenerateConfig fields the benchmark decides itself (the model, its targets and K x oversample samples of each,
+# its folders) or leaves at their defaults (no unconditional samples; torch threads beside the relaxations); every
+# other field is how UniMat samples, taken as the generate options give it (`unimat discover-benchmark` has them).
+SET_BY_BENCHMARK = frozenset({"checkpoint", "out_dir", "compositions", "samples_per_composition", "num_samples",
+                              "unconditional", "cpu_threads"})
 
 
-def benchmark_settings(checkpoint: str, discovery: DiscoveryParams, generation: dict, calculator: CalculatorConfig,
-                       relax: RelaxConfig) -> dict:
+def sampling_settings(generation: GenerateConfig) -> dict:
+    """How UniMat samples, as settings.json records it: the GenerateConfig fields the benchmark does not set."""
+    return generation.model_dump(mode="json", include=set(GenerateConfig.model_fields) - SET_BY_BENCHMARK)
+
+
+def benchmark_settings(checkpoint: str, discovery: DiscoveryParams, generation: GenerateConfig,
+                       calculator: CalculatorConfig, relax: RelaxConfig) -> dict:
     """What a benchmark folder is made with (settings.json): a rerun with other settings is refused."""
     settings = {"checkpoint": checkpoint, "known": discovery.known, "compositions": list(discovery.compositions),
                 "n_compositions": discovery.n_compositions, "unseen_only": discovery.unseen_only,
-                "k": discovery.relaxations_per_composition, "seed": generation["seed"], "generation": generation,
+                "k": discovery.relaxations_per_composition, "seed": generation.seed,
+                "generation": sampling_settings(generation),
                 "random": discovery.random_config().as_dict(), "calculator": calculator.as_dict(),
                 "relax": relax.model_dump()}
     # recorded only when set, so folders made before these options still resume
@@ -298,8 +309,8 @@ def pick_candidates(samples: list[dict], k: int) -> list[dict]:
     return sorted(chosen, key=lambda r: r["order"])
 
 
-def unimat_candidates(checkpoint: str, compositions: Sequence[str], k: int, generation: dict, out_dir: Path,
-                      oversample: int = 1) -> dict:
+def unimat_candidates(checkpoint: str, compositions: Sequence[str], k: int, generation: GenerateConfig,
+                      folder: Path, oversample: int = 1) -> dict:
     """K proposals per composition from `oversample` x K conditional samples (parts reused on resume), then
     `unimat/candidates.parquet`.
 
@@ -310,12 +321,13 @@ def unimat_candidates(checkpoint: str, compositions: Sequence[str], k: int, gene
     """
     from unimat_core.model.checkpoint import load_model
     from unimat_core.model.device import pick_device
-    from unimat_core.model.generation import (CompositionError, GenerateConfig, composition_counts, generate_part,
-                                              plan_batches, read_generated)
+    from unimat_core.model.generation import (CompositionError, composition_counts, generate_part, plan_batches,
+                                              read_generated)
 
+    out_dir = folder / "unimat"
     generated = out_dir / "generated"
-    config = GenerateConfig(checkpoint=checkpoint, out_dir=str(generated), compositions=(),
-                            samples_per_composition=k * oversample, **generation)
+    config = generation.model_copy(update={"checkpoint": checkpoint, "out_dir": str(generated), "compositions": (),
+                                           "samples_per_composition": k * oversample})
     loaded = load_model(checkpoint, pick_device(config.device), use_ema=config.use_ema)
     unusable: dict[str, str] = {}
     for formula in compositions:
@@ -358,9 +370,9 @@ def unimat_candidates(checkpoint: str, compositions: Sequence[str], k: int, gene
 
 
 def random_search_candidates(compositions: Sequence[str], k: int, seed: int, config: RandomStructureConfig,
-                             out_dir: Path) -> dict:
+                             folder: Path) -> dict:
     """K random crystals per composition in `random/candidates.parquet` (reused on resume)."""
-    path = out_dir / "candidates.parquet"
+    path = folder / "random" / "candidates.parquet"
     if path.exists():
         table = read_structures(path)
         reused = True
@@ -495,6 +507,15 @@ def _json_safe(value):
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
+REPORT_FILES = ("report.md", "convergence.png", "results.parquet", "per_composition.parquet", "curves.parquet",
+                "summary.parquet", "lowest.parquet", "paper_metrics.json")
+
+
+def report_files(folder: Path) -> dict[str, Path]:
+    """The files `score` writes, by name."""
+    return {name: folder / name for name in REPORT_FILES}
 
 
 def score(folder: Path, budget: int, tolerance: float, converged_only: bool, reference_kind: str = "known") -> dict:

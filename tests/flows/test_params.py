@@ -53,8 +53,9 @@ def test_bad_values_are_rejected(tmp_path):
     hull = tmp_path / "hull.csv"
     hull.write_text("id,composition,energy_per_atom,source,energy_scale\nmp-30,Cu,-3.73,test,mp2020\n")
     assert ScoreParams(reference=str(hull)).kind == "file"
-    assert EvaluateParams().metrics_config("perov_5", str(tmp_path))["cache_dir"].endswith(".cache/fingerprints")
-    skip = MetricsConfig(**EvaluateParams(matching=False).metrics_config("carbon_24", str(tmp_path)))
+    assert EvaluateParams().metrics_config("perov_5", str(tmp_path)).cache_dir.endswith(".cache/fingerprints")
+    skip = EvaluateParams(matching=False).metrics_config("carbon_24", str(tmp_path))
+    assert isinstance(skip, MetricsConfig)
     assert skip.matching is False and skip.dataset == "carbon_24"
 
 

@@ -14,6 +14,7 @@ from prefect import flow  # noqa: E402
 from tasks.evaluate import evaluate_generated  # noqa: E402
 from tasks.evaluate_inputs import known_sources  # noqa: E402
 from tests.unimat_core.metrics.conftest import cubic_perovskite, rocksalt, table_of  # noqa: E402
+from unimat_core.metrics import MetricsConfig  # noqa: E402
 from unimat_core.run_layout import RunLayout  # noqa: E402
 from unimat_core.structure_table import write_structures  # noqa: E402
 
@@ -41,7 +42,7 @@ def test_evaluate_generated_writes_metrics_and_returns_a_small_summary(tmp_path)
     def run() -> dict:
         return evaluate_generated(str(tmp_path / "generate"), str(tmp_path / "structures.parquet"),
                                   [("training", str(tmp_path / "training.parquet"))],
-                                  {"n_workers": 1, "dataset": "perov_5"}, str(tmp_path / "evaluate"),
+                                  MetricsConfig(n_workers=1, dataset="perov_5"), str(tmp_path / "evaluate"),
                                   reference_split="test")
 
     summary = run()

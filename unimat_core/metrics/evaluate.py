@@ -16,13 +16,15 @@ import logging
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from unimat_core import atomic
 from unimat_core.atomic import atomic_path
@@ -33,10 +35,12 @@ from unimat_core.metrics.coverage import coverage
 from unimat_core.metrics.distributions import emd, eval_subset
 from unimat_core.metrics.parallel import WorkerPool
 from unimat_core.metrics.uniqueness import MatcherSettings, uniqueness_novelty
+from unimat_core.settings import Config, option
 
 log = logging.getLogger(__name__)
 
-COVERAGE_MODES = ("all", "subset")
+Coverage = Literal["all", "subset"]
+COVERAGE_MODES: tuple[str, ...] = get_args(Coverage)
 PER_STRUCTURE_COLUMNS = ("id", "valid_struct", "valid_comp", "valid", "unique", "novel", "reason", "reduced_formula",
                          "density", "n_elements", "fingerprint_ok", "in_eval")
 
@@ -52,35 +56,54 @@ class MetricsError(ValueError):
     """Inputs the evaluation cannot work with (no structure column, empty reference, bad config)."""
 
 
-@dataclass(frozen=True)
-class MetricsConfig:
-    dataset: str | None = None  # "perov_5" | "carbon_24" | "mp_20" -> CDVAE cutoffs; None -> perov_5 unless given
-    struct_cutoff: float | None = None
-    comp_cutoff: float | None = None
-    n_eval: int = 1000  # seeded subset of valid structures for EMDs (and coverage with coverage_on="subset")
-    seed: int = 0
-    n_workers: int = 2  # process pool for fingerprints and structure matching
-    cache_dir: str | None = None  # reference fingerprint cache (keyed by dataset hash)
-    coverage_on: str = "all"  # "all" generated (CDVAE's script) | "subset" (the n_eval subset only)
-    reference_limit: int | None = None  # seeded subset of the reference (quick runs; None = all, as CDVAE)
-    ltol: float = 0.2  # StructureMatcher tolerances for uniqueness/novelty (pymatgen defaults)
-    stol: float = 0.3
-    angle_tol: float = 5.0
-    # False skips uniqueness and novelty (reported n/a): one formula group of thousands of structures
-    # (carbon_24: every sample is "C") costs millions of StructureMatcher fits, hours on a laptop
-    matching: bool = True
+class MetricsConfig(Config):
+    """Every metrics setting, declared once: what `evaluate_structures` reads and the `unimat evaluate` options
+    (flows.params.EvaluateParams is this config plus the stage's record rules and CSP settings). A bad value
+    raises MetricsError naming it."""
 
-    def __post_init__(self) -> None:
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str | None = option("--eval-dataset", "metric cutoffs of perov_5 | carbon_24 | mp_20 (default: the "
+                                 "fetched source's; perov_5 when unknown)", default=None)
+    struct_cutoff: float | None = Field(default=None, gt=0, description="COV structure cutoff (default: the dataset's)")
+    comp_cutoff: float | None = Field(default=None, gt=0, description="COV composition cutoff (default: the dataset's)")
+    n_eval: int = Field(default=1000, ge=1, description="valid samples for coverage/EMD (a seeded subset)")
+    seed: int = option("--eval-seed", "seed of the evaluated subsets", default=0)
+    n_workers: int = option("--eval-workers", "fingerprint processes", default=2, ge=1)
+    cache_dir: str | None = Field(default=None, description="fingerprint cache (default: "
+                                  "<results-root>/.cache/fingerprints, shared by campaigns)")
+    coverage_on: Coverage = Field(default="all", description="COV over every valid sample (CDVAE) or the --n-eval "
+                                  "subset")
+    reference_limit: int | None = Field(default=None, ge=1, description="seeded subset of the reference split "
+                                        "(default: all, as CDVAE)")
+    # StructureMatcher tolerances of uniqueness/novelty (pymatgen's defaults)
+    ltol: float = option(None, default=0.2, gt=0)
+    stol: float = option(None, default=0.3, gt=0)
+    angle_tol: float = option(None, default=5.0, gt=0)
+    # off: uniqueness and novelty are reported n/a: one formula group of thousands of structures (carbon_24: every
+    # sample is "C") costs millions of StructureMatcher fits, hours on a laptop
+    matching: bool = option("--no-matching", "uniqueness and novelty (one formula group of thousands, e.g. "
+                            "carbon_24, takes hours)", default=True)
+
+    def __init__(self, **data) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            if type(self) is not MetricsConfig:  # a subclass (the evaluate stage's parameters) names options itself
+                raise
+            raise MetricsError(_mistakes(exc)) from None
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> MetricsConfig:
+        return cls(**dict(data or {}))
+
+    @model_validator(mode="after")
+    def _known_dataset(self) -> MetricsConfig:
         explicit = self.struct_cutoff is not None and self.comp_cutoff is not None
         if self.dataset is not None and dataset_key(self.dataset) not in COV_CUTOFFS and not explicit:
-            raise MetricsError(f"unknown dataset {self.dataset!r} for coverage cutoffs; known: {sorted(COV_CUTOFFS)} "
-                               "(or give both struct_cutoff and comp_cutoff)")
-        if self.coverage_on not in COVERAGE_MODES:
-            raise MetricsError(f"coverage_on must be one of {COVERAGE_MODES}, not {self.coverage_on!r}")
-        if self.n_eval < 1:
-            raise MetricsError(f"n_eval must be >= 1, not {self.n_eval}")
-        if self.reference_limit is not None and self.reference_limit < 1:
-            raise MetricsError(f"reference_limit must be >= 1 or None, not {self.reference_limit}")
+            raise ValueError(f"unknown dataset {self.dataset!r} for coverage cutoffs; known: {sorted(COV_CUTOFFS)} "
+                             "(or give both struct_cutoff and comp_cutoff)")
+        return self
 
     @property
     def cutoffs(self) -> tuple[float, float]:
@@ -93,16 +116,17 @@ class MetricsConfig:
     def matcher(self) -> MatcherSettings:
         return MatcherSettings(ltol=self.ltol, stol=self.stol, angle_tol=self.angle_tol)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict | None) -> MetricsConfig:
-        data = dict(data or {})
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise MetricsError(f"unknown metrics option(s) {sorted(unknown)}")
-        return cls(**data)
+def _mistakes(exc: ValidationError) -> str:
+    """One line naming every bad metrics option."""
+    unknown = sorted(str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden")
+    found = [f"unknown metrics option(s) {unknown}"] if unknown else []
+    for error in exc.errors():
+        if error["type"] != "extra_forbidden":
+            where = f"{error['loc'][0]}: " if error["loc"] else ""
+            found.append(f"{where}{error['msg'].removeprefix('Value error, ')}"
+                         + ("" if error["type"] == "value_error" else f", not {error['input']!r}"))
+    return "; ".join(found)
 
 
 @dataclass

@@ -30,11 +30,16 @@ def save_checkpoint(path: Path, state: dict) -> Path:
     return path
 
 
+def checkpoint_file(reference: str | Path) -> Path:
+    """The file a checkpoint reference names: a checkpoint file, a training folder's `last.pt`, or a shipped
+    model's (`pretrained:perov_5`)."""
+    path = resolve(reference)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
     """A checkpoint file, a training folder holding `last.pt`, or a shipped model (`pretrained:perov_5`)."""
-    path = resolve(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
+    path = checkpoint_file(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}: run `unimat train` first")
     return torch.load(path, map_location=device, weights_only=True)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -53,7 +52,7 @@ def test_duplicates_give_the_right_uniqueness_and_training_gives_novelty_zero():
 def test_matching_can_be_skipped_and_is_reported_as_not_computed():
     training = table_of([rocksalt()], prefix="t")
     generated = table_of([rocksalt(), rocksalt(5.7)])
-    result = evaluate_structures(generated, training, training, config=replace(ONE, matching=False))
+    result = evaluate_structures(generated, training, training, config=ONE.model_copy(update={"matching": False}))
     assert np.isnan(result.summary["uniqueness"]) and np.isnan(result.summary["novelty"])
     assert result.per_structure["unique"].isna().all() and result.per_structure["novel"].isna().all()
     assert result.summary["validity"] == 1.0 and "| uniqueness | n/a |" in result.markdown()
