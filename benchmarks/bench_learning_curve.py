@@ -43,6 +43,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "periodic-small": ({"preset": "small"}, {"periodic_loss": True}),
     "periodic-lr3e-4": ({"learning_rate": 3e-4}, {"periodic_loss": True}),
     "periodic-b128": ({"batch_size": 128}, {"periodic_loss": True}),
+    # geometry of interchangeable atoms (carbon_24): slot-permutation equivariance, periodic coordinate features
+    "noslot": ({"model": {"slot_embedding": False}}, {}),
+    "fourier8": ({"model": {"coord_fourier": 8}}, {}),
+    "fourier8-noslot": ({"model": {"coord_fourier": 8, "slot_embedding": False}}, {}),
 }
 
 
@@ -54,7 +58,11 @@ def train_config(dataset: str, variant: str, threads: int):
     from unimat_core.model.config import DiffusionConfig
     from unimat_core.model.training import TrainConfig
 
+    from unimat_core.model.config import preset
+
     train_over, diffusion_over = VARIANTS[variant]
+    if "model" in train_over:  # denoiser fields on top of the preset
+        train_over = {**train_over, "model": preset(train_over.get("preset", "tiny"), **train_over["model"])}
     base = dict(dataset=str(_dataset(dataset, "cropped")), out_dir=str(work(dataset, variant) / "train"), split="val",
                 max_steps=10_000_000, lr_decay_steps=200_000, checkpoint_every=200, log_every=50, cpu_threads=threads,
                 device="cpu", diffusion=DiffusionConfig(**diffusion_over))

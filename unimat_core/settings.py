@@ -7,9 +7,9 @@ a key the config does not know is refused. No config writes its own pair."""
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 from pydantic.fields import FieldInfo
 
 
@@ -40,6 +40,9 @@ class Config(BaseModel):
     """A typed core config: validated on construction, unknown keys refused, round-trips through dicts."""
 
     model_config = ConfigDict(extra="forbid")
+    # fields added after files holding this config were written (checkpoints, config.json): left out of
+    # `as_dict` while at their default, so those files read back and write out unchanged
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="before")
     @classmethod
@@ -55,6 +58,14 @@ class Config(BaseModel):
             inner = data.get(holder) or {}
             inner = inner.model_dump() if isinstance(inner, BaseModel) else dict(inner)
             data[holder] = {**inner, name: data.pop(name)}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _leave_out_later_fields_at_default(self, handler: SerializerFunctionWrapHandler) -> dict:
+        data = handler(self)
+        for name in self.ADDED_LATER:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                data.pop(name, None)
         return data
 
     def as_dict(self) -> dict:

@@ -23,6 +23,7 @@ class DenoiserConfig(Config):
     """Width and depth of the denoiser; the tensor shape comes from the UniMatSpec, not from here."""
 
     model_config = ConfigDict(frozen=True)
+    ADDED_LATER = frozenset({"slot_embedding", "coord_fourier"})
 
     width: int = 64
     channel_mults: tuple[int, ...] = (1,)
@@ -32,6 +33,12 @@ class DenoiserConfig(Config):
     slot_attention: bool = True
     grid_attention: bool = True
     dropout: float = 0.0
+    # A learned vector per slot index. Training permutes the slots of every element (their order is arbitrary),
+    # so the index carries no information; off, the denoiser is exactly equivariant to that permutation.
+    slot_embedding: bool = True
+    # Frequencies k = 1..n of sin/cos(2 pi k x) of each noisy fractional coordinate fed beside x: periodic
+    # features whose dot products in attention are functions of x_i - x_j modulo the cell (0: off).
+    coord_fourier: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _shape(self) -> DenoiserConfig:

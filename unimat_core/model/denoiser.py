@@ -154,9 +154,13 @@ class UniMatDenoiser(nn.Module):
         self.config = config
         self.slots, self.height, self.width = slots, height, width
         c0 = config.width
-        self.input = nn.Linear(3 + 2, c0)
+        self.input = nn.Linear(3 * (1 + 2 * config.coord_fourier) + 2, c0)
         self.cell_embedding = nn.Parameter(torch.randn(height, width, c0) * 0.02)
-        self.slot_embedding = nn.Parameter(torch.randn(slots, 1, 1, c0) * 0.02)
+        if config.slot_embedding:
+            self.slot_embedding = nn.Parameter(torch.randn(slots, 1, 1, c0) * 0.02)
+        if config.coord_fourier:
+            self.register_buffer("frequencies", 2 * math.pi * torch.arange(1, config.coord_fourier + 1).float(),
+                                 persistent=False)
         g = config.time_dim
         self.time_mlp = nn.Sequential(nn.Linear(g, g), nn.SiLU(), nn.Linear(g, g))
         self.lattice_mlp = nn.Sequential(nn.Linear(6, g), nn.SiLU(), nn.Linear(g, g))
@@ -182,6 +186,13 @@ class UniMatDenoiser(nn.Module):
         self.coord_head = nn.Linear(c0, 3)
         self.lattice_head = nn.Sequential(nn.Linear(c0 + g, g), nn.SiLU(), nn.Linear(g, 6))
 
+    def _coordinate_features(self, coords: torch.Tensor) -> torch.Tensor:
+        """The noisy coordinates, plus their periodic Fourier features when configured."""
+        if not self.config.coord_fourier:
+            return coords
+        angles = (coords[..., None] * self.frequencies).flatten(-2)
+        return torch.cat([coords, angles.sin(), angles.cos()], dim=-1)
+
     def forward(self, coords: torch.Tensor, lattice: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                 cond_flag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, l, h, w, _ = coords.shape
@@ -190,7 +201,9 @@ class UniMatDenoiser(nn.Module):
         cond_channels = torch.stack(
             [cond_in[:, None].expand(b, l, h, w), flag[:, None, None, None].expand(b, l, h, w).to(coords.dtype)], dim=-1
         )
-        x = self.input(torch.cat([coords, cond_channels], dim=-1)) + self.cell_embedding + self.slot_embedding
+        x = self.input(torch.cat([self._coordinate_features(coords), cond_channels], dim=-1)) + self.cell_embedding
+        if self.config.slot_embedding:
+            x = x + self.slot_embedding
 
         g = self.time_mlp(timestep_embedding(t, self.config.time_dim))
         g = g + self.lattice_mlp(lattice) + self.cond_mlp(torch.cat([cond_in.reshape(b, -1), flag[:, None]], dim=-1))

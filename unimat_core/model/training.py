@@ -116,7 +116,7 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
     step, epoch, batch_in_epoch, best_loss, resumed_from = 0, 0, 0, float("inf"), 0
 
     if state is not None:
-        if state["spec"] != spec.as_dict() or state["model_config"] != model_config.as_dict():
+        if state["spec"] != spec.as_dict() or DenoiserConfig.from_dict(state["model_config"]) != model_config:
             raise ValueError(f"{ckpt_path} was trained with another dataset layout or model config; "
                              "use a new out_dir or delete the checkpoint")
         model.load_state_dict(state["model"])

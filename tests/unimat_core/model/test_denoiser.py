@@ -44,3 +44,47 @@ def test_presets_and_config_round_trip():
 def test_timestep_embedding_distinguishes_steps():
     emb = timestep_embedding(torch.tensor([0, 1, 999]), 32)
     assert emb.shape == (3, 32) and not torch.allclose(emb[0], emb[1])
+
+
+def _live(model: UniMatDenoiser) -> UniMatDenoiser:
+    with torch.no_grad():  # make the residual branches live (they start at zero)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("slot_embedding", [False, True])
+def test_without_slot_embedding_the_denoiser_is_equivariant_to_slot_order(slot_embedding):
+    """Training shuffles the slots of every element, so the slot index is noise; without its embedding,
+    permuting the slots of the input permutes the prediction and changes nothing else."""
+    torch.manual_seed(0)
+    config = DenoiserConfig(width=16, heads=2, time_dim=32, slot_embedding=slot_embedding, coord_fourier=4)
+    model = _live(UniMatDenoiser(config, slots=4, height=3, width=4)).eval()
+    coords, lattice, t = torch.randn(2, 4, 3, 4, 3), torch.randn(2, 6), torch.tensor([10, 500])
+    cond, flag = torch.rand(2, 3, 4), torch.ones(2)
+    order = torch.tensor([2, 0, 3, 1])
+    with torch.no_grad():
+        c, lat = model(coords, lattice, t, cond, flag)
+        c_perm, lat_perm = model(coords[:, order], lattice, t, cond, flag)
+    equivariant = torch.allclose(c_perm, c[:, order], atol=1e-5) and torch.allclose(lat_perm, lat, atol=1e-5)
+    assert equivariant is not slot_embedding
+
+
+def test_fourier_features_are_periodic_in_the_coordinate():
+    model = UniMatDenoiser(DenoiserConfig(width=16, heads=2, time_dim=32, coord_fourier=3), slots=2, height=3, width=4)
+    x = torch.rand(1, 2, 3, 4, 3)
+    a, b = model._coordinate_features(x), model._coordinate_features(x + 1.0)
+    assert a.shape[-1] == 3 * (1 + 2 * 3)
+    assert torch.allclose(a[..., 3:], b[..., 3:], atol=1e-4)  # the features; the raw coordinate stays beside them
+    assert torch.equal(b[..., :3], x + 1.0)
+
+
+def test_configs_from_before_the_new_fields_build_the_same_model():
+    """Shipped checkpoints' model configs predate `slot_embedding`/`coord_fourier`: they read back as before."""
+    old = preset("tiny").as_dict()
+    assert "slot_embedding" not in old and "coord_fourier" not in old  # written only when set
+    config = DenoiserConfig.from_dict(old)
+    assert config.slot_embedding and config.coord_fourier == 0
+    assert DenoiserConfig.from_dict(preset("tiny", coord_fourier=8).as_dict()).coord_fourier == 8
+    names = set(UniMatDenoiser(config, slots=2, height=3, width=4).state_dict())
+    assert "slot_embedding" in names and "frequencies" not in names
