@@ -129,20 +129,51 @@ def round_stats(layout: RunLayout, merge: dict, n_generated: int, use_metastable
     return row
 
 
-def finetune_frame(layout: RunLayout, cutoff: float, training_split: str | None, seed: int) -> pd.DataFrame:
-    """What round `layout.round` fine-tunes on: the finds of earlier rounds within `cutoff` eV/atom of the hull,
-    plus as many crystals of the model's training split (replayed, so the model does not forget them), as a
-    structure table whose rows are all split 'train'. Empty when there is no such find."""
+def _samples_of(layout: RunLayout, finds: pd.DataFrame) -> list[str | None]:
+    """The generated sample each find relaxed from (its round's generate parts), None where it is gone."""
+    text: dict[tuple[int, str], str] = {}
+    for number in sorted(set(finds["round"].astype(int))):
+        for part in sorted(layout.for_round(number).generated.glob("part-*.parquet")):
+            frame = pd.read_parquet(part, columns=["id", "structure"]).dropna()
+            text.update({(number, i): s for i, s in zip(frame["id"], frame["structure"])})
+    return [text.get((int(r), c)) for r, c in zip(finds["round"], finds["candidate_id"])]
+
+
+def finetune_frame(layout: RunLayout, cutoff: float, training_split: str | None, seed: int, checkpoint: str,
+                   max_loss_ratio: float) -> tuple[pd.DataFrame, dict]:
+    """What round `layout.round` fine-tunes `checkpoint` on: the finds of earlier rounds within `cutoff` eV/atom
+    of the hull, plus as many crystals of the model's training split (replayed, so the model does not forget
+    them), as a structure table whose rows are all split 'train' (empty when there is no such find), and counts.
+
+    Each find enters in a form the model can learn from a few steps: its relaxed crystal when the model's loss
+    on it is within `max_loss_ratio` times its median loss on the replayed crystals, else the sample it relaxed
+    from (the model's own output, so inside what it knows). A relaxation can leave the family of cells the
+    model was trained on (perov_5's are all cubic; CHGNet relaxes many samples into tilted cells), and a
+    fine-tune on such crystals started at loss ~37 where the model's own is ~0.1 and made the model worse."""
+    from unimat_core.model.familiarity import crystal_losses
     from unimat_core.structure_table import records_to_frame
 
     table = read_discoveries(layout)
     finds = table[(table["round"] < layout.round) & (table["e_above_hull"].astype(float) <= cutoff)]
     if finds.empty:
-        return finds
-    structures = [structure_from_json(s) for s in finds["structure"]]
-    frame = records_to_frame(structures, list(finds["id"]), split="train", source="discoveries")
+        return finds, {"n_finds": 0}
     known = read_structures(layout.structures)
     if training_split is not None:
         known = known[known["split"] == training_split]
     replay = known.iloc[np.random.default_rng(seed).permutation(len(known))[:len(finds)]].assign(split="train")
-    return pd.concat([frame, replay[frame.columns]], ignore_index=True)
+    relaxed = [structure_from_json(s) for s in finds["structure"]]
+    samples = [structure_from_json(s) if s else None for s in _samples_of(layout, finds)]
+    reference = float(np.nanmedian(crystal_losses(checkpoint, [structure_from_json(s) for s in replay["structure"]])))
+    losses = crystal_losses(checkpoint, relaxed)
+    as_relaxed = losses <= max_loss_ratio * reference  # NaN (cannot be encoded): False
+    chosen = [r if ok else s for r, s, ok in zip(relaxed, samples, as_relaxed)]
+    keep = [i for i, s in enumerate(chosen) if s is not None]
+    frame = records_to_frame([chosen[i] for i in keep], [finds["id"].iloc[i] for i in keep], split="train",
+                             source="discoveries")
+    counts = {"n_finds": len(keep), "n_as_relaxed": int(as_relaxed[keep].sum()),
+              "n_as_sample": int((~as_relaxed[keep]).sum()), "n_left_out": len(finds) - len(keep),
+              "reference_loss": round(reference, 4),
+              "median_relaxed_loss": round(float(np.nanmedian(losses)), 4) if np.isfinite(losses).any() else None}
+    if not keep:
+        return frame.iloc[:0], counts
+    return pd.concat([frame, replay[frame.columns]], ignore_index=True), counts

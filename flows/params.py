@@ -310,6 +310,9 @@ class RoundParams(StageSettings):
     finetune_cutoff: float = option("--finetune-cutoff", "finds within this many eV/atom of the hull are fine-tuned on",
                                     default=0.1, ge=0)
     finetune_lr: float = option("--finetune-lr", "fine-tuning learning rate", default=1e-4, gt=0)
+    finetune_max_loss_ratio: float = option(
+        "--finetune-max-loss-ratio", "a find is fine-tuned on as relaxed when the model's loss on it is within this "
+        "factor of its loss on its training crystals, else as the sample it relaxed from", default=4.0, gt=0)
     wait_lock: float = option("--wait-lock", "seconds to wait for a running round of the campaign before refusing",
                               default=0.0, ge=0)
 

@@ -68,21 +68,28 @@ def _finetune(run: RunParams, layout: RunLayout, params: CampaignParams) -> dict
     """Fine-tune the previous round's model briefly on earlier finds within the cutoff (+ replayed training data)."""
     rounds = params.rounds
     base = _base_model(layout)
-    data = finetune_data(layout, rounds.finetune_cutoff, training_split_of(layout), params.train.seed + layout.round)
+    data = finetune_data(layout, rounds.finetune_cutoff, training_split_of(layout), params.train.seed + layout.round,
+                         base, rounds.finetune_max_loss_ratio)
     if not data["n_finds"]:
         get_run_logger().info("round %d: no find within %g eV/atom of the hull yet: no fine-tune", layout.round,
                               rounds.finetune_cutoff)
         return {"skipped": "no finds", "model": base}
-    settings = {"steps": rounds.finetune_steps, "learning_rate": rounds.finetune_lr, "cutoff": rounds.finetune_cutoff}
+    settings = {"steps": rounds.finetune_steps, "learning_rate": rounds.finetune_lr, "cutoff": rounds.finetune_cutoff,
+                "max_loss_ratio": rounds.finetune_max_loss_ratio}
     begin_stage(run, FINETUNE, settings, {"base": checkpoint_identity(base)[0], "finds": str(data["n_rows"])})
     config = params.train.model_copy(update={
         "init_from": base, "max_steps": rounds.finetune_steps, "max_minutes": None, "learning_rate": rounds.finetune_lr,
         "lr_decay_steps": None, "split": "train", "batch_size": min(params.train.batch_size, data["n_rows"]),
-        "composition_prior": False, "warmup_steps": 1, "checkpoint_every": rounds.finetune_steps,
-        "log_every": max(1, rounds.finetune_steps // 5)})
+        "composition_prior": False, "checkpoint_every": rounds.finetune_steps,
+        "warmup_steps": max(1, rounds.finetune_steps // 10),  # a fresh Adam's first steps move every weight by ~lr
+        # the sampling (EMA) weights average over the fine-tune's last third: at the campaign's 0.999, which
+        # continues the base model's average, 60 steps would move them by 6 % and the round would sample the base
+        "ema_decay": 1 - 3 / max(4, rounds.finetune_steps),
+        "log_every": 1})  # every step: the curve shows whether it starts from what the model knows
     summary = train_model(layout, config, dataset=data["dataset"], out_dir=str(layout.stage_dir(FINETUNE)))
-    update_about(layout, FINETUNE, step=summary["step"], n_finds=data["n_finds"])
-    return {**summary, "n_finds": data["n_finds"], "model": str(layout.finetune_checkpoint), "base": base}
+    forms = {k: data[k] for k in ("n_as_relaxed", "n_as_sample", "n_left_out", "reference_loss")}
+    update_about(layout, FINETUNE, step=summary["step"], n_finds=data["n_finds"], **forms)
+    return {**summary, "n_finds": data["n_finds"], **forms, "model": str(layout.finetune_checkpoint), "base": base}
 
 
 @flow(name="campaign-round", log_prints=True)

@@ -15,7 +15,8 @@ def _headline(stage: str, result: dict) -> str:
         "train": ("step", "last_loss", "stopped_by"), "generate": ("n_generated", "n_valid"),
         "relax": ("n_relaxed", "n_converged", "n_failed"), "score": ("n_scored", "n_stable", "n_metastable"),
         "evaluate": ("n_valid", "validity", "cov_recall", "cov_precision", "uniqueness", "novelty"),
-        "finetune": ("step", "n_finds", "skipped"), "discoveries": ("n_scored", "n_new", "n_new_stable", "n_total"),
+        "finetune": ("step", "n_finds", "n_as_sample", "last_loss", "skipped"),
+        "discoveries": ("n_scored", "n_new", "n_new_stable", "n_total"),
     }[stage]
     if stage == "score":
         result = result.get("scores", result)

@@ -58,17 +58,19 @@ def plan_round_targets(layout: RunLayout, policy: dict, seed: int, prior_checkpo
 
 
 @task(name="finetune-data")
-def finetune_data(layout: RunLayout, cutoff: float, training_split: str | None, seed: int) -> dict:
-    """Tensorize earlier rounds' low-energy finds (+ as many replayed training crystals) with the campaign's spec."""
+def finetune_data(layout: RunLayout, cutoff: float, training_split: str | None, seed: int, checkpoint: str,
+                  max_loss_ratio: float) -> dict:
+    """Tensorize earlier rounds' low-energy finds, each as relaxed or as the sample it came from (whichever the
+    model can learn from), plus as many replayed training crystals, with the campaign's spec."""
     from unimat_core.tensor_store import tensorize_frame
 
-    frame = discoveries.finetune_frame(layout, cutoff, training_split, seed)
+    frame, counts = discoveries.finetune_frame(layout, cutoff, training_split, seed, checkpoint, max_loss_ratio)
     if frame.empty:
-        return {"n_finds": 0}
+        return counts
     spec = UniMatSpec.from_dict(json.loads((layout.tensors / "spec.json").read_text())["spec"])
     summary = tensorize_frame(frame, layout.finetune_tensors, spec=spec)
-    n_finds = int((frame["source"] == "discoveries").sum())
-    return {"n_finds": n_finds, "n_rows": len(frame), "n_encoded": summary.as_dict().get("n_encoded"),
+    get_run_logger().info("round %d fine-tune data: %s", layout.round, counts)
+    return {**counts, "n_rows": len(frame), "n_encoded": summary.as_dict().get("n_encoded"),
             "dataset": str(layout.finetune_tensors)}
 
 

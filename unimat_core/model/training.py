@@ -134,7 +134,9 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
         if init is not None:  # fine-tune: start from the shipped weights (EMA too), a fresh optimizer and step 0
             model.load_state_dict(init["model"])
             ema.load_state_dict(init["ema"])
-            ema_offset = int(init["step"])  # the EMA goes on averaging at full decay instead of warming up again
+            # the EMA goes on averaging at full decay instead of warming up again: the steps behind the init
+            # include those behind its own init (a round's fine-tune of the previous round's fine-tune)
+            ema_offset = int(init["step"]) + int(init.get("ema_offset", 0))
             log.info("fine-tuning from %s (trained %d steps)", config.init_from, int(init["step"]))
         prior_state = _fit_prior_state(data, spec, config) if config.composition_prior else None
 
