@@ -163,8 +163,9 @@ def finetune_frame(layout: RunLayout, cutoff: float, training_split: str | None,
     replay = known.iloc[np.random.default_rng(seed).permutation(len(known))[:len(finds)]].assign(split="train")
     relaxed = [structure_from_json(s) for s in finds["structure"]]
     samples = [structure_from_json(s) if s else None for s in _samples_of(layout, finds)]
-    reference = float(np.nanmedian(crystal_losses(checkpoint, [structure_from_json(s) for s in replay["structure"]])))
-    losses = crystal_losses(checkpoint, relaxed)
+    replayed = [structure_from_json(s) for s in replay["structure"]]
+    all_losses = crystal_losses(checkpoint, replayed + relaxed)  # one model load for both
+    reference, losses = float(np.nanmedian(all_losses[:len(replayed)])), all_losses[len(replayed):]
     as_relaxed = losses <= max_loss_ratio * reference  # NaN (cannot be encoded): False
     chosen = [r if ok else s for r, s, ok in zip(relaxed, samples, as_relaxed)]
     keep = [i for i, s in enumerate(chosen) if s is not None]

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
-from unimat_core.model.checkpoint import build_model, load_checkpoint
-from unimat_core.model.config import DenoiserConfig, DiffusionConfig
-from unimat_core.model.diffusion import Condition, GaussianDiffusion
-from unimat_core.representation import UniMatSpec, composition_grid, encode
+from unimat_core.model.checkpoint import load_model
+from unimat_core.model.diffusion import Condition
+from unimat_core.representation import composition_grid, encode
 
 
 def crystal_losses(checkpoint: str, structures: Sequence[Structure], *, draws: int = 16, seed: int = 0,
@@ -25,12 +24,10 @@ def crystal_losses(checkpoint: str, structures: Sequence[Structure], *, draws: i
     """The training loss of `checkpoint` on each crystal alone, averaged over `draws` noise levels (the same draws
     for every crystal, so two crystals compare pairwise); NaN where the model's tensor layout cannot hold it.
     `weights`: "model" (the raw weights a fine-tune continues from) or "ema" (the ones that sample)."""
-    state = load_checkpoint(checkpoint, "cpu")
-    spec = UniMatSpec.from_dict(state["spec"])
-    model = build_model(DenoiserConfig.from_dict(state["model_config"]), spec)
-    model.load_state_dict(state[weights])
-    model.eval()
-    diffusion = GaussianDiffusion(DiffusionConfig.from_dict(state["diffusion_config"]), spec.null_value)
+    if weights not in ("model", "ema"):
+        raise ValueError(f"weights must be 'model' or 'ema', not {weights!r}")
+    loaded = load_model(checkpoint, "cpu", use_ema=weights == "ema")
+    model, diffusion, spec = loaded.model, loaded.diffusion, loaded.spec
     batch = encode(list(structures), spec, ids=[str(i) for i in range(len(structures))], on_error="ignore")
     out = np.full(len(structures), np.nan)
     generator = torch.Generator()
