@@ -62,12 +62,14 @@ def finetune_data(layout: RunLayout, cutoff: float, training_split: str | None, 
                   max_loss_ratio: float) -> dict:
     """Tensorize earlier rounds' low-energy finds, each as relaxed or as the sample it came from (whichever the
     model can learn from), plus as many replayed training crystals, with the campaign's spec."""
-    from unimat_core.tensor_store import tensorize_frame
+    from unimat_core.tensor_store import read_spec, tensorize_frame
 
     frame, counts = discoveries.finetune_frame(layout, cutoff, training_split, seed, checkpoint, max_loss_ratio)
     if frame.empty:
         return counts
-    spec = UniMatSpec.from_dict(json.loads((layout.tensors / "spec.json").read_text())["spec"])
+    spec = read_spec(layout.tensors)
+    if spec is None:
+        raise FileNotFoundError(f"no tensor spec in {layout.tensors}: run the tensorize stage first")
     summary = tensorize_frame(frame, layout.finetune_tensors, spec=spec)
     get_run_logger().info("round %d fine-tune data: %s", layout.round, counts)
     return {**counts, "n_rows": len(frame), "n_encoded": summary.as_dict().get("n_encoded"),
