@@ -28,13 +28,14 @@ ROOT = Path(__file__).resolve().parent
 RUNS = ROOT / "runs"
 
 
-def _dataset(name: str, grid: str = "full") -> Path:
-    """Bundled val+test tensorized once (cached on the input hash); `grid="cropped"` keeps only its elements' rows/columns."""
+def _dataset(name: str, grid: str = "full", niggli: bool = False) -> Path:
+    """Bundled val+test tensorized once (cached on the input hash); `grid="cropped"` keeps only its elements'
+    rows/columns; `niggli` encodes Niggli-reduced cells."""
     from unimat_core.datasets import load_bundled
     from unimat_core.tensor_store import tensorize_frame
 
-    path = RUNS / name / f"tensors{_suffix(grid)}"
-    tensorize_frame(load_bundled(name).structures, path, crop_grid=grid == "cropped")
+    path = RUNS / name / f"tensors{_suffix(grid)}{'-niggli' if niggli else ''}"
+    tensorize_frame(load_bundled(name).structures, path, crop_grid=grid == "cropped", niggli=niggli)
     return path
 
 

@@ -45,6 +45,8 @@ class TensorizeConfig(Config):
     """Every tensorize setting, declared once: what `tensorize_frame` reads and the `unimat tensorize` options
     (flows.params.TensorizeParams is this config plus the stage's record rules)."""
 
+    ADDED_LATER = frozenset({"niggli"})
+
     max_atoms_per_element: int | None = Field(default=None, ge=1, le=256, description="UniMat L (default: fitted "
                                               "to the data)")
     shard_size: int = Field(default=4096, ge=1, description="structures per tensor shard")
@@ -53,6 +55,9 @@ class TensorizeConfig(Config):
     max_sites: int | None = option("--tensorize-max-sites", "cells with more sites are left out (with their reason), "
                                    "so one outlier cannot widen the tensor of every crystal (None: no cap)",
                                    default=64, ge=1)
+    niggli: bool = Field(default=False, description="encode each cell Niggli-reduced (the same crystal in its "
+                         "canonical, least skewed cell, as CDVAE's loaders do): the model then learns one cell per "
+                         "crystal instead of whatever cell the source stored")
 
 
 @dataclass
@@ -80,7 +85,7 @@ def frame_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-_FIT_DEFAULTS = {"crop_grid": False, "max_atoms_per_element": None, "max_sites": None}  # spec.json files without "fit"
+_FIT_DEFAULTS = {"crop_grid": False, "max_atoms_per_element": None, "max_sites": None, "niggli": False}  # spec.json files without "fit"
 
 
 def _existing(out_dir: Path, input_hash: str, spec: UniMatSpec | None, fit: dict) -> dict | None:
@@ -97,12 +102,16 @@ def _existing(out_dir: Path, input_hash: str, spec: UniMatSpec | None, fit: dict
     return stored
 
 
-def _readable(frame: pd.DataFrame, max_sites: int | None) -> tuple[pd.DataFrame, list[Structure], pd.DataFrame]:
+def _readable(frame: pd.DataFrame, max_sites: int | None, niggli: bool = False
+              ) -> tuple[pd.DataFrame, list[Structure], pd.DataFrame]:
     """(rows to encode, their structures, rejected rows): unreadable structures and cells beyond the size cap
-    are rejected with their reason instead of stopping the stage or widening the tensor for every crystal."""
+    are rejected with their reason instead of stopping the stage or widening the tensor for every crystal.
+    With `niggli` each cell is replaced by its Niggli-reduced one (same crystal, canonical cell)."""
     keep, structures, rejected = [], [], []
     for position, text in enumerate(frame["structure"]):
         structure, reason = read_structure_text(text)
+        if structure is not None and niggli:
+            structure, reason = _niggli_reduced(structure)
         if structure is not None and max_sites is not None and len(structure) > max_sites:
             reason = f"{len(structure)} sites > max_sites {max_sites} (the tensorize size cap)"
         if reason:
@@ -114,6 +123,14 @@ def _readable(frame: pd.DataFrame, max_sites: int | None) -> tuple[pd.DataFrame,
     return (frame.iloc[keep].reset_index(drop=True), structures,
             pd.DataFrame({"id": frame["id"].iloc[bad].astype(str).tolist(), "split": frame["split"].iloc[bad].tolist(),
                           "reason": [r for _, r in rejected]}, dtype=str))
+
+
+def _niggli_reduced(structure: Structure) -> tuple[Structure | None, str | None]:
+    """The crystal in its Niggli cell, or the reason pymatgen could not reduce it."""
+    try:
+        return structure.get_reduced_structure("niggli"), None
+    except Exception as exc:  # pymatgen raises ValueError/ArithmeticError for degenerate cells
+        return None, f"Niggli reduction failed: {type(exc).__name__}: {exc}"
 
 
 def outlier_warning(structures: list[Structure], ids: list[str], slots: int) -> str | None:
@@ -147,7 +164,8 @@ def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec |
     max_atoms_per_element, max_sites, crop_grid = config.max_atoms_per_element, config.max_sites, config.crop_grid
     out_dir = Path(out_dir)
     input_hash = frame_hash(frame)
-    fit = {"crop_grid": crop_grid, "max_atoms_per_element": max_atoms_per_element, "max_sites": max_sites}
+    fit = {"crop_grid": crop_grid, "max_atoms_per_element": max_atoms_per_element, "max_sites": max_sites,
+           "niggli": config.niggli}
     stored = _existing(out_dir, input_hash, spec, fit)
     if stored is not None:
         manifest = pd.read_parquet(out_dir / MANIFEST, columns=["shard"])
@@ -156,7 +174,7 @@ def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec |
                                 stored["spec"]["max_atoms_per_element"], input_hash, reused=True,
                                 warnings=stored.get("warnings", []))
 
-    frame, structures, unreadable = _readable(frame, max_sites)
+    frame, structures, unreadable = _readable(frame, max_sites, config.niggli)
     warnings = []
     if spec is None:
         ordered = [s for s in structures if s.is_ordered]

@@ -72,3 +72,30 @@ def test_crop_grid_and_a_given_l_are_part_of_what_is_reused(tmp_path, small_tabl
     assert not wider.reused and TensorDataset(tmp_path / "ds").spec.max_atoms_per_element == 4
     assert not tensorize_frame(small_table, tmp_path / "ds").reused and full.n_encoded == 50
     assert not TensorDataset(tmp_path / "ds").spec.grid.is_cropped
+
+
+def test_niggli_encodes_each_crystal_in_its_reduced_cell_and_is_part_of_what_is_reused(tmp_path):
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    diamond = Structure(Lattice.cubic(3.567), ["C"] * 8, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
+                                                      [0.25, 0.25, 0.25], [0.75, 0.75, 0.25], [0.75, 0.25, 0.75],
+                                                      [0.25, 0.75, 0.75]])
+    skewed = diamond.copy()
+    skewed.make_supercell([[1, 0, 0], [1, 1, 0], [2, 0, 1]])  # same crystal, a cell with 26 and 70 degree angles
+    assert skewed.lattice.angles != diamond.lattice.angles
+    table = records_to_frame([skewed], ["skewed-diamond"], split="val", source="hand-made")
+
+    plain = tensorize_frame(table, tmp_path / "ds")
+    plain_params = decode(*TensorDataset(tmp_path / "ds").load()[:2], TensorDataset(tmp_path / "ds").spec)[0]
+    assert np.allclose(plain_params.structure.lattice.parameters, skewed.lattice.parameters, atol=1e-3)
+
+    reduced = tensorize_frame(table, tmp_path / "ds", niggli=True)
+    assert not reduced.reused and reduced.n_encoded == 1
+    data = TensorDataset(tmp_path / "ds")
+    crystal = decode(*data.load()[:2], data.spec)[0].structure
+    niggli = skewed.get_reduced_structure("niggli").lattice
+    assert np.allclose(crystal.lattice.parameters, niggli.parameters, atol=1e-3)
+    assert np.allclose(crystal.lattice.angles, 90.0, atol=1e-3)  # diamond's conventional cell is its Niggli cell
+    assert StructureMatcher().fit(crystal, diamond)
+    assert tensorize_frame(table, tmp_path / "ds", niggli=True).reused
+    assert not tensorize_frame(table, tmp_path / "ds").reused and not plain.reused
