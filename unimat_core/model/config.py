@@ -23,7 +23,7 @@ class DenoiserConfig(Config):
     """Width and depth of the denoiser; the tensor shape comes from the UniMatSpec, not from here."""
 
     model_config = ConfigDict(frozen=True)
-    ADDED_LATER = frozenset({"slot_embedding", "coord_fourier"})
+    ADDED_LATER = frozenset({"slot_embedding", "coord_fourier", "pair_bias"})
 
     width: int = 64
     channel_mults: tuple[int, ...] = (1,)
@@ -39,6 +39,11 @@ class DenoiserConfig(Config):
     # Frequencies k = 1..n of sin/cos(2 pi k x) of each noisy fractional coordinate fed beside x: periodic
     # features whose dot products in attention are functions of x_i - x_j modulo the cell (0: off).
     coord_fourier: int = Field(default=0, ge=0)
+    # Frequencies k = 1..n of sin/cos(2 pi k (x_i - x_j)) of every pair of slots in a grid cell, with the noisy
+    # lattice, mapped to a per-head bias of the slot attention: atoms of one element attend by their periodic
+    # separation, the relative geometry (and the "that site is taken" signal) absolute coordinates only give a
+    # small net indirectly (0: off).
+    pair_bias: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _shape(self) -> DenoiserConfig:

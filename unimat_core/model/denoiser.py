@@ -81,19 +81,55 @@ class AxisAttention(nn.Module):
         nn.init.zeros_(self.attention.out_proj.weight)
         nn.init.zeros_(self.attention.out_proj.bias)
 
-    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, g: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """`bias` [B*H*W*heads, L, L] is added to the slot attention's scores (ignored across the grid)."""
         b, l, h, w, c = x.shape
         y = self.film(x, g)
         if self.over == "slots":
             seq = y.permute(0, 2, 3, 1, 4).reshape(b * h * w, l, c)
         else:
-            seq = y.reshape(b * l, h * w, c)
-        out, _ = self.attention(seq, seq, seq, need_weights=False)
+            seq, bias = y.reshape(b * l, h * w, c), None
+        out, _ = self.attention(seq, seq, seq, need_weights=False, attn_mask=bias)
         if self.over == "slots":
             out = out.reshape(b, h, w, l, c).permute(0, 3, 1, 2, 4)
         else:
             out = out.reshape(b, l, h, w, c)
         return x + out
+
+
+class PairFeatures(nn.Module):
+    """Shared hidden features of every slot pair within a grid cell: periodic Fourier features of the
+    difference of their noisy fractional coordinates, with the noisy lattice. Each slot-attention layer maps
+    them to its own per-head bias (`PairBias`)."""
+
+    def __init__(self, frequencies: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.register_buffer("frequencies", 2 * math.pi * torch.arange(1, frequencies + 1).float(), persistent=False)
+        self.net = nn.Sequential(nn.Linear(6 * frequencies + 6, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+
+    def forward(self, coords: torch.Tensor, lattice: torch.Tensor) -> torch.Tensor:
+        """coords [B, L, H, W, 3], lattice [B, 6] -> [B*H*W, L, L, hidden]."""
+        b, l, h, w, _ = coords.shape
+        x = coords.permute(0, 2, 3, 1, 4).reshape(b * h * w, l, 3)
+        angles = ((x[:, :, None] - x[:, None, :])[..., None] * self.frequencies).flatten(-2)
+        cell = lattice.repeat_interleave(h * w, dim=0)[:, None, None].expand(-1, l, l, -1)
+        return self.net(torch.cat([angles.sin(), angles.cos(), cell.to(angles.dtype)], dim=-1))
+
+
+class PairBias(nn.Module):
+    """One slot-attention layer's per-head score bias from the shared pair features; starts at zero."""
+
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.out = nn.Linear(hidden, heads)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        """[N, L, L, hidden] -> [N*heads, L, L], the layout nn.MultiheadAttention's attn_mask takes."""
+        n, l = pairs.shape[:2]
+        return self.out(pairs).permute(0, 3, 1, 2).reshape(n * self.heads, l, l)
 
 
 class ChannelMLP(nn.Module):
@@ -108,20 +144,28 @@ class ChannelMLP(nn.Module):
         return x + self.net(self.film(x, g))
 
 
+PAIR_HIDDEN = 32
+
+
 class UniMatBlock(nn.Module):
     def __init__(self, channels: int, config: DenoiserConfig, slots: int) -> None:
         super().__init__()
         layers: list[nn.Module] = [GridConv(channels, config.time_dim, config.dropout)]
+        self.pair_bias = None
         if config.slot_attention and slots > 1:
             layers.append(AxisAttention(channels, config.heads, config.time_dim, "slots"))
+            if config.pair_bias:
+                self.pair_bias = PairBias(PAIR_HIDDEN, config.heads)
         if config.grid_attention:
             layers.append(AxisAttention(channels, config.heads, config.time_dim, "grid"))
         layers.append(ChannelMLP(channels, config.time_dim, config.dropout))
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, g: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
+        """`pairs`: the shared pair features at this block's grid resolution, or None (no pair bias)."""
+        bias = self.pair_bias(pairs).to(x.dtype) if self.pair_bias is not None and pairs is not None else None
         for layer in self.layers:
-            x = layer(x, g)
+            x = layer(x, g, bias) if isinstance(layer, AxisAttention) else layer(x, g)
         return x
 
 
@@ -161,6 +205,7 @@ class UniMatDenoiser(nn.Module):
         if config.coord_fourier:
             self.register_buffer("frequencies", 2 * math.pi * torch.arange(1, config.coord_fourier + 1).float(),
                                  persistent=False)
+        self.pair_features = PairFeatures(config.pair_bias, PAIR_HIDDEN) if config.pair_bias and slots > 1 else None
         g = config.time_dim
         self.time_mlp = nn.Sequential(nn.Linear(g, g), nn.SiLU(), nn.Linear(g, g))
         self.lattice_mlp = nn.Sequential(nn.Linear(6, g), nn.SiLU(), nn.Linear(g, g))
@@ -209,18 +254,22 @@ class UniMatDenoiser(nn.Module):
         g = g + self.lattice_mlp(lattice) + self.cond_mlp(torch.cat([cond_in.reshape(b, -1), flag[:, None]], dim=-1))
         g = F.silu(g)
 
+        # pair features belong to the input's grid cells: the blocks at that resolution use them, the
+        # downsampled levels (whose cells merge several elements) do without
+        pairs = self.pair_features(coords, lattice) if self.pair_features is not None else None
         skips = []
-        for downsample, blocks in zip(self.downsamples, self.down_blocks):
+        for level, (downsample, blocks) in enumerate(zip(self.downsamples, self.down_blocks)):
             x = downsample(x)
             for block in blocks:
-                x = block(x, g)
+                x = block(x, g, pairs if level == 0 else None)
             skips.append(x)
         skips.pop()
-        for upsample, merge, blocks in zip(self.upsamples, self.skip_merges, self.up_blocks):
+        for level, upsample, merge, blocks in zip(reversed(range(len(self.up_blocks))), self.upsamples, self.skip_merges,
+                                                  self.up_blocks):
             skip = skips.pop()
             x = merge(torch.cat([upsample(x, size=skip.shape[2:4]), skip], dim=-1))
             for block in blocks:
-                x = block(x, g)
+                x = block(x, g, pairs if level == 0 else None)
 
         x = self.out_norm(x)
         pooled = x.mean(dim=(1, 2, 3))

@@ -58,7 +58,7 @@ def test_without_slot_embedding_the_denoiser_is_equivariant_to_slot_order(slot_e
     """Training shuffles the slots of every element, so the slot index is noise; without its embedding,
     permuting the slots of the input permutes the prediction and changes nothing else."""
     torch.manual_seed(0)
-    config = DenoiserConfig(width=16, heads=2, time_dim=32, slot_embedding=slot_embedding, coord_fourier=4)
+    config = DenoiserConfig(width=16, heads=2, time_dim=32, slot_embedding=slot_embedding, coord_fourier=4, pair_bias=3)
     model = _live(UniMatDenoiser(config, slots=4, height=3, width=4)).eval()
     coords, lattice, t = torch.randn(2, 4, 3, 4, 3), torch.randn(2, 6), torch.tensor([10, 500])
     cond, flag = torch.rand(2, 3, 4), torch.ones(2)
@@ -80,11 +80,37 @@ def test_fourier_features_are_periodic_in_the_coordinate():
 
 
 def test_configs_from_before_the_new_fields_build_the_same_model():
-    """Shipped checkpoints' model configs predate `slot_embedding`/`coord_fourier`: they read back as before."""
+    """Shipped checkpoints' model configs predate `slot_embedding`/`coord_fourier`/`pair_bias`: they read back
+    as before."""
     old = preset("tiny").as_dict()
-    assert "slot_embedding" not in old and "coord_fourier" not in old  # written only when set
+    assert not {"slot_embedding", "coord_fourier", "pair_bias"} & set(old)  # written only when set
     config = DenoiserConfig.from_dict(old)
-    assert config.slot_embedding and config.coord_fourier == 0
+    assert config.slot_embedding and config.coord_fourier == 0 and config.pair_bias == 0
     assert DenoiserConfig.from_dict(preset("tiny", coord_fourier=8).as_dict()).coord_fourier == 8
+    assert DenoiserConfig.from_dict(preset("tiny", pair_bias=4).as_dict()).pair_bias == 4
     names = set(UniMatDenoiser(config, slots=2, height=3, width=4).state_dict())
-    assert "slot_embedding" in names and "frequencies" not in names
+    assert "slot_embedding" in names and "frequencies" not in names and not any("pair" in n for n in names)
+
+
+@pytest.mark.parametrize("mults", [(1,), (1, 2)])
+def test_pair_bias_reads_the_periodic_separation_of_slots(mults):
+    """The slot attention's bias depends on x_i - x_j modulo the cell (shifting atoms by whole cell vectors
+    changes nothing it sees), and every slot-attention layer at the input's resolution uses it."""
+    torch.manual_seed(0)
+    config = DenoiserConfig(width=16, heads=2, time_dim=32, channel_mults=mults, slot_embedding=False, pair_bias=3)
+    model = _live(UniMatDenoiser(config, slots=4, height=3, width=4)).eval()
+    coords, lattice, t = torch.rand(2, 4, 3, 4, 3), torch.randn(2, 6), torch.tensor([10, 500])
+    cond, flag = torch.rand(2, 3, 4), torch.ones(2)
+    with torch.no_grad():
+        bias = model.down_blocks[0][0].pair_bias(model.pair_features(coords, lattice))
+        shifted = model.down_blocks[0][0].pair_bias(model.pair_features(coords + 1.0, lattice))
+        assert bias.shape == (2 * 3 * 4 * 2, 4, 4) and bias.abs().max() > 0
+        assert torch.allclose(bias, shifted, atol=1e-4)
+        c, _ = model(coords, lattice, t, cond, flag)
+        biased = [block.pair_bias for blocks in [*model.down_blocks[:1], *model.up_blocks[-1:]] for block in blocks]
+        assert len(biased) == 2 * len(mults) and all(b is not None for b in biased)
+        for layer in biased:
+            layer.out.weight.zero_()
+            layer.out.bias.zero_()
+        c_unbiased, _ = model(coords, lattice, t, cond, flag)
+    assert not torch.allclose(c, c_unbiased, atol=1e-4)
