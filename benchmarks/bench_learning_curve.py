@@ -47,7 +47,14 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "noslot": ({"model": {"slot_embedding": False}}, {}),
     "fourier8": ({"model": {"coord_fourier": 8}}, {}),
     "fourier8-noslot": ({"model": {"coord_fourier": 8, "slot_embedding": False}}, {}),
+    # the data in canonical cells (carbon_24's CIFs store arbitrary, often skewed cells; CDVAE's loader reduces them)
+    "niggli": ({}, {}),
+    "niggli-noslot": ({"model": {"slot_embedding": False}}, {}),
+    "niggli-medium": ({"model": {"width": 96, "blocks_per_level": 3, "time_dim": 128}}, {}),
+    # slot attention biased by the periodic separation of each pair of slots (DenoiserConfig.pair_bias)
+    "niggli-pair4": ({"model": {"pair_bias": 4, "slot_embedding": False}}, {}),
 }
+NIGGLI = {name for name in VARIANTS if name.startswith("niggli")}  # variants trained on Niggli-reduced cells
 
 
 def work(dataset: str, variant: str) -> Path:
@@ -63,7 +70,7 @@ def train_config(dataset: str, variant: str, threads: int):
     train_over, diffusion_over = VARIANTS[variant]
     if "model" in train_over:  # denoiser fields on top of the preset
         train_over = {**train_over, "model": preset(train_over.get("preset", "tiny"), **train_over["model"])}
-    base = dict(dataset=str(_dataset(dataset, "cropped")), out_dir=str(work(dataset, variant) / "train"), split="val",
+    base = dict(dataset=str(_dataset(dataset, "cropped", niggli=variant in NIGGLI)), out_dir=str(work(dataset, variant) / "train"), split="val",
                 max_steps=10_000_000, lr_decay_steps=200_000, checkpoint_every=200, log_every=50, cpu_threads=threads,
                 device="cpu", diffusion=DiffusionConfig(**diffusion_over))
     return TrainConfig(**{**base, **train_over})
@@ -132,7 +139,10 @@ def snapshots_of_train_dir(train_dir: Path) -> list[dict]:
 
 def evaluate_snapshots(dataset: str, variant: str, csp_targets: int, samples: int, reference_limit: int,
                        steps: int, threads: int, workers: int, train_dir: Path | None = None,
-                       only: set[str] | None = None) -> None:
+                       only: set[str] | None = None, sampler: str = "dpm++2m", guidance: float = 1.0,
+                       label: str = "") -> None:
+    """Score every snapshot not yet in the curve file; `label` keeps a second curve of the same snapshots (e.g.
+    another sampler) in curve-<label>.csv, its rows named variant/label."""
     from unimat_core.datasets import load_bundled
     from unimat_core.metrics import MetricsConfig, evaluate_structures
     from unimat_core.metrics.csp import CSPConfig, evaluate_csp
@@ -142,7 +152,7 @@ def evaluate_snapshots(dataset: str, variant: str, csp_targets: int, samples: in
 
     pick_device("cpu", threads)
     folder = work(dataset, variant)
-    curve = folder / "curve.csv"
+    curve = folder / (f"curve-{label}.csv" if label else "curve.csv")
     done = {row["step"] for row in csv.DictReader(curve.open())} if curve.exists() else set()
     tables = load_bundled(dataset).structures
     reference = tables[tables["split"] == "test"].reset_index(drop=True)
@@ -155,14 +165,15 @@ def evaluate_snapshots(dataset: str, variant: str, csp_targets: int, samples: in
         path = Path(row["path"])
         loaded = load_model(path, "cpu")
         _, csp = evaluate_csp(loaded, reference, CSPConfig(k=1, n_targets=csp_targets, seed=0, steps=steps,
-                                                           n_workers=workers))
+                                                           n_workers=workers, sampler=sampler, guidance=guidance))
         gen_dir = folder / "samples" / row["snapshot"].removesuffix(".pt")
         shutil.rmtree(gen_dir, ignore_errors=True)
         generate(GenerateConfig(checkpoint=str(path), out_dir=str(gen_dir), num_samples=samples, batch_size=128,
-                                steps=steps, device="cpu", cpu_threads=threads), loaded=loaded)
+                                sampler=sampler, steps=steps, guidance=guidance, device="cpu", cpu_threads=threads),
+                 loaded=loaded)
         metrics = evaluate_structures(read_generated(gen_dir), reference, None, MetricsConfig(
             dataset=dataset, n_workers=workers, reference_limit=reference_limit, matching=False, cache_dir=cache)).summary
-        out = {"variant": variant, "step": row["step"], "crystals_seen": row["crystals_seen"], "cpu_s": row["cpu_s"],
+        out = {"variant": f"{variant}/{label}" if label else variant, "step": row["step"], "crystals_seen": row["crystals_seen"], "cpu_s": row["cpu_s"],
                "csp_match": round(csp["match_rate"], 4), "csp_rmse": round(csp["rmse"], 4),
                "struct_validity": round(metrics["struct_validity"], 4), "comp_validity": round(metrics["comp_validity"], 4),
                "cov_recall": round(metrics["cov_recall"], 4), "cov_precision": round(metrics["cov_precision"], 4),
@@ -180,7 +191,7 @@ def evaluate_snapshots(dataset: str, variant: str, csp_targets: int, samples: in
 def report(dataset: str) -> None:
     import pandas as pd
 
-    frames = [pd.read_csv(p) for p in sorted((RUNS / dataset).glob("curve-*/curve.csv"))]
+    frames = [pd.read_csv(p) for p in sorted((RUNS / dataset).glob("curve-*/curve*.csv"))]
     if not frames:
         print(f"no curves under {RUNS / dataset}")
         return
@@ -227,7 +238,10 @@ def main() -> None:
     e.add_argument("--csp-targets", type=int, default=100)
     e.add_argument("--samples", type=int, default=256)
     e.add_argument("--reference-limit", type=int, default=300)
+    e.add_argument("--sampler", default="dpm++2m", help="ddim | ddpm | dpm++2m (CSP and the samples)")
     e.add_argument("--steps", type=int, default=50)
+    e.add_argument("--guidance", type=float, default=1.0)
+    e.add_argument("--label", default="", help="write a second curve of these snapshots (curve-LABEL.csv)")
     e.add_argument("--threads", type=int, default=1)
     e.add_argument("--workers", type=int, default=1)
     r = sub.add_parser("report")
@@ -237,7 +251,8 @@ def main() -> None:
         train_segments(args.dataset, args.variant, args.minutes, args.every, args.threads)
     elif args.command == "evaluate":
         evaluate_snapshots(args.dataset, args.variant, args.csp_targets, args.samples, args.reference_limit, args.steps,
-                           args.threads, args.workers, args.train_dir, {s for s in args.only.split(",") if s} or None)
+                           args.threads, args.workers, args.train_dir, {s for s in args.only.split(",") if s} or None,
+                           args.sampler, args.guidance, args.label)
     else:
         report(args.dataset)
 
