@@ -53,6 +53,11 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "niggli-medium": ({"model": {"width": 96, "blocks_per_level": 3, "time_dim": 128}}, {}),
     # slot attention biased by the periodic separation of each pair of slots (DenoiserConfig.pair_bias)
     "niggli-pair4": ({"model": {"pair_bias": 4, "slot_embedding": False}}, {}),
+    # ... and by a Gaussian basis of each pair's minimum-image distance in Angstrom (DenoiserConfig.pair_distances)
+    "niggli-dist16": ({"model": {"pair_bias": 4, "pair_distances": 16, "slot_embedding": False}}, {}),
+    # ... and an EGNN-like coordinate output along the pairs' separations (DenoiserConfig.pair_displacement)
+    "niggli-egnn": ({"model": {"pair_bias": 4, "pair_distances": 16, "pair_displacement": True,
+                               "slot_embedding": False}}, {}),
 }
 NIGGLI = {name for name in VARIANTS if name.startswith("niggli")}  # variants trained on Niggli-reduced cells
 

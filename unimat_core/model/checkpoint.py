@@ -57,7 +57,7 @@ class LoadedModel:
 
 
 def build_model(model_config: DenoiserConfig, spec: UniMatSpec) -> UniMatDenoiser:
-    return UniMatDenoiser(model_config, spec.max_atoms_per_element, spec.grid.height, spec.grid.width)
+    return UniMatDenoiser(model_config, spec.max_atoms_per_element, spec.grid.height, spec.grid.width, spec.lattice)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu", use_ema: bool = True) -> LoadedModel:

@@ -23,7 +23,7 @@ class DenoiserConfig(Config):
     """Width and depth of the denoiser; the tensor shape comes from the UniMatSpec, not from here."""
 
     model_config = ConfigDict(frozen=True)
-    ADDED_LATER = frozenset({"slot_embedding", "coord_fourier", "pair_bias"})
+    ADDED_LATER = frozenset({"slot_embedding", "coord_fourier", "pair_bias", "pair_distances", "pair_displacement"})
 
     width: int = 64
     channel_mults: tuple[int, ...] = (1,)
@@ -44,6 +44,14 @@ class DenoiserConfig(Config):
     # separation, the relative geometry (and the "that site is taken" signal) absolute coordinates only give a
     # small net indirectly (0: off).
     pair_bias: int = Field(default=0, ge=0)
+    # Gaussian basis functions (0-6 A) of each slot pair's minimum-image distance in Angstrom, read off the noisy
+    # coordinates and the noisy cell, added to the pair features above: bond lengths are what fix an atom's
+    # place at low noise, and a net given fractional coordinates must otherwise learn the metric itself (0: off).
+    pair_distances: int = Field(default=0, ge=0)
+    # The coordinate output also gets sum_j w_ij (x_j - x_i) over the slots of a grid cell (nearest image), w_ij
+    # read off the pair features and both slots' features: an EGNN-like update that moves an atom along the
+    # directions to its neighbours, which absolute-coordinate outputs can only imitate (needs pair features).
+    pair_displacement: bool = False
 
     @model_validator(mode="after")
     def _shape(self) -> DenoiserConfig:
@@ -51,6 +59,8 @@ class DenoiserConfig(Config):
             raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
         if not self.channel_mults or self.blocks_per_level < 1:
             raise ValueError("need at least one level and one block per level")
+        if self.pair_displacement and not (self.pair_bias or self.pair_distances):
+            raise ValueError("pair_displacement reads the pair features: set pair_bias or pair_distances too")
         return self
 
 

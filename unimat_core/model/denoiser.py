@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unimat_core.lattice_encoding import LatticeEncoding
 from unimat_core.model.config import DenoiserConfig
 
 
@@ -97,23 +98,83 @@ class AxisAttention(nn.Module):
         return x + out
 
 
+def cell_matrices(encoded: torch.Tensor, encoding: LatticeEncoding) -> torch.Tensor:
+    """[B, 6] normalised (noisy) cell parameters -> [B, 3, 3] row-vector cells in Angstrom, pymatgen's
+    `Lattice.from_parameters` convention (as `lattice_encoding.lattice_matrices`), clamped so that a noisy
+    parameter set still gives a finite cell."""
+    lengths = torch.exp((encoded[:, :3] * encoding.log_length_std + encoding.log_length_mean).clamp(-3.0, 4.0))
+    angles = torch.deg2rad((encoded[:, 3:] * encoding.angle_scale + encoding.angle_center).clamp(30.0, 150.0))
+    a, b, c = lengths.unbind(-1)
+    alpha, beta, gamma = angles.unbind(-1)
+    cos_gs = ((alpha.cos() * beta.cos() - gamma.cos()) / (alpha.sin() * beta.sin())).clamp(-1 + 1e-6, 1 - 1e-6)
+    sin_gs = (1 - cos_gs**2).sqrt()
+    zero = torch.zeros_like(a)
+    return torch.stack([torch.stack([a * beta.sin(), zero, a * beta.cos()], -1),
+                        torch.stack([-b * alpha.sin() * cos_gs, b * alpha.sin() * sin_gs, b * alpha.cos()], -1),
+                        torch.stack([zero, zero, c], -1)], dim=1)
+
+
 class PairFeatures(nn.Module):
     """Shared hidden features of every slot pair within a grid cell: periodic Fourier features of the
-    difference of their noisy fractional coordinates, with the noisy lattice. Each slot-attention layer maps
-    them to its own per-head bias (`PairBias`)."""
+    difference of their noisy fractional coordinates and, optionally, a Gaussian basis of their minimum-image
+    distance in Angstrom, with the noisy lattice. Each slot-attention layer maps them to its own per-head bias
+    (`PairBias`)."""
 
-    def __init__(self, frequencies: int, hidden: int = 32) -> None:
+    MAX_DISTANCE = 6.0  # Angstrom: beyond the first coordination shells the basis is flat
+
+    def __init__(self, frequencies: int, distances: int = 0, encoding: LatticeEncoding | None = None,
+                 hidden: int = 32) -> None:
         super().__init__()
+        self.encoding = encoding or LatticeEncoding()
         self.register_buffer("frequencies", 2 * math.pi * torch.arange(1, frequencies + 1).float(), persistent=False)
-        self.net = nn.Sequential(nn.Linear(6 * frequencies + 6, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.register_buffer("centres", torch.linspace(0.0, self.MAX_DISTANCE, distances), persistent=False)
+        shifts = torch.tensor([-1.0, 0.0, 1.0])
+        self.register_buffer("images", torch.cartesian_prod(shifts, shifts, shifts), persistent=False)
+        self.width = self.MAX_DISTANCE / max(distances - 1, 1)
+        self.net = nn.Sequential(nn.Linear(6 * frequencies + distances + 6, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, hidden), nn.SiLU())
 
     def forward(self, coords: torch.Tensor, lattice: torch.Tensor) -> torch.Tensor:
         """coords [B, L, H, W, 3], lattice [B, 6] -> [B*H*W, L, L, hidden]."""
         b, l, h, w, _ = coords.shape
-        x = coords.permute(0, 2, 3, 1, 4).reshape(b * h * w, l, 3)
-        angles = ((x[:, :, None] - x[:, None, :])[..., None] * self.frequencies).flatten(-2)
-        cell = lattice.repeat_interleave(h * w, dim=0)[:, None, None].expand(-1, l, l, -1)
-        return self.net(torch.cat([angles.sin(), angles.cos(), cell.to(angles.dtype)], dim=-1))
+        x = coords.float().permute(0, 2, 3, 1, 4).reshape(b * h * w, l, 3)
+        delta = x[:, :, None] - x[:, None, :]
+        angles = (delta[..., None] * self.frequencies).flatten(-2)
+        features = [angles.sin(), angles.cos()]
+        if len(self.centres):
+            # nearest of the 27 images around the rounded fractional difference: exact for any cell short of
+            # extremely skewed ones (which Niggli reduction removes)
+            cells = cell_matrices(lattice.float(), self.encoding).repeat_interleave(h * w, dim=0)
+            images = (delta - delta.round())[..., None, :] + self.images  # [N, L, L, 27, 3]
+            cartesian = torch.einsum("nijmk,nkl->nijml", images, cells)
+            distance = (cartesian.pow(2).sum(-1).amin(-1) + 1e-12).sqrt()
+            features.append(torch.exp(-(((distance[..., None] - self.centres) / self.width) ** 2)))
+        cell = lattice.float().repeat_interleave(h * w, dim=0)[:, None, None].expand(-1, l, l, -1)
+        return self.net(torch.cat([*features, cell], dim=-1))
+
+
+class PairDisplacement(nn.Module):
+    """sum_j w_ij (x_j - x_i) over the slots of each grid cell, x_j - x_i the nearest-image fractional
+    difference of the noisy coordinates and w_ij from the pair features and both slots' features. Rotating or
+    translating the atoms moves the output with them (up to the weights' own inputs); starts at zero."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.own, self.other = nn.Linear(channels, hidden), nn.Linear(channels, hidden, bias=False)
+        self.out = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, coords: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """x [B, L, H, W, C], coords [B, L, H, W, 3], pairs [B*H*W, L, L, hidden] -> [B, L, H, W, 3]."""
+        b, l, h, w, c = x.shape
+        feats = x.permute(0, 2, 3, 1, 4).reshape(b * h * w, l, c)
+        pos = coords.float().permute(0, 2, 3, 1, 4).reshape(b * h * w, l, 3)
+        delta = pos[:, None, :] - pos[:, :, None]  # [N, i, j, 3]: x_j - x_i
+        delta = delta - delta.round()
+        weights = self.out(F.silu(pairs + self.own(feats)[:, :, None] + self.other(feats)[:, None, :]))
+        moved = (weights * delta).sum(dim=2) / l
+        return moved.reshape(b, h, w, l, 3).permute(0, 3, 1, 2, 4).to(x.dtype)
 
 
 class PairBias(nn.Module):
@@ -154,7 +215,7 @@ class UniMatBlock(nn.Module):
         self.pair_bias = None
         if config.slot_attention and slots > 1:
             layers.append(AxisAttention(channels, config.heads, config.time_dim, "slots"))
-            if config.pair_bias:
+            if config.pair_bias or config.pair_distances:
                 self.pair_bias = PairBias(PAIR_HIDDEN, config.heads)
         if config.grid_attention:
             layers.append(AxisAttention(channels, config.heads, config.time_dim, "grid"))
@@ -193,7 +254,9 @@ class UniMatDenoiser(nn.Module):
     is 1 where the condition applies, 0 for unconditional samples.
     """
 
-    def __init__(self, config: DenoiserConfig, slots: int, height: int, width: int) -> None:
+    def __init__(self, config: DenoiserConfig, slots: int, height: int, width: int,
+                 lattice_encoding: LatticeEncoding | None = None) -> None:
+        """`lattice_encoding` (the spec's) turns the noisy cell into Angstrom for `pair_distances`."""
         super().__init__()
         self.config = config
         self.slots, self.height, self.width = slots, height, width
@@ -205,7 +268,9 @@ class UniMatDenoiser(nn.Module):
         if config.coord_fourier:
             self.register_buffer("frequencies", 2 * math.pi * torch.arange(1, config.coord_fourier + 1).float(),
                                  persistent=False)
-        self.pair_features = PairFeatures(config.pair_bias, PAIR_HIDDEN) if config.pair_bias and slots > 1 else None
+        paired = (config.pair_bias or config.pair_distances) and slots > 1
+        self.pair_features = PairFeatures(config.pair_bias, config.pair_distances, lattice_encoding,
+                                          PAIR_HIDDEN) if paired else None
         g = config.time_dim
         self.time_mlp = nn.Sequential(nn.Linear(g, g), nn.SiLU(), nn.Linear(g, g))
         self.lattice_mlp = nn.Sequential(nn.Linear(6, g), nn.SiLU(), nn.Linear(g, g))
@@ -229,6 +294,7 @@ class UniMatDenoiser(nn.Module):
 
         self.out_norm = nn.LayerNorm(c0)
         self.coord_head = nn.Linear(c0, 3)
+        self.displacement = PairDisplacement(c0, PAIR_HIDDEN) if config.pair_displacement and paired else None
         self.lattice_head = nn.Sequential(nn.Linear(c0 + g, g), nn.SiLU(), nn.Linear(g, 6))
 
     def _coordinate_features(self, coords: torch.Tensor) -> torch.Tensor:
@@ -273,4 +339,7 @@ class UniMatDenoiser(nn.Module):
 
         x = self.out_norm(x)
         pooled = x.mean(dim=(1, 2, 3))
-        return self.coord_head(x), self.lattice_head(torch.cat([pooled, g], dim=-1))
+        out_c = self.coord_head(x)
+        if self.displacement is not None:
+            out_c = out_c + self.displacement(x, coords, pairs)
+        return out_c, self.lattice_head(torch.cat([pooled, g], dim=-1))

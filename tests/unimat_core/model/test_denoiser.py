@@ -58,7 +58,8 @@ def test_without_slot_embedding_the_denoiser_is_equivariant_to_slot_order(slot_e
     """Training shuffles the slots of every element, so the slot index is noise; without its embedding,
     permuting the slots of the input permutes the prediction and changes nothing else."""
     torch.manual_seed(0)
-    config = DenoiserConfig(width=16, heads=2, time_dim=32, slot_embedding=slot_embedding, coord_fourier=4, pair_bias=3)
+    config = DenoiserConfig(width=16, heads=2, time_dim=32, slot_embedding=slot_embedding, coord_fourier=4, pair_bias=3,
+                            pair_distances=4, pair_displacement=True)
     model = _live(UniMatDenoiser(config, slots=4, height=3, width=4)).eval()
     coords, lattice, t = torch.randn(2, 4, 3, 4, 3), torch.randn(2, 6), torch.tensor([10, 500])
     cond, flag = torch.rand(2, 3, 4), torch.ones(2)
@@ -114,3 +115,47 @@ def test_pair_bias_reads_the_periodic_separation_of_slots(mults):
             layer.out.bias.zero_()
         c_unbiased, _ = model(coords, lattice, t, cond, flag)
     assert not torch.allclose(c, c_unbiased, atol=1e-4)
+
+
+def test_pair_distances_are_the_minimum_image_distances_in_angstrom():
+    """The cell read off the encoded lattice is pymatgen's, and each slot pair's distance is the crystal's."""
+    import numpy as np
+    from pymatgen.core import Lattice, Structure
+
+    from unimat_core.lattice_encoding import LatticeEncoding, lattice_matrices
+    from unimat_core.model.denoiser import PairFeatures, cell_matrices
+
+    encoding = LatticeEncoding(log_length_mean=1.4, log_length_std=0.3, angle_scale=25.0)
+    parameters = np.array([[3.1, 4.2, 5.3, 80.0, 95.0, 105.0], [2.5, 2.5, 6.0, 90.0, 90.0, 120.0]])
+    encoded = torch.from_numpy(encoding.encode(parameters))
+    assert np.allclose(cell_matrices(encoded, encoding).numpy(), lattice_matrices(parameters), atol=1e-4)
+
+    frac = np.array([[0.05, 0.1, 0.9], [0.95, 0.2, 0.1], [0.5, 0.5, 0.5]])
+    structure = Structure(Lattice.from_parameters(*parameters[0]), ["C"] * 3, frac)
+    features = PairFeatures(frequencies=2, distances=61, encoding=encoding)
+    coords = torch.from_numpy(frac).float()[None, :, None, None]  # [1, L=3, H=1, W=1, 3]
+    captured = {}
+    features.net.register_forward_hook(lambda module, inputs, output: captured.update(inputs=inputs[0]))
+    features(coords, encoded[:1])
+    basis = captured["inputs"][0, ..., 6 * 2: 6 * 2 + 61]  # [L, L, 61]
+    nearest_centre = features.centres[basis.argmax(-1)].numpy()
+    assert np.allclose(nearest_centre, structure.distance_matrix, atol=0.05 + 1e-6)
+
+
+def test_pair_displacement_moves_atoms_along_their_nearest_image_separations():
+    from unimat_core.model.denoiser import PairDisplacement
+
+    head = PairDisplacement(channels=4, hidden=8)
+    with torch.no_grad():
+        head.out.bias.fill_(1.0)  # every weight w_ij = 1: the mean separation from the other slots
+    x = torch.zeros(1, 2, 1, 1, 4)
+    pairs = torch.zeros(1, 2, 2, 8)
+    inside = torch.tensor([[0.1, 0.5, 0.5], [0.3, 0.5, 0.5]]).view(1, 2, 1, 1, 3)
+    across = torch.tensor([[0.05, 0.5, 0.5], [0.95, 0.5, 0.5]]).view(1, 2, 1, 1, 3)
+    assert torch.allclose(head(x, inside, pairs)[0, :, 0, 0, 0], torch.tensor([0.1, -0.1]), atol=1e-6)
+    assert torch.allclose(head(x, across, pairs)[0, :, 0, 0, 0], torch.tensor([-0.05, 0.05]), atol=1e-6)
+
+
+def test_pair_displacement_needs_pair_features():
+    with pytest.raises(ValueError, match="pair_displacement"):
+        DenoiserConfig(width=16, heads=2, time_dim=32, pair_displacement=True)
