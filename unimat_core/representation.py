@@ -47,6 +47,9 @@ class UniMatSpec:
     grid: PeriodicTableGrid = field(default_factory=PeriodicTableGrid)
     null_value: float = -1.0
     lattice: LatticeEncoding = field(default_factory=LatticeEncoding)
+    # every crystal is encoded in its Niggli-reduced cell (the same crystal, canonical cell), whoever encodes it:
+    # tensorize, a round's fine-tune data, a model's loss on a find
+    niggli: bool = False
 
     def __post_init__(self) -> None:
         if self.max_atoms_per_element < 1:
@@ -70,6 +73,7 @@ class UniMatSpec:
             "grid": self.grid.as_dict(),
             "null_value": self.null_value,
             "lattice": self.lattice.as_dict(),
+            **({"niggli": True} if self.niggli else {}),  # specs from before the field read back unchanged
         }
 
     @classmethod
@@ -79,25 +83,29 @@ class UniMatSpec:
             grid=PeriodicTableGrid.from_dict(data["grid"]),
             null_value=float(data["null_value"]),
             lattice=LatticeEncoding.from_dict(data["lattice"]),
+            niggli=bool(data.get("niggli", False)),
         )
 
     @classmethod
     def fit(cls, structures: Sequence[Structure], *, grid: PeriodicTableGrid | None = None, crop_grid: bool = False,
-            max_atoms_per_element: int | None = None) -> UniMatSpec:
+            max_atoms_per_element: int | None = None, niggli: bool = False) -> UniMatSpec:
         """The smallest L that holds every structure (unless given), and a cell encoding fitted to them.
 
         `crop_grid` keeps only the grid rows and columns holding the structures' elements: a
-        smaller tensor and a faster model, which then cannot place any other element.
+        smaller tensor and a faster model, which then cannot place any other element. `niggli`: the
+        spec encodes Niggli-reduced cells, and its cell encoding is fitted to those.
         """
         grid = grid or PeriodicTableGrid()
         if crop_grid and structures:
             grid = PeriodicTableGrid.cropped({el.Z for s in structures for el in s.composition.elements}, grid)
         max_count = max((max(s.composition.values()) for s in structures), default=1)
-        parameters = np.array([s.lattice.parameters for s in structures], dtype=np.float64)
+        lattices = [s.lattice.get_niggli_reduced_lattice() if niggli else s.lattice for s in structures]
+        parameters = np.array([lattice.parameters for lattice in lattices], dtype=np.float64)
         return cls(
             max_atoms_per_element=max_atoms_per_element or int(np.ceil(max_count)),
             grid=grid,
             lattice=LatticeEncoding.fit(parameters) if len(structures) else LatticeEncoding(),
+            niggli=niggli,
         )
 
 
@@ -149,6 +157,16 @@ def _structure_arrays(structure: Structure) -> tuple[np.ndarray, np.ndarray, tup
         return f"dummy species {', '.join(dummies)} have no place on the periodic-table grid"
     numbers = np.array([sp.Z for sp in species], dtype=np.int64)
     return numbers, structure.frac_coords, structure.lattice.parameters
+
+
+def _in_spec_cell(structure: Structure, spec: UniMatSpec) -> Structure | str:
+    """The structure in the cell the spec encodes (Niggli-reduced when it says so), or why it has none."""
+    if not spec.niggli:
+        return structure
+    try:
+        return structure.get_reduced_structure("niggli")
+    except Exception as exc:  # pymatgen raises ValueError/ArithmeticError for degenerate cells
+        return f"Niggli reduction failed: {type(exc).__name__}: {exc}"
 
 
 def _validate(
@@ -216,7 +234,8 @@ def encode(
 ) -> EncodedBatch:
     """Pymatgen structures -> `EncodedBatch` (coords [N, L, H, W, 3], lattice [N, 6]).
 
-    Atoms of one element fill its slots in the order they appear in the structure.
+    Atoms of one element fill its slots in the order they appear in the structure (in its Niggli cell when
+    `spec.niggli`).
     Coordinates are wrapped into [0, 1). With on_error="warn" or "ignore", crystals that cannot
     be encoded are left out and listed in `failures`; with "raise" the first one raises
     `RepresentationError` naming the structure.
@@ -225,7 +244,8 @@ def encode(
     if len(ids) != len(structures):
         raise ValueError(f"{len(ids)} ids for {len(structures)} structures")
 
-    read = [_structure_arrays(s) for s in structures]
+    cells = [_in_spec_cell(s, spec) for s in structures]
+    read = [c if isinstance(c, str) else _structure_arrays(c) for c in cells]
     early = {i: r for i, r in enumerate(read) if isinstance(r, str)}
     arrays = [r if not isinstance(r, str) else (np.zeros(0, np.int64), np.zeros((0, 3)), (1.0, 1, 1, 90, 90, 90)) for r in read]
 

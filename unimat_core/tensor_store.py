@@ -102,16 +102,12 @@ def _existing(out_dir: Path, input_hash: str, spec: UniMatSpec | None, fit: dict
     return stored
 
 
-def _readable(frame: pd.DataFrame, max_sites: int | None, niggli: bool = False
-              ) -> tuple[pd.DataFrame, list[Structure], pd.DataFrame]:
+def _readable(frame: pd.DataFrame, max_sites: int | None) -> tuple[pd.DataFrame, list[Structure], pd.DataFrame]:
     """(rows to encode, their structures, rejected rows): unreadable structures and cells beyond the size cap
-    are rejected with their reason instead of stopping the stage or widening the tensor for every crystal.
-    With `niggli` each cell is replaced by its Niggli-reduced one (same crystal, canonical cell)."""
+    are rejected with their reason instead of stopping the stage or widening the tensor for every crystal."""
     keep, structures, rejected = [], [], []
     for position, text in enumerate(frame["structure"]):
         structure, reason = read_structure_text(text)
-        if structure is not None and niggli:
-            structure, reason = _niggli_reduced(structure)
         if structure is not None and max_sites is not None and len(structure) > max_sites:
             reason = f"{len(structure)} sites > max_sites {max_sites} (the tensorize size cap)"
         if reason:
@@ -123,14 +119,6 @@ def _readable(frame: pd.DataFrame, max_sites: int | None, niggli: bool = False
     return (frame.iloc[keep].reset_index(drop=True), structures,
             pd.DataFrame({"id": frame["id"].iloc[bad].astype(str).tolist(), "split": frame["split"].iloc[bad].tolist(),
                           "reason": [r for _, r in rejected]}, dtype=str))
-
-
-def _niggli_reduced(structure: Structure) -> tuple[Structure | None, str | None]:
-    """The crystal in its Niggli cell, or the reason pymatgen could not reduce it."""
-    try:
-        return structure.get_reduced_structure("niggli"), None
-    except Exception as exc:  # pymatgen raises ValueError/ArithmeticError for degenerate cells
-        return None, f"Niggli reduction failed: {type(exc).__name__}: {exc}"
 
 
 def outlier_warning(structures: list[Structure], ids: list[str], slots: int) -> str | None:
@@ -174,11 +162,12 @@ def tensorize_frame(frame: pd.DataFrame, out_dir: str | Path, spec: UniMatSpec |
                                 stored["spec"]["max_atoms_per_element"], input_hash, reused=True,
                                 warnings=stored.get("warnings", []))
 
-    frame, structures, unreadable = _readable(frame, max_sites, config.niggli)
+    frame, structures, unreadable = _readable(frame, max_sites)
     warnings = []
     if spec is None:
         ordered = [s for s in structures if s.is_ordered]
-        spec = UniMatSpec.fit(ordered, crop_grid=crop_grid, max_atoms_per_element=max_atoms_per_element)
+        spec = UniMatSpec.fit(ordered, crop_grid=crop_grid, max_atoms_per_element=max_atoms_per_element,
+                              niggli=config.niggli)
         if max_atoms_per_element is None:
             ordered_ids = [i for i, s in zip(frame["id"].astype(str), structures) if s.is_ordered]
             warnings = [w for w in [outlier_warning(ordered, ordered_ids, spec.max_atoms_per_element)] if w]

@@ -97,5 +97,10 @@ def test_niggli_encodes_each_crystal_in_its_reduced_cell_and_is_part_of_what_is_
     assert np.allclose(crystal.lattice.parameters, niggli.parameters, atol=1e-3)
     assert np.allclose(crystal.lattice.angles, 90.0, atol=1e-3)  # diamond's conventional cell is its Niggli cell
     assert StructureMatcher().fit(crystal, diamond)
+    # the choice lives in the spec: whoever encodes with it later (a round's fine-tune data) gets the same cell
+    assert data.spec.niggli and UniMatSpec.from_dict(data.spec.as_dict()).niggli
+    assert "niggli" not in UniMatSpec(max_atoms_per_element=3).as_dict()  # older specs read back unchanged
+    again = tensorize_frame(table, tmp_path / "finetune", spec=data.spec)
+    assert again.n_encoded == 1 and np.array_equal(TensorDataset(tmp_path / "finetune").load()[1], data.load()[1])
     assert tensorize_frame(table, tmp_path / "ds", niggli=True).reused
     assert not tensorize_frame(table, tmp_path / "ds").reused and not plain.reused
