@@ -59,9 +59,14 @@ class DenoiserConfig(Config):
             raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
         if not self.channel_mults or self.blocks_per_level < 1:
             raise ValueError("need at least one level and one block per level")
-        if self.pair_displacement and not (self.pair_bias or self.pair_distances):
+        if self.pair_displacement and not self.uses_pairs:
             raise ValueError("pair_displacement reads the pair features: set pair_bias or pair_distances too")
         return self
+
+    @property
+    def uses_pairs(self) -> bool:
+        """Whether the denoiser builds slot-pair features (Fourier features or distances of slot pairs)."""
+        return bool(self.pair_bias or self.pair_distances)
 
 
 PRESETS: dict[str, DenoiserConfig] = {

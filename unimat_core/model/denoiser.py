@@ -215,7 +215,7 @@ class UniMatBlock(nn.Module):
         self.pair_bias = None
         if config.slot_attention and slots > 1:
             layers.append(AxisAttention(channels, config.heads, config.time_dim, "slots"))
-            if config.pair_bias or config.pair_distances:
+            if config.uses_pairs:
                 self.pair_bias = PairBias(PAIR_HIDDEN, config.heads)
         if config.grid_attention:
             layers.append(AxisAttention(channels, config.heads, config.time_dim, "grid"))
@@ -268,7 +268,7 @@ class UniMatDenoiser(nn.Module):
         if config.coord_fourier:
             self.register_buffer("frequencies", 2 * math.pi * torch.arange(1, config.coord_fourier + 1).float(),
                                  persistent=False)
-        paired = (config.pair_bias or config.pair_distances) and slots > 1
+        paired = config.uses_pairs and slots > 1
         self.pair_features = PairFeatures(config.pair_bias, config.pair_distances, lattice_encoding,
                                           PAIR_HIDDEN) if paired else None
         g = config.time_dim
