@@ -5,7 +5,7 @@ model lacks"):
     python benchmarks/bench_geometry.py noise-levels --model pretrained:carbon_24 --dataset carbon_24
     python benchmarks/bench_geometry.py fingerprints --dataset carbon_24 GENERATED_FOLDER ...
 
-- samplers: structural validity (CDVAE's 0.5 A rule) and the median minimum interatomic distance of
+- samplers: structural validity (`unimat_core.metrics.validity`, CDVAE's rule) and the median minimum interatomic distance of
   composition-first samples per sampler setting (sampler:steps:guidance), same seed for every setting;
 - noise-levels: per band of timesteps, the atom and lattice eps-MSE of the EMA weights on test crystals and the
   rms distance (fractional, nearest image) of the x0 estimate from the crystal: does the model refine positions
@@ -30,15 +30,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 BANDS = ((0, 20), (20, 100), (100, 250), (250, 500), (500, 750), (750, 1000))
 
 
-def _min_distances(texts) -> np.ndarray:
+def _validity(texts) -> tuple[np.ndarray, np.ndarray]:
+    """(structurally valid by the metrics' own CDVAE rule, shortest interatomic distance in A) of each sample;
+    a sample that did not decode is invalid at distance 0."""
+    from unimat_core.metrics.validity import structure_validity
     from unimat_core.structure_table import read_structure_text
 
-    out = []
+    valid, shortest = [], []
     for text in texts:
         structure, _ = read_structure_text(text) if isinstance(text, str) else (None, None)
-        out.append(0.0 if structure is None or len(structure) < 2
-                   else float((structure.distance_matrix + np.eye(len(structure)) * 1e3).min()))
-    return np.array(out)
+        valid.append(structure is not None and structure_validity(structure)[0])
+        shortest.append(0.0 if structure is None or len(structure) < 2
+                        else float((structure.distance_matrix + np.eye(len(structure)) * 1e3).min()))
+    return np.array(valid), np.array(shortest)
 
 
 def samplers(model: str, settings: list[str], samples: int) -> None:
@@ -56,12 +60,11 @@ def samplers(model: str, settings: list[str], samples: int) -> None:
             generate(GenerateConfig(checkpoint=str(path), out_dir=out, num_samples=samples, batch_size=samples,
                                     sampler=sampler, steps=int(steps), guidance=float(guidance), device="cpu",
                                     cpu_threads=1), loaded=loaded)
-            distances = _min_distances(read_generated(out)["structure"])
-        print(f"| {sampler} | {steps} | {guidance} | {100 * np.mean(distances > 0.5):.1f} % | {np.median(distances):.2f} |",
-              flush=True)
+            valid, shortest = _validity(read_generated(out)["structure"])
+        print(f"| {sampler} | {steps} | {guidance} | {100 * valid.mean():.1f} % | {np.median(shortest):.2f} |", flush=True)
 
 
-def noise_levels(model: str, dataset: str, crystals: int, niggli: bool) -> None:
+def noise_levels(model: str, dataset: str, crystals: int) -> None:
     import torch
 
     from unimat_core.datasets import load_bundled
@@ -73,16 +76,13 @@ def noise_levels(model: str, dataset: str, crystals: int, niggli: bool) -> None:
     loaded = load_model(resolve(model), "cpu")
     tables = load_bundled(dataset).structures
     test = tables[tables["split"] == "test"].sample(crystals, random_state=0)
-    structures = structures_of(test)
-    if niggli:  # as the model saw its training crystals (`unimat tensorize --niggli`)
-        structures = [s.get_reduced_structure("niggli") for s in structures]
-    batch = encode(structures, loaded.spec, on_error="ignore")
+    batch = encode(structures_of(test), loaded.spec, on_error="ignore")  # in the cells the model was trained on
     coords, lattice = torch.from_numpy(batch.coords), torch.from_numpy(batch.lattice)
     grid = torch.from_numpy(composition_grid(batch.coords, loaded.spec) / loaded.spec.max_atoms_per_element).float()
     flag = torch.ones(len(coords))
     diffusion, generator = loaded.diffusion, torch.Generator().manual_seed(0)
     atoms = (coords.mean(-1) > loaded.spec.null_value / 2).float()
-    print(f"{model} (step {loaded.step}) on {len(coords)} {dataset} test crystals, {'Niggli-reduced' if niggli else 'as stored'}\n")
+    print(f"{model} (step {loaded.step}) on {len(coords)} {dataset} test crystals, {'Niggli-reduced' if loaded.spec.niggli else 'as stored'}\n")
     print("| timesteps | atom eps-MSE | lattice eps-MSE | x0 rms error (fractional) |\n|---|---|---|---|")
     for low, high in BANDS:
         t = torch.randint(low, high, (len(coords),), generator=generator)
@@ -133,7 +133,6 @@ def main() -> None:
     n.add_argument("--model", default="pretrained:carbon_24")
     n.add_argument("--dataset", default="carbon_24")
     n.add_argument("--crystals", type=int, default=512)
-    n.add_argument("--niggli", action="store_true", help="encode the test crystals Niggli-reduced (models trained so)")
     f = sub.add_parser("fingerprints")
     f.add_argument("--dataset", default="carbon_24")
     f.add_argument("folders", nargs="*", help="generation folders (part-*.parquet)")
@@ -145,7 +144,7 @@ def main() -> None:
     if args.command == "samplers":
         samplers(args.model, args.settings.split(","), args.samples)
     elif args.command == "noise-levels":
-        noise_levels(args.model, args.dataset, args.crystals, args.niggli)
+        noise_levels(args.model, args.dataset, args.crystals)
     else:
         fingerprints(args.dataset, args.folders)
 
