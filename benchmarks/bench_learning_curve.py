@@ -58,6 +58,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # ... and an EGNN-like coordinate output along the pairs' separations (DenoiserConfig.pair_displacement)
     "niggli-egnn": ({"model": {"pair_bias": 4, "pair_distances": 16, "pair_displacement": True,
                                "slot_embedding": False}}, {}),
+    # ... and message passing between the slots in every block (DenoiserConfig.pair_messages, CSPNet-like)
+    "niggli-mp": ({"model": {"pair_bias": 4, "pair_distances": 16, "pair_displacement": True, "pair_messages": True,
+                             "slot_embedding": False}}, {}),
 }
 NIGGLI = {name for name in VARIANTS if name.startswith("niggli")}  # variants trained on Niggli-reduced cells
 

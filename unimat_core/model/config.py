@@ -23,7 +23,8 @@ class DenoiserConfig(Config):
     """Width and depth of the denoiser; the tensor shape comes from the UniMatSpec, not from here."""
 
     model_config = ConfigDict(frozen=True)
-    ADDED_LATER = frozenset({"slot_embedding", "coord_fourier", "pair_bias", "pair_distances", "pair_displacement"})
+    ADDED_LATER = frozenset({"slot_embedding", "coord_fourier", "pair_bias", "pair_distances", "pair_displacement",
+                             "pair_messages"})
 
     width: int = 64
     channel_mults: tuple[int, ...] = (1,)
@@ -52,6 +53,11 @@ class DenoiserConfig(Config):
     # read off the pair features and both slots' features: an EGNN-like update that moves an atom along the
     # directions to its neighbours, which absolute-coordinate outputs can only imitate (needs pair features).
     pair_displacement: bool = False
+    # Each block also passes messages between the slots of a grid cell: m_ij from both slots' features and the
+    # pair features, averaged over j and added to slot i (DiffCSP's CSPNet layer on UniMat's slots). Attention
+    # with a pair bias only reweights features that know nothing of the pair; a message carries the pair's
+    # geometry itself into the atom's features, e.g. its neighbour-distance pattern (needs pair features).
+    pair_messages: bool = False
 
     @model_validator(mode="after")
     def _shape(self) -> DenoiserConfig:
@@ -61,6 +67,8 @@ class DenoiserConfig(Config):
             raise ValueError("need at least one level and one block per level")
         if self.pair_displacement and not self.uses_pairs:
             raise ValueError("pair_displacement reads the pair features: set pair_bias or pair_distances too")
+        if self.pair_messages and not self.uses_pairs:
+            raise ValueError("pair_messages read the pair features: set pair_bias or pair_distances too")
         return self
 
     @property

@@ -177,6 +177,29 @@ class PairDisplacement(nn.Module):
         return moved.reshape(b, h, w, l, 3).permute(0, 3, 1, 2, 4).to(x.dtype)
 
 
+class PairMessages(nn.Module):
+    """x_i += W mean_j MLP(A h_i + B h_j + pairs_ij) over the slots of each grid cell (h: the FiLM-normalised
+    features): the message-passing layer of DiffCSP's CSPNet, on UniMat's slots. Starts at zero."""
+
+    def __init__(self, channels: int, hidden: int, global_dim: int) -> None:
+        super().__init__()
+        self.film = FiLM(channels, global_dim)
+        self.own, self.other = nn.Linear(channels, hidden), nn.Linear(channels, hidden, bias=False)
+        self.pair = nn.Linear(hidden, hidden, bias=False)
+        self.message = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """x [B, L, H, W, C], pairs [B*H*W, L, L, hidden] -> x with the averaged messages added."""
+        b, l, h, w, c = x.shape
+        feats = self.film(x, g).permute(0, 2, 3, 1, 4).reshape(b * h * w, l, c)
+        hidden = F.silu(self.pair(pairs.to(x.dtype)) + self.own(feats)[:, :, None] + self.other(feats)[:, None, :])
+        update = self.out(F.silu(self.message(hidden)).mean(dim=2))
+        return x + update.reshape(b, h, w, l, c).permute(0, 3, 1, 2, 4)
+
+
 class PairBias(nn.Module):
     """One slot-attention layer's per-head score bias from the shared pair features; starts at zero."""
 
@@ -213,10 +236,13 @@ class UniMatBlock(nn.Module):
         super().__init__()
         layers: list[nn.Module] = [GridConv(channels, config.time_dim, config.dropout)]
         self.pair_bias = None
+        self.messages = None
         if config.slot_attention and slots > 1:
             layers.append(AxisAttention(channels, config.heads, config.time_dim, "slots"))
             if config.uses_pairs:
                 self.pair_bias = PairBias(PAIR_HIDDEN, config.heads)
+        if config.pair_messages and slots > 1:
+            self.messages = PairMessages(channels, PAIR_HIDDEN, config.time_dim)
         if config.grid_attention:
             layers.append(AxisAttention(channels, config.heads, config.time_dim, "grid"))
         layers.append(ChannelMLP(channels, config.time_dim, config.dropout))
@@ -227,6 +253,8 @@ class UniMatBlock(nn.Module):
         bias = self.pair_bias(pairs).to(x.dtype) if self.pair_bias is not None and pairs is not None else None
         for layer in self.layers:
             x = layer(x, g, bias) if isinstance(layer, AxisAttention) else layer(x, g)
+            if self.messages is not None and pairs is not None and isinstance(layer, GridConv):
+                x = self.messages(x, g, pairs)
         return x
 
 

@@ -59,7 +59,7 @@ def test_without_slot_embedding_the_denoiser_is_equivariant_to_slot_order(slot_e
     permuting the slots of the input permutes the prediction and changes nothing else."""
     torch.manual_seed(0)
     config = DenoiserConfig(width=16, heads=2, time_dim=32, slot_embedding=slot_embedding, coord_fourier=4, pair_bias=3,
-                            pair_distances=4, pair_displacement=True)
+                            pair_distances=4, pair_displacement=True, pair_messages=True)
     model = _live(UniMatDenoiser(config, slots=4, height=3, width=4)).eval()
     coords, lattice, t = torch.randn(2, 4, 3, 4, 3), torch.randn(2, 6), torch.tensor([10, 500])
     cond, flag = torch.rand(2, 3, 4), torch.ones(2)
@@ -156,6 +156,25 @@ def test_pair_displacement_moves_atoms_along_their_nearest_image_separations():
     assert torch.allclose(head(x, across, pairs)[0, :, 0, 0, 0], torch.tensor([-0.05, 0.05]), atol=1e-6)
 
 
-def test_pair_displacement_needs_pair_features():
-    with pytest.raises(ValueError, match="pair_displacement"):
-        DenoiserConfig(width=16, heads=2, time_dim=32, pair_displacement=True)
+@pytest.mark.parametrize("option", ["pair_displacement", "pair_messages"])
+def test_pair_outputs_need_pair_features(option):
+    with pytest.raises(ValueError, match=option):
+        DenoiserConfig(width=16, heads=2, time_dim=32, **{option: True})
+
+
+def test_pair_messages_carry_a_neighbours_geometry_into_the_atom():
+    """Two cells whose atom 0 sits at the same place and differs only in where its neighbour is: without
+    messages (and without slot attention) atom 0's prediction cannot tell them apart; with messages it does."""
+    torch.manual_seed(0)
+    coords = torch.tensor([[0.1, 0.5, 0.5], [0.3, 0.5, 0.5]]).view(1, 2, 1, 1, 3).repeat(2, 1, 1, 1, 1)
+    coords[1, 1, 0, 0, 0] = 0.6
+    lattice, t, cond, flag = torch.zeros(2, 6), torch.tensor([5, 5]), torch.ones(2, 1, 1), torch.ones(2)
+    predictions = []
+    for messages in (False, True):
+        config = DenoiserConfig(width=16, heads=2, time_dim=32, slot_attention=False, slot_embedding=False,
+                                pair_bias=2, pair_messages=messages)
+        model = _live(UniMatDenoiser(config, slots=2, height=1, width=1)).eval()
+        with torch.no_grad():
+            predictions.append(model(coords, lattice, t, cond, flag)[0][:, 0])
+    assert torch.allclose(predictions[0][0], predictions[0][1], atol=1e-6)
+    assert not torch.allclose(predictions[1][0], predictions[1][1], atol=1e-4)
