@@ -25,6 +25,8 @@ import platform
 import time
 from pathlib import Path
 
+from unimat_core.model.config import SAMPLERS
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "benchmarks" / "runs" / "perov_5" / "quality" / "train" / "checkpoints" / "last.pt"
 # per dataset: what the benchmark compares against and how (each overridable by its option)
@@ -57,7 +59,7 @@ def main() -> None:
     parser.add_argument("--batch-atoms", type=int, default=256, help="most atoms in one batched CHGNet call")
     parser.add_argument("--chunk-size", type=int, default=None, help="relaxations per task (default: perov_5 10, "
                         "carbon_24 20: one batched relaxation per chunk, two chunks at a time)")
-    parser.add_argument("--sampler", choices=["ddim", "ddpm", "dpm++2m"], default=None,
+    parser.add_argument("--sampler", choices=list(SAMPLERS), default=None,
                         help="default: perov_5 ddim, carbon_24 dpm++2m")
     parser.add_argument("--sampling-steps", type=int, default=None, help="default: ddim 50, dpm++2m 10")
     parser.add_argument("--guidance", type=float, default=1.0)

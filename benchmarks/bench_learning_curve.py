@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import RUNS, _dataset  # noqa: E402
+from unimat_core.model.config import SAMPLERS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 CURVE_FIELDS = ("variant", "step", "crystals_seen", "cpu_s", "csp_match", "csp_rmse", "struct_validity",
@@ -246,7 +247,7 @@ def main() -> None:
     e.add_argument("--csp-targets", type=int, default=100)
     e.add_argument("--samples", type=int, default=256)
     e.add_argument("--reference-limit", type=int, default=300)
-    e.add_argument("--sampler", default="dpm++2m", help="ddim | ddpm | dpm++2m (CSP and the samples)")
+    e.add_argument("--sampler", default="dpm++2m", choices=SAMPLERS, help=" | ".join(SAMPLERS) + " (CSP and the samples)")
     e.add_argument("--steps", type=int, default=50)
     e.add_argument("--guidance", type=float, default=1.0)
     e.add_argument("--label", default="", help="write a second curve of these snapshots (curve-LABEL.csv)")

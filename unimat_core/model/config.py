@@ -14,8 +14,9 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 
 from unimat_core.settings import Config, nested, option
 
-# How a sampler steps from noise to data: DDIM (deterministic), ancestral DDPM, or DPM-Solver++(2M).
-Sampler = Literal["ddim", "ddpm", "dpm++2m"]
+# How a sampler steps from noise to data: DDIM (deterministic), ancestral DDPM, DPM-Solver++(2M), or its
+# stochastic twin SDE-DPM-Solver++(2M).
+Sampler = Literal["ddim", "ddpm", "dpm++2m", "dpm++2m-sde"]
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 
 
@@ -183,7 +184,8 @@ class GenerateConfig(Config):
     samples_per_composition: int = Field(default=4, ge=1, description="samples of each target composition")
     batch_size: int = option("--gen-batch-size", "samples per generation task", default=100, ge=1)
     sampler: Sampler = Field(default="dpm++2m", description="dpm++2m (DPM-Solver++: 10 steps match DDIM-50, see "
-                             "benchmarks/RESULTS.md 'Sampler'), ddim, or ddpm")
+                             "benchmarks/RESULTS.md 'Sampler'), dpm++2m-sde (its stochastic twin: "
+                             "many atoms of one element, e.g. carbon_24), ddim, or ddpm")
     steps: int = Field(default=10, ge=1, description="sampling steps (DDIM: 50; DDPM: 1000 for the exact sampler)")
     guidance: float = Field(default=1.0, ge=0, description="classifier-free guidance weight")
     seed: int = Field(default=0, description="sampling seed")

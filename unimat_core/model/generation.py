@@ -103,7 +103,7 @@ def sample_batch(loaded: LoadedModel, targets: Sequence[str | None], *, sampler:
     device = next(loaded.model.parameters()).device
     cond, pinned = _condition(targets, spec, device)
     eta = 1.0 if sampler == "ddpm" else 0.0
-    solver = "dpm++2m" if sampler == "dpm++2m" else "ddim"
+    solver = sampler if sampler.startswith("dpm++") else "ddim"
     with autocast(device):
         coords, lattice = loaded.diffusion.sample(loaded.model, (len(targets), *spec.shape), cond, steps=steps, eta=eta,
                                                   solver=solver,
