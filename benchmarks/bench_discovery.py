@@ -61,7 +61,7 @@ def main() -> None:
                         "carbon_24 20: one batched relaxation per chunk, two chunks at a time)")
     parser.add_argument("--sampler", choices=list(SAMPLERS), default=None,
                         help="default: perov_5 ddim, carbon_24 dpm++2m")
-    parser.add_argument("--sampling-steps", type=int, default=None, help="default: ddim 50, dpm++2m 10")
+    parser.add_argument("--sampling-steps", type=int, default=None, help="default: dpm++2m 10, dpm++2m-sde 20, else 50")
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all-energies", action="store_true",
@@ -74,7 +74,7 @@ def main() -> None:
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.sampling_steps is None:
-        args.sampling_steps = 10 if args.sampler == "dpm++2m" else 50
+        args.sampling_steps = {"dpm++2m": 10, "dpm++2m-sde": 20}.get(args.sampler, 50)
     args.results_root = args.results_root or str(REPO / "benchmarks" / "runs" / args.dataset)
 
     # its own Prefect database: a long run beside other users of ./.prefect hits "database is locked"

@@ -209,7 +209,8 @@ class GaussianDiffusion(nn.Module):
                 # across a step many times longer than the one before it overshoots (DPM-Solver's lower-order final)
                 last = i + 2 >= len(times)
                 noise = (torch.randn(x_c.shape, device=device, generator=generator),
-                         torch.randn(x_l.shape, device=device, generator=generator)) if solver == "dpm++2m-sde" else None
+                         torch.randn(x_l.shape, device=device, generator=generator)
+                         ) if solver == "dpm++2m-sde" and t_next >= 0 else None
                 x_c, x_l, previous = self._dpm_step(x_c, x_l, x0_c, x0_l, ab, ab_next, None if last else previous,
                                                     noise)
             else:
@@ -245,8 +246,9 @@ class GaussianDiffusion(nn.Module):
 
         The first step and the last (to ab_next = 1, where lambda is infinite) are first order, i.e. DDIM;
         the others extrapolate x0 linearly from the last two estimates. With `noise` (standard normal draws for
-        coords and lattice) it is the SDE solver: x keeps e^{-h} more of its memory loss, the data estimate weighs
-        1 - e^{-2h}, and fresh noise of std sigma_next sqrt(1 - e^{-2h}) keeps the marginals right."""
+        coords and lattice) it is the SDE solver (k-diffusion's "midpoint" form): x is scaled by an extra e^{-h},
+        the data estimate weighs 1 - e^{-2h} instead of 1 - e^{-h}, and fresh noise of std
+        sigma_next sqrt(1 - e^{-2h}) keeps the marginals right."""
         if float(ab_next) >= 1.0:  # the final step lands on the data estimate itself
             return x0_c, x0_l, None
         lam, lam_next = 0.5 * torch.log(ab / (1 - ab)), 0.5 * torch.log(ab_next / (1 - ab_next))
