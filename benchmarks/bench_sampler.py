@@ -72,6 +72,7 @@ def measure(model: str, dataset: str, settings: list[tuple[str, int, float]], sa
             row.update(csp_k=csp_k, csp_targets=csp["n_targets"], csp_match=round(csp["match_rate"], 4),
                        csp_rmse=round(csp["rmse"], 4), csp_s=round(time.perf_counter() - start))
         print(json.dumps(row), flush=True)
+        (RUNS / dataset).mkdir(parents=True, exist_ok=True)  # --samples 0 writes no sample folder there first
         with (RUNS / dataset / "results.jsonl").open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         rows.append(row)
