@@ -99,12 +99,13 @@ class UniMatSpec:
         if crop_grid and structures:
             grid = PeriodicTableGrid.cropped({el.Z for s in structures for el in s.composition.elements}, grid)
         max_count = max((max(s.composition.values()) for s in structures), default=1)
-        lattices = [s.lattice.get_niggli_reduced_lattice() if niggli else s.lattice for s in structures]
-        parameters = np.array([lattice.parameters for lattice in lattices], dtype=np.float64)
+        # a cell pymatgen cannot reduce is left out of the fit; encode() rejects its crystal with the reason
+        cells = [_niggli_cell(s) for s in structures] if niggli else list(structures)
+        parameters = np.array([c.lattice.parameters for c in cells if not isinstance(c, str)], dtype=np.float64)
         return cls(
             max_atoms_per_element=max_atoms_per_element or int(np.ceil(max_count)),
             grid=grid,
-            lattice=LatticeEncoding.fit(parameters) if len(structures) else LatticeEncoding(),
+            lattice=LatticeEncoding.fit(parameters) if len(parameters) else LatticeEncoding(),
             niggli=niggli,
         )
 
@@ -159,14 +160,17 @@ def _structure_arrays(structure: Structure) -> tuple[np.ndarray, np.ndarray, tup
     return numbers, structure.frac_coords, structure.lattice.parameters
 
 
-def _in_spec_cell(structure: Structure, spec: UniMatSpec) -> Structure | str:
-    """The structure in the cell the spec encodes (Niggli-reduced when it says so), or why it has none."""
-    if not spec.niggli:
-        return structure
+def _niggli_cell(structure: Structure) -> Structure | str:
+    """The crystal in its Niggli-reduced cell, or why pymatgen could not reduce it."""
     try:
         return structure.get_reduced_structure("niggli")
-    except Exception as exc:  # pymatgen raises ValueError/ArithmeticError for degenerate cells
+    except Exception as exc:  # pymatgen raises ValueError/ArithmeticError/LinAlgError for degenerate cells
         return f"Niggli reduction failed: {type(exc).__name__}: {exc}"
+
+
+def _in_spec_cell(structure: Structure, spec: UniMatSpec) -> Structure | str:
+    """The structure in the cell the spec encodes (Niggli-reduced when it says so), or why it has none."""
+    return _niggli_cell(structure) if spec.niggli else structure
 
 
 def _validate(

@@ -104,3 +104,13 @@ def test_niggli_encodes_each_crystal_in_its_reduced_cell_and_is_part_of_what_is_
     assert again.n_encoded == 1 and np.array_equal(TensorDataset(tmp_path / "finetune").load()[1], data.load()[1])
     assert tensorize_frame(table, tmp_path / "ds", niggli=True).reused
     assert not tensorize_frame(table, tmp_path / "ds").reused and not plain.reused
+
+
+def test_a_cell_niggli_cannot_reduce_is_a_rejected_row_not_a_failed_stage(tmp_path, bundled_tables):
+    good = bundled_tables["perov_5"].head(3)
+    flat = Structure(Lattice.from_parameters(3, 3, 3, 89.99, 90, 179.99), ["C"], [[0, 0, 0]])  # pymatgen's SVD fails
+    table = pd.concat([good, records_to_frame([flat], ["flat-1"], split="val", source="hand-made")], ignore_index=True)
+    summary = tensorize_frame(table, tmp_path / "ds", niggli=True)
+    assert (summary.n_encoded, summary.n_rejected) == (3, 1)
+    rejected = pd.read_parquet(tmp_path / "ds" / "rejected.parquet")
+    assert rejected["id"].tolist() == ["flat-1"] and "Niggli reduction failed" in rejected["reason"][0]
