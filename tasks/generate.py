@@ -5,16 +5,18 @@ from __future__ import annotations
 import threading
 from uuid import UUID
 
+import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from unimat_core.model.checkpoint import LoadedModel, checkpoint_file, load_model
-from unimat_core.model.device import pick_device
+from unimat_core.model.device import cpu_budget, pick_device
 from unimat_core.model.config import GenerateConfig
 from unimat_core.model.generation import generate_part, part_path, plan_batches
 from unimat_core.parts import set_aside_if_damaged
 
 _MODELS: dict[tuple[str, float, bool], LoadedModel] = {}
+_LANES: dict[int, threading.BoundedSemaphore] = {}
 _LOCK = threading.Lock()
 
 
@@ -26,6 +28,17 @@ def cached_model(config: GenerateConfig) -> LoadedModel:
         if key not in _MODELS:
             _MODELS[key] = load_model(path, pick_device(config.device, config.cpu_threads), use_ema=config.use_ema)
         return _MODELS[key]
+
+
+def sampling_lane(config: GenerateConfig, loaded: LoadedModel) -> threading.BoundedSemaphore:
+    """The batch tasks of a flow run in threads; at most one per core of the thread budget samples at once, on
+    one torch thread each (the throughput `unimat_core.model.lanes` measures), one at a time on a GPU."""
+    on_cpu = next(loaded.model.parameters()).device.type == "cpu"
+    lanes = cpu_budget(config.cpu_threads) if on_cpu else 1
+    if lanes > 1:
+        torch.set_num_threads(1)
+    with _LOCK:
+        return _LANES.setdefault(lanes, threading.BoundedSemaphore(lanes))
 
 
 @task(name="plan-generation")
@@ -46,7 +59,9 @@ def generate_batch(config: GenerateConfig, batch: int, targets: list[str | None]
     damaged = set_aside_if_damaged(part_path(config.out_dir, batch))
     if damaged:  # its seed is fixed by (seed, batch): sampling it again gives the part it should have been
         get_run_logger().warning("%s; sampling batch %d again", damaged, batch)
-    part = generate_part(config, batch, targets, cached_model(config))
+    loaded = cached_model(config)
+    with sampling_lane(config, loaded):
+        part = generate_part(config, batch, targets, loaded)
     get_run_logger().info("batch %d: %d structures, %d decoded (%s)", batch, part["n"], part["n_valid"],
                           "reused" if part["skipped"] else "new")
     if progress_id and n_batches:  # parts on disk / planned: right whatever order the batches finish in

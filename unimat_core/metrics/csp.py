@@ -79,17 +79,24 @@ def predict_structures(loaded, targets: pd.DataFrame, config: CSPConfig, progres
     import torch
 
     from unimat_core.model.generation import sample_batch
+    from unimat_core.model.lanes import map_in_lanes, sampling_lanes
     from unimat_core.representation import decode
     from unimat_core.structure_table import structure_from_json, structure_to_json
 
     formulas = [structure_from_json(t).composition.formula for t in targets["structure"]]
     flat = [f for f in formulas for _ in range(config.k)]
-    out: list[str | None] = []
-    for b, start in enumerate(range(0, len(flat), config.batch_size)):
-        chunk = flat[start : start + config.batch_size]
+    chunks = [flat[start : start + config.batch_size] for start in range(0, len(flat), config.batch_size)]
+
+    def predict_chunk(b: int) -> list[str | None]:
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + b)
-        coords, lattice = sample_batch(loaded, chunk, sampler=config.sampler, steps=config.steps, guidance=config.guidance, generator=generator)
-        out += [structure_to_json(c.structure) if c.valid else None for c in decode(coords, lattice, loaded.spec)]
+        coords, lattice = sample_batch(loaded, chunks[b], sampler=config.sampler, steps=config.steps,
+                                       guidance=config.guidance, generator=generator)
+        return [structure_to_json(c.structure) if c.valid else None for c in decode(coords, lattice, loaded.spec)]
+
+    out: list[str | None] = []
+    lanes = sampling_lanes(next(loaded.model.parameters()).device)
+    for predicted in map_in_lanes(predict_chunk, range(len(chunks)), lanes):
+        out += predicted
         if progress is not None:
             progress(len(out), len(flat))
     return [out[i * config.k : (i + 1) * config.k] for i in range(len(formulas))]

@@ -18,9 +18,14 @@ def pick_device(requested: str = "auto", cpu_threads: int = 0) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu or auto")
     if device.type == "cpu":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(min(cpu_threads, cores) if cpu_threads else cores)
+        torch.set_num_threads(cpu_budget(cpu_threads))
     return device
+
+
+def cpu_budget(cpu_threads: int = 0) -> int:
+    """Torch threads for a `cpu_threads` setting: every core this process may run on for 0, never more."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(cpu_threads, cores) if cpu_threads else cores
 
 
 def autocast(device: torch.device):

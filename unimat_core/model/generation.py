@@ -26,6 +26,7 @@ from unimat_core.model.checkpoint import LoadedModel, load_model
 from unimat_core.model.config import GenerateConfig, Sampler
 from unimat_core.model.device import autocast, pick_device
 from unimat_core.model.diffusion import Condition, Pinned
+from unimat_core.model.lanes import map_in_lanes, sampling_lanes
 from unimat_core.representation import UniMatSpec, decode
 from unimat_core.structure_table import CORE_COLUMNS, describe, structure_from_json, structure_to_json
 
@@ -190,8 +191,9 @@ def generate(config: GenerateConfig, loaded: LoadedModel | None = None,
     batches = plan_batches(config, loaded.spec)
     summary = GenerateSummary(config.out_dir)
     start = time.perf_counter()
-    for b, targets in enumerate(batches):
-        part = generate_part(config, b, targets, loaded)
+    parts = map_in_lanes(lambda batch: generate_part(config, batch, batches[batch], loaded), range(len(batches)),
+                         sampling_lanes(next(loaded.model.parameters()).device))
+    for b, part in enumerate(parts):
         summary.parts.append(part["part"])
         summary.n_generated += part["n"]
         summary.n_valid += part["n_valid"]

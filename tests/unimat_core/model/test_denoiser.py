@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from unimat_core.model.config import PRESETS, DenoiserConfig, preset
-from unimat_core.model.denoiser import UniMatDenoiser, timestep_embedding
+from unimat_core.model.denoiser import AxisAttention, UniMatDenoiser, timestep_embedding
 
 
 @pytest.mark.parametrize("config", [DenoiserConfig(width=16, heads=2, time_dim=32),
@@ -178,3 +178,14 @@ def test_pair_messages_carry_a_neighbours_geometry_into_the_atom():
             predictions.append(model(coords, lattice, t, cond, flag)[0][:, 0])
     assert torch.allclose(predictions[0][0], predictions[0][1], atol=1e-6)
     assert not torch.allclose(predictions[1][0], predictions[1][1], atol=1e-4)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_attention_matches_torch_multihead_attention_on_the_same_weights(with_bias):
+    torch.manual_seed(0)
+    layer = AxisAttention(channels=16, heads=4, global_dim=8, over="slots")
+    torch.nn.init.normal_(layer.attention.out_proj.weight)  # it starts at zero
+    seq = torch.randn(6, 3, 16)
+    bias = torch.randn(6 * 4, 3, 3) if with_bias else None
+    expected, _ = layer.attention(seq, seq, seq, need_weights=False, attn_mask=bias)
+    assert torch.allclose(layer._attend(seq, bias), expected, atol=1e-5)

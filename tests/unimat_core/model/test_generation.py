@@ -48,7 +48,7 @@ def test_conditional_samples_have_exactly_the_requested_composition(overfit_mode
 def test_generation_writes_parts_as_it_goes_and_resumes(overfit_model, tmp_path):
     _, summary = overfit_model
     config = GenerateConfig(checkpoint=summary.checkpoint, out_dir=str(tmp_path), num_samples=10, batch_size=4, steps=5,
-                            device="cpu")
+                            device="cpu", cpu_threads=1)  # one lane: the crash lands between two batches
 
     def crash_after_first(done, total, n):
         if done == 1:
@@ -66,6 +66,18 @@ def test_generation_writes_parts_as_it_goes_and_resumes(overfit_model, tmp_path)
     assert everything.head(4)["id"].tolist() == first["id"].tolist()
     assert set(everything["valid"]) <= {True, False} and (everything.loc[~everything["valid"], "reason"].str.len() > 0).all()
     assert export_cifs(everything, tmp_path / "cifs") == int(everything["valid"].sum())
+
+
+def test_parallel_lanes_draw_the_same_samples_as_one(overfit_model, tmp_path):
+    _, summary = overfit_model
+    frames = []
+    for threads in (1, 2):  # 2 threads: two batches at once on one thread each (where the machine has 2 cores)
+        out = tmp_path / f"threads-{threads}"
+        generate(GenerateConfig(checkpoint=summary.checkpoint, out_dir=str(out), num_samples=8, batch_size=2, steps=5,
+                                device="cpu", cpu_threads=threads))
+        frames.append(read_generated(out))
+    assert frames[0]["id"].tolist() == frames[1]["id"].tolist()
+    assert frames[0]["structure"].tolist() == frames[1]["structure"].tolist()
 
 
 def test_bad_compositions_fail_before_any_work(overfit_model, tmp_path):
