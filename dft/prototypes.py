@@ -16,7 +16,10 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
+
+import numpy as np
 
 from pymatgen.core import Element, Lattice, Structure
 
@@ -73,25 +76,39 @@ def contact_radius(symbol: str) -> float:
 
 def scale_to_contacts(structure: Structure) -> Structure:
     """Scale the cell isotropically so the closest contact of any two sites is the sum of their radii."""
-    radii = {str(el): contact_radius(str(el)) for el in structure.composition.elements}
+    radii = np.array([contact_radius(site.specie.symbol) for site in structure])
     reach = 2.0 * max(structure.lattice.abc)  # covers every nearest neighbour of these small cells
-    worst = math.inf
-    for i, j, _, distance in zip(*structure.get_neighbor_list(reach)):
-        if distance > 1e-6:
-            pair = radii[structure[int(i)].specie.symbol] + radii[structure[int(j)].specie.symbol]
-            worst = min(worst, distance / pair)
+    centres, neighbours, _, distances = structure.get_neighbor_list(reach)
+    apart = distances > 1e-6
+    worst = float(np.min(distances[apart] / (radii[centres[apart]] + radii[neighbours[apart]])))
     scaled = structure.copy()
     scaled.scale_lattice(structure.volume / worst**3)
     return scaled
 
 
-def decorate(prototype: Prototype, a: str, b: str) -> Structure:
-    """The primitive cell of `prototype` with element `a` on its A sites and `b` on its B sites."""
-    species = [a] * len(prototype.a_sites) + [b] * len(prototype.b_sites)
+@lru_cache(maxsize=None)
+def _conventional_sites(prototype: Prototype) -> tuple[Lattice, tuple[bool, ...], tuple[tuple[float, ...], ...]]:
+    """The conventional cell of a structure type: its lattice, which sites are A sites, their fractional
+    coordinates. Expanding the space group is the slow part of a decoration, and it does not depend on the
+    elements, so it is done once per type (with two stand-in elements)."""
+    species = ["Na"] * len(prototype.a_sites) + ["Cl"] * len(prototype.b_sites)
     coords = [list(s) for s in (*prototype.a_sites, *prototype.b_sites)]
-    conventional = Structure.from_spacegroup(prototype.spacegroup, prototype.cell(), species, coords)
+    cell = Structure.from_spacegroup(prototype.spacegroup, prototype.cell(), species, coords)
+    return cell.lattice, tuple(site.specie.symbol == "Na" for site in cell), tuple(map(tuple, cell.frac_coords))
+
+
+@lru_cache(maxsize=4096)
+def _decoration(prototype: Prototype, a: str, b: str) -> Structure:
+    lattice, on_a, coords = _conventional_sites(prototype)
+    conventional = Structure(lattice, [a if is_a else b for is_a in on_a], coords)
     # scale first: the primitive-cell search works with absolute (A) tolerances
     return scale_to_contacts(conventional).get_primitive_structure()
+
+
+def decorate(prototype: Prototype, a: str, b: str) -> Structure:
+    """The primitive cell of `prototype` with element `a` on its A sites and `b` on its B sites (a copy: the
+    reference cache asks for the same decorations on every score run)."""
+    return _decoration(prototype, a, b).copy()
 
 
 def binary_decorations(a: str, b: str, names: tuple[str, ...] = DEFAULT_PROTOTYPES) -> dict[str, Structure]:

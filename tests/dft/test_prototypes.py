@@ -52,3 +52,11 @@ def test_bad_requests_are_refused_and_pairs_cover_every_system():
     with pytest.raises(ValueError, match="unknown prototype"):
         binary_decorations("Mg", "O", ("perovskite",))
     assert element_pairs(["Nb-Co-O", "Co-O", "Mg"]) == [("Co", "Nb"), ("Co", "O"), ("Nb", "O")]
+
+
+def test_a_decoration_handed_out_is_a_copy_the_caller_may_change():
+    first = binary_decorations("Cu", "Au")["l12:Cu-Au"]
+    first.scale_lattice(2 * first.volume)
+    first.replace_species({"Cu": "Ag"})
+    again = binary_decorations("Cu", "Au")["l12:Cu-Au"]
+    assert again.volume == pytest.approx(first.volume / 2) and again.composition.reduced_formula == "CuAu3"
