@@ -80,8 +80,9 @@ def measure(model: str, dataset: str, settings: list[tuple[str, int, float]], sa
 
 
 def table(rows: list[dict]) -> str:
+    k = next((r["csp_k"] for r in rows if "csp_k" in r), 1)
     head = ("| sampler | steps | guidance | model calls | min / 10k samples | struct. valid | comp. valid | COV-R | COV-P "
-            "| CSP k=1 | RMSE |\n|---|---|---|---|---|---|---|---|---|---|---|")
+            f"| CSP k={k} | RMSE |\n|---|---|---|---|---|---|---|---|---|---|---|")
     def pct(row: dict, key: str) -> str:
         return f"{100 * row[key]:.1f} %" if key in row else "-"
 
