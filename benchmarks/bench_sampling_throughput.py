@@ -79,12 +79,12 @@ def main() -> None:
                             batch_size=o.batch_size, device="cpu")
     print(f"{o.model} step {loaded.step}, {o.samples} composition-first samples, {config.sampler} "
           f"{config.steps} steps, guidance {config.guidance:g}, batch {o.batch_size}, {cores} cores ({os.uname().nodename})")
-    print("| how | torch threads | batches at once | s | min / 10k samples |\n|---|---|---|---|---|")
+    print("| how | torch threads per batch | batches at once | s | min / 10k samples |\n|---|---|---|---|---|")
     for label, threads, lanes in [("one batch at a time", 1, 1), ("one batch at a time", cores, 1),
                                   ("lanes (the default)", cores, cores)]:
         seconds = time_generation(loaded, config, threads, lanes)
         per_thread = 1 if lanes > 1 else threads
-        print(f"| {label} | {per_thread} each | {lanes} | {seconds:.1f} | {seconds / o.samples * 10_000 / 60:.2f} |",
+        print(f"| {label} | {per_thread} | {lanes} | {seconds:.1f} | {seconds / o.samples * 10_000 / 60:.2f} |",
               flush=True)
     print("\n| attention over | nn.MultiheadAttention s/call | denoiser (SDPA) s/call | speed-up |\n|---|---|---|---|")
     for axis, native, ours in time_attention(loaded, o.batch_size):

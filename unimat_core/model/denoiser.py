@@ -99,7 +99,7 @@ class AxisAttention(nn.Module):
 
     def _attend(self, seq: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """nn.MultiheadAttention's math on its own weights through scaled_dot_product_attention: the same
-        result (to float rounding) in about half the CPU time on these short sequences (benchmarks/RESULTS.md)."""
+        result (to float rounding) in 1.5-2.5x less CPU time on these short sequences (benchmarks/RESULTS.md)."""
         attention = self.attention
         n, length, c = seq.shape
         heads = attention.num_heads

@@ -1,7 +1,7 @@
 """Sampling lanes: on CPU, several batches sampled at once, each on one torch thread.
 
 The denoiser is small, so its ops split poorly across intra-op threads: on this 2-core machine two batches on
-one thread each draw 1.6x the samples per second of one batch on two threads (benchmarks/RESULTS.md,
+one thread each draw 1.4x the samples per second of one batch on two threads (benchmarks/RESULTS.md,
 "Sampling throughput"). Torch ops release the GIL, so plain Python threads give the parallelism; each batch
 keeps its own seeded generator, so the samples do not depend on the number of lanes.
 """
