@@ -32,8 +32,10 @@ def cached_model(config: GenerateConfig) -> LoadedModel:
 
 def sampling_lane(config: GenerateConfig, loaded: LoadedModel) -> threading.BoundedSemaphore:
     """The batch tasks of a flow run in threads; at most one per core of the thread budget samples at once, on
-    one torch thread each (the throughput `unimat_core.model.lanes` measures), one at a time on a GPU."""
-    on_cpu = next(loaded.model.parameters()).device.type == "cpu"
+    one torch thread each (the throughput `unimat_core.model.lanes` measures), one at a time on a GPU. The number
+    comes from the config's thread budget, not `sampling_lanes` (torch's thread count, which a concurrent batch
+    task has already set to one)."""
+    on_cpu = loaded.device.type == "cpu"
     lanes = cpu_budget(config.cpu_threads) if on_cpu else 1
     if lanes > 1:
         torch.set_num_threads(1)

@@ -94,7 +94,7 @@ def predict_structures(loaded, targets: pd.DataFrame, config: CSPConfig, progres
         return [structure_to_json(c.structure) if c.valid else None for c in decode(coords, lattice, loaded.spec)]
 
     out: list[str | None] = []
-    lanes = sampling_lanes(next(loaded.model.parameters()).device)
+    lanes = sampling_lanes(loaded.device)
     for predicted in map_in_lanes(predict_chunk, range(len(chunks)), lanes):
         out += predicted
         if progress is not None:

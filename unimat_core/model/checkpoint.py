@@ -55,6 +55,11 @@ class LoadedModel:
     step: int
     prior: CompositionPrior | None = None  # learned composition prior (checkpoints from before it have none)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (the sampling batches and their lanes follow them)."""
+        return next(self.model.parameters()).device
+
 
 def build_model(model_config: DenoiserConfig, spec: UniMatSpec) -> UniMatDenoiser:
     return UniMatDenoiser(model_config, spec.max_atoms_per_element, spec.grid.height, spec.grid.width, spec.lattice)

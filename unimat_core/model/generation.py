@@ -101,7 +101,7 @@ def sample_batch(loaded: LoadedModel, targets: Sequence[str | None], *, sampler:
     """Raw samples (coords [B, L, H, W, 3], lattice [B, 6]) for a list of targets; the sampling settings come from
     the caller's config (GenerateConfig, CSPConfig), which holds their defaults."""
     spec = loaded.spec
-    device = next(loaded.model.parameters()).device
+    device = loaded.device
     cond, pinned = _condition(targets, spec, device)
     eta = 1.0 if sampler == "ddpm" else 0.0
     solver = sampler if sampler.startswith("dpm++") else "ddim"
@@ -163,7 +163,7 @@ def generate_part(config: GenerateConfig, batch: int, targets: Sequence[str | No
     if path.exists():
         valid = pq.read_table(path, columns=["valid"]).column("valid").to_pylist()
         return {"part": str(path), "n": len(valid), "n_valid": sum(valid), "skipped": True}
-    device = next(loaded.model.parameters()).device
+    device = loaded.device
     generator = torch.Generator(device="cpu").manual_seed(config.seed * 1_000_003 + batch)
     structure_targets = list(targets)
     free = [i for i, t in enumerate(targets) if t is None]
@@ -191,8 +191,8 @@ def generate(config: GenerateConfig, loaded: LoadedModel | None = None,
     batches = plan_batches(config, loaded.spec)
     summary = GenerateSummary(config.out_dir)
     start = time.perf_counter()
-    parts = map_in_lanes(lambda batch: generate_part(config, batch, batches[batch], loaded), range(len(batches)),
-                         sampling_lanes(next(loaded.model.parameters()).device))
+    lanes = sampling_lanes(loaded.device)
+    parts = map_in_lanes(lambda batch: generate_part(config, batch, batches[batch], loaded), range(len(batches)), lanes)
     for b, part in enumerate(parts):
         summary.parts.append(part["part"])
         summary.n_generated += part["n"]
