@@ -157,9 +157,18 @@ class GenerateParams(StageSettings, GenerateConfig):
         return value
 
     def for_run(self, checkpoint: str, out_dir: str) -> GenerateParams:
-        """This config with the model to sample (the campaign's trained model unless `model` names another) and the
-        folder of its parts set."""
-        return self.model_copy(update={"checkpoint": self.model or checkpoint, "out_dir": out_dir})
+        """This config with the model to sample (the campaign's trained model unless `model` names another), the
+        folder of its parts and the guidance weight the model recommends (unless one is given) set: the weight
+        sampled with is the one the stage records, so a changed recommendation is a changed setting."""
+        return self.model_copy(update={"checkpoint": self.model or checkpoint, "out_dir": out_dir}).for_model(
+            self.model or checkpoint)
+
+    def for_model(self, checkpoint: str | Path) -> GenerateParams:
+        """These settings with the guidance weight resolved for `checkpoint` (see sampling_defaults)."""
+        from unimat_core.model.pretrained import checkpoint_file
+        from unimat_core.model.sampling_defaults import resolve_guidance
+
+        return self.model_copy(update={"guidance": resolve_guidance(self.guidance, checkpoint_file(checkpoint))})
 
 
 class RelaxParams(StageSettings, RelaxConfig):
@@ -250,7 +259,7 @@ class EvaluateParams(StageSettings, MetricsConfig):
 
     RUN_ONLY = frozenset({"n_workers", "cache_dir"})
     # fields of MetricsConfig that are no options: earlier records hold none of them
-    RECORDED_IF_SET = frozenset({"ltol", "stol", "angle_tol"})
+    RECORDED_IF_SET = frozenset({"ltol", "stol", "angle_tol", "csp_guidance"})
 
     task: Literal["generation", "csp"] = Field(
         default="generation", description="generation: CDVAE metrics of the generated samples; csp: crystal "
@@ -260,6 +269,7 @@ class EvaluateParams(StageSettings, MetricsConfig):
     k: int = CSPConfig.model_fields["k"]
     csp_targets: int | None = CSPConfig.model_fields["n_targets"]
     steps: int = CSPConfig.model_fields["steps"]
+    csp_guidance: float | None = CSPConfig.model_fields["guidance"]
 
     @field_validator("dataset")
     @classmethod
@@ -281,7 +291,7 @@ class EvaluateParams(StageSettings, MetricsConfig):
     def csp_config(self) -> CSPConfig:
         """The config `unimat_core.metrics.csp.evaluate_csp` reads."""
         return CSPConfig(k=self.k, n_targets=self.csp_targets, seed=self.seed, steps=self.steps,
-                         n_workers=self.n_workers)
+                         guidance=self.csp_guidance, n_workers=self.n_workers)
 
 
 class RoundParams(StageSettings):
@@ -381,14 +391,17 @@ class CampaignParams(BaseModel):
         return self
 
 
-def stage_settings(stage: str, groups: dict) -> dict:
+def stage_settings(stage: str, groups: dict, layout: RunLayout | None = None) -> dict:
     """The settings a stage's provenance record keeps; `groups` maps parameter group -> parameters
     (a CampaignParams' fields, or a stage flow's arguments). Score records the relax settings it relaxes
-    its reference with."""
+    its reference with; generate the guidance weight its model (`layout`'s trained one by default) recommends."""
     if stage == "fetch":
         return groups["source"].settings()
     if stage == "score":
         return {**groups["score"].settings(), "relax": groups["relax"].settings()}
+    if stage == "generate" and layout is not None:
+        generate: GenerateParams = groups["generate"]
+        return generate.for_model(generate.model or layout.train_checkpoint).settings()
     return groups[stage].settings()
 
 

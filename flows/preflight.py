@@ -160,4 +160,4 @@ def _settings(layout: RunLayout, run: RunParams, stages: tuple[str, ...], groups
     """Stop before any work when a stage's existing output was made with other settings."""
     redo = set(run.overwrite) | {d for stage in run.overwrite for d in dependents(stage)}
     for stage in stages:
-        check_settings(layout, stage, stage_settings(stage, groups), overwrite=stage in redo)
+        check_settings(layout, stage, stage_settings(stage, groups, layout), overwrite=stage in redo)

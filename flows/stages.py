@@ -82,8 +82,8 @@ def generate_flow(run: RunParams = RunParams(), generate: GenerateParams = Gener
     layout = run.layout()
     checkpoint = generate.model or layout.require(layout.train_checkpoint, made_by="train")
     model, step = checkpoint_identity(resolve(checkpoint))
-    begin_stage(run, "generate", generate.settings(), {"checkpoint": model}, about={"checkpoint_step": step})
-    config = generate.for_run(str(checkpoint), str(layout.generated))
+    config = generate.for_run(str(checkpoint), str(layout.generated))  # the guidance the model recommends, resolved
+    begin_stage(run, "generate", config.settings(), {"checkpoint": model}, about={"checkpoint_step": step})
     batches = plan_generation(config)
     progress = start_progress(run.campaign, len(batches))
     futures = generate_batch.map(unmapped(config), list(range(len(batches))), batches, unmapped(progress),

@@ -90,7 +90,7 @@ def predict_structures(loaded, targets: pd.DataFrame, config: CSPConfig, progres
     def predict_chunk(b: int) -> list[str | None]:
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + b)
         coords, lattice = sample_batch(loaded, chunks[b], sampler=config.sampler, steps=config.steps,
-                                       guidance=config.guidance, generator=generator)
+                                       guidance=loaded.guidance(config.guidance), generator=generator)
         return [structure_to_json(c.structure) if c.valid else None for c in decode(coords, lattice, loaded.spec)]
 
     out: list[str | None] = []
@@ -110,7 +110,11 @@ def evaluate_csp(loaded, reference: pd.DataFrame, config: CSPConfig, progress=No
     per_target.insert(0, "id", targets["id"].to_numpy())
     if "formula" in targets:
         per_target.insert(1, "formula", targets["formula"].to_numpy())
-    return per_target, summarise(per_target, config.k)
+    return per_target, {**summarise(per_target, config.k), "guidance": loaded.guidance(config.guidance)}
+
+
+def _guidance(summary: dict) -> str:
+    return f" (guidance {summary['guidance']:g})" if "guidance" in summary else ""
 
 
 def markdown(summary: dict, dataset: str | None = None) -> str:
@@ -121,7 +125,7 @@ def markdown(summary: dict, dataset: str | None = None) -> str:
     lines = [f"## Crystal structure prediction (k = {summary['k']}, {summary['n_targets']} test crystals"
              f"{', ' + dataset if dataset else ''})", "",
              "| model | match rate | RMSE |", "|---|---|---|",
-             f"| this model | {100 * summary['match_rate']:.2f} % | {summary['rmse']:.4f} |"]
+             f"| this model{_guidance(summary)} | {100 * summary['match_rate']:.2f} % | {summary['rmse']:.4f} |"]
     lines += [f"| {name} (published) | {rate:.2f} % | {rmse if rmse is not None else 'n/a'} |"
               for name, (rate, rmse) in published.items()]
     lines += ["", f"StructureMatcher(stol={CSP_MATCHER['stol']}, ltol={CSP_MATCHER['ltol']}, "

@@ -18,23 +18,17 @@ from unimat_core.model.composition_prior import CompositionPrior, PriorConfig
 from unimat_core.model.config import DenoiserConfig, DiffusionConfig
 from unimat_core.model.denoiser import UniMatDenoiser
 from unimat_core.model.diffusion import GaussianDiffusion
-from unimat_core.model.pretrained import resolve
+from unimat_core.model.pretrained import CHECKPOINT_FILE, checkpoint_file
+from unimat_core.model.sampling_defaults import FALLBACK_GUIDANCE, SamplingDefaults, read_sampling_defaults
 from unimat_core.representation import UniMatSpec
 
-CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_NAME = CHECKPOINT_FILE
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:
     with atomic_path(path) as tmp:
         torch.save({**state, "version": __version__}, tmp)
     return path
-
-
-def checkpoint_file(reference: str | Path) -> Path:
-    """The file a checkpoint reference names: a checkpoint file, a training folder's `last.pt`, or a shipped
-    model's (`pretrained:perov_5`)."""
-    path = resolve(reference)
-    return path / CHECKPOINT_NAME if path.is_dir() else path
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
@@ -54,6 +48,13 @@ class LoadedModel:
     spec: UniMatSpec
     step: int
     prior: CompositionPrior | None = None  # learned composition prior (checkpoints from before it have none)
+    sampling: SamplingDefaults | None = None  # the model folder's recommended sampling settings (sampling.json)
+
+    def guidance(self, asked: float | None) -> float:
+        """The guidance weight to sample with: `asked`, else this model's recommendation, else the fallback."""
+        if asked is not None:
+            return asked
+        return self.sampling.guidance if self.sampling is not None else FALLBACK_GUIDANCE
 
     @property
     def device(self) -> torch.device:
@@ -66,6 +67,7 @@ def build_model(model_config: DenoiserConfig, spec: UniMatSpec) -> UniMatDenoise
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu", use_ema: bool = True) -> LoadedModel:
+    sampling = read_sampling_defaults(checkpoint_file(path))  # a malformed file fails before the weights load
     state = load_checkpoint(path, device)
     spec = UniMatSpec.from_dict(state["spec"])
     model = build_model(DenoiserConfig.from_dict(state["model_config"]), spec)
@@ -77,4 +79,4 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", use_ema: bo
         prior = CompositionPrior(spec, PriorConfig.from_dict(state["composition_prior"]["config"]))
         prior.load_state_dict(state["composition_prior"]["state"])
         prior.to(device).eval()
-    return LoadedModel(model, diffusion, spec, int(state["step"]), prior)
+    return LoadedModel(model, diffusion, spec, int(state["step"]), prior, sampling)

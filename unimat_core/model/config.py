@@ -189,7 +189,8 @@ class GenerateConfig(Config):
     sampler: Sampler = Field(default=DEFAULT_SAMPLER, description="dpm++2m-sde (stochastic DPM-Solver++, see "
                              "benchmarks/RESULTS.md 'Sampler'), dpm++2m (deterministic), ddim, or ddpm")
     steps: int = Field(default=10, ge=1, description="sampling steps (DDIM: 50; DDPM: 1000 for the exact sampler)")
-    guidance: float = Field(default=1.0, ge=0, description="classifier-free guidance weight")
+    guidance: float | None = Field(default=None, ge=0, description="classifier-free guidance weight (default: the "
+                                   "model's recommended weight, its sampling.json, else 1)")
     seed: int = Field(default=0, description="sampling seed")
     use_ema: bool = option("--no-ema", "sample with the EMA weights", default=True)
     device: str = Field(default="auto", description="auto, cuda or cpu")
@@ -211,7 +212,8 @@ class CSPConfig(Config):
     seed: int = 0
     sampler: Sampler = DEFAULT_SAMPLER
     steps: int = option("--csp-steps", "csp: sampler steps", default=10, ge=1)
-    guidance: float = 1.0
+    guidance: float | None = option("--csp-guidance", "csp: classifier-free guidance weight (default: the model's "
+                                    "recommended weight, its sampling.json, else 1)", default=None, ge=0)
     batch_size: int = 256
     n_workers: int = 1  # processes for StructureMatcher
 

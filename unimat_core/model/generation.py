@@ -171,7 +171,7 @@ def generate_part(config: GenerateConfig, batch: int, targets: Sequence[str | No
         for i, formula in zip(free, prior_compositions(loaded, len(free), generator)):
             structure_targets[i] = formula
     coords, lattice = sample_batch(loaded, structure_targets, sampler=config.sampler, steps=config.steps,
-                                   guidance=config.guidance, generator=generator if device.type == "cpu" else None)
+                                   guidance=loaded.guidance(config.guidance), generator=generator if device.type == "cpu" else None)
     decoded = decode(coords, lattice, loaded.spec)
     ids = [f"gen-{batch:05d}-{i:05d}" for i in range(len(targets))]
     source = f"unimat:{Path(config.checkpoint).name}@step{loaded.step}"

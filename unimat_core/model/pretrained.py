@@ -41,3 +41,10 @@ def resolve(reference: str | Path) -> Path:
     if not path.exists():
         raise PretrainedError(f"{reference}: {path} is missing from the installed package (reinstall unimat-discovery)")
     return path
+
+
+def checkpoint_file(reference: str | Path) -> Path:
+    """The file a checkpoint reference names: a checkpoint file, a training folder's `last.pt`, or a shipped
+    model's (`pretrained:perov_5`). Here, not beside the loader, so that settings can name it without torch."""
+    path = resolve(reference)
+    return path / CHECKPOINT_FILE if path.is_dir() else path

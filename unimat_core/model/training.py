@@ -2,6 +2,7 @@
 
 Output folder (deterministic, so a rerun resumes):
     checkpoints/last.pt   complete checkpoint, replaced atomically every `checkpoint_every` steps
+    checkpoints/sampling.json  the recommended sampling settings, inherited from the model a fine-tune starts from
     metrics.csv           one line per logged step (appended, so it survives a kill)
     config.json           the TrainConfig of the first run
 
@@ -25,7 +26,8 @@ import torch
 
 from unimat_core import atomic
 from unimat_core.augment import permute_slots, translate
-from unimat_core.model.checkpoint import CHECKPOINT_NAME, build_model, load_checkpoint, save_checkpoint
+from unimat_core.model.checkpoint import CHECKPOINT_NAME, build_model, checkpoint_file, load_checkpoint, save_checkpoint
+from unimat_core.model.sampling_defaults import SAMPLING_FILE, inherit_sampling_defaults
 from unimat_core.model.composition_prior import PriorConfig, fit_prior
 from unimat_core.model.config import DenoiserConfig, DiffusionConfig, TrainConfig
 from unimat_core.model.device import autocast, pick_device
@@ -138,6 +140,8 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
             # include those behind its own init (a round's fine-tune of the previous round's fine-tune)
             ema_offset = int(init["step"]) + int(init.get("ema_offset", 0))
             log.info("fine-tuning from %s (trained %d steps)", config.init_from, int(init["step"]))
+            if inherit_sampling_defaults(checkpoint_file(config.init_from), ckpt_path.parent):
+                log.info("sampling defaults inherited from %s (%s)", config.init_from, SAMPLING_FILE)
         prior_state = _fit_prior_state(data, spec, config) if config.composition_prior else None
 
     def checkpoint() -> None:

@@ -1,0 +1,81 @@
+import json
+import shutil
+
+import pytest
+
+from unimat_core.model.checkpoint import load_model
+from unimat_core.model.config import GenerateConfig
+from unimat_core.model.generation import generate, read_generated
+from unimat_core.model.pretrained import checkpoint_file
+from unimat_core.model.sampling_defaults import (FALLBACK_GUIDANCE, SAMPLING_FILE, SamplingDefaultsError,
+                                                 read_sampling_defaults, resolve_guidance)
+from unimat_core.model.training import train
+from tests.unimat_core.conftest import overfit_config
+
+
+@pytest.fixture
+def model_folder(overfit_model, tmp_path):
+    """A copy of the overfit checkpoint in a folder of its own, where a test may write a sampling.json."""
+    _, summary = overfit_model
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(summary.checkpoint, folder / "last.pt")
+    return folder
+
+
+def recommend(folder, **fields) -> None:
+    (folder / SAMPLING_FILE).write_text(json.dumps(fields))
+
+
+@pytest.mark.parametrize(("name", "weight"), [("perov_5", 0.0), ("carbon_24", 2.0)])
+def test_shipped_models_recommend_the_guidance_measured_best_for_them(name, weight):
+    recommended = read_sampling_defaults(checkpoint_file(f"pretrained:{name}"))
+    assert recommended.guidance == weight and "RESULTS.md" in recommended.why
+    assert load_model(f"pretrained:{name}").guidance(None) == weight
+
+
+def test_an_asked_weight_wins_and_a_folder_without_recommendation_falls_back(model_folder):
+    assert resolve_guidance(None, model_folder / "last.pt") == FALLBACK_GUIDANCE == 1.0
+    recommend(model_folder, guidance=0.5)
+    assert resolve_guidance(None, model_folder / "last.pt") == 0.5
+    assert resolve_guidance(0.0, model_folder / "last.pt") == 0.0
+    loaded = load_model(model_folder / "last.pt")
+    assert loaded.guidance(None) == 0.5 and loaded.guidance(3.0) == 3.0
+
+
+def test_unset_guidance_samples_exactly_as_the_recommended_weight(overfit_model, model_folder, tmp_path):
+    frame, _ = overfit_model
+    recommend(model_folder, guidance=0.0)
+
+    def draw(guidance, name):  # conditional samples: guidance weighs the composition against the unconditional branch
+        generate(GenerateConfig(checkpoint=str(model_folder / "last.pt"), out_dir=str(tmp_path / name),
+                                compositions=tuple(frame["formula"][:2]), samples_per_composition=2, batch_size=4,
+                                steps=4, guidance=guidance, device="cpu", cpu_threads=1))
+        return read_generated(tmp_path / name)["structure"].tolist()
+
+    unset = draw(None, "unset")
+    assert unset == draw(0.0, "zero")
+    assert unset != draw(1.0, "one")  # the weight changes the samples: the test can tell
+
+
+@pytest.mark.parametrize(("text", "problem"), [("{not json", "Expecting property name"),
+                                               ('{"guidance": -1}', "greater than or equal to 0"),
+                                               ('{"guidance": 1, "stepz": 5}', "Extra inputs")])
+def test_a_malformed_recommendation_is_named_with_what_is_wrong(model_folder, text, problem):
+    (model_folder / SAMPLING_FILE).write_text(text)
+    with pytest.raises(SamplingDefaultsError, match=rf"{SAMPLING_FILE}: not a valid sampling recommendation \(.*{problem}"):
+        load_model(model_folder / "last.pt")
+
+
+def test_a_fine_tune_inherits_its_parents_recommendation_unless_it_has_its_own(model_folder, handful, tmp_path):
+    _, dataset = handful
+    recommend(model_folder, guidance=0.0, why="measured")
+    tuned = train(overfit_config(dataset, tmp_path / "ft", init_from=str(model_folder / "last.pt"), max_steps=2))
+    inherited = read_sampling_defaults(tuned.checkpoint)
+    assert inherited.guidance == 0.0 and inherited.why == f"inherited from {model_folder / 'last.pt'}: measured"
+
+    own = tmp_path / "own" / "checkpoints"
+    own.mkdir(parents=True)
+    recommend(own, guidance=1.5)
+    train(overfit_config(dataset, tmp_path / "own", init_from=str(model_folder / "last.pt"), max_steps=2))
+    assert read_sampling_defaults(own / "last.pt").guidance == 1.5
