@@ -79,7 +79,7 @@ def measure_generate(dataset: str, preset: str, sampler: str, steps: int, batch_
     ckpt = RUNS / dataset / f"throughput-train-{preset}{_suffix(grid)}" / "checkpoints"
     loaded = load_model(ckpt, "cpu")
     generator = torch.Generator().manual_seed(0)
-    guidance = loaded.guidance(GenerateConfig().guidance)
+    guidance = loaded.recommended(GenerateConfig()).guidance
     sample_batch(loaded, [None] * 2, sampler=sampler, steps=2, guidance=guidance, generator=generator)  # warm-up
     start = time.perf_counter()
     done = 0

@@ -71,15 +71,18 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--guidance", type=float, default=None, help="default: the model's recommended weight")
+    parser.add_argument("--steps", type=int, default=None, help="default: the model's recommended count")
     o = parser.parse_args()
 
     path = resolve(o.model)
     loaded = load_model(path, "cpu")
     cores = cpu_budget(0)
     config = GenerateConfig(checkpoint=str(path), out_dir=str(OUT / "samples"), num_samples=o.samples,
-                            batch_size=o.batch_size, guidance=o.guidance, device="cpu")
+                            batch_size=o.batch_size, guidance=o.guidance, steps=o.steps,
+                            device="cpu")
+    config = loaded.recommended(config)
     print(f"{o.model} step {loaded.step}, {o.samples} composition-first samples, {config.sampler} "
-          f"{config.steps} steps, guidance {loaded.guidance(config.guidance):g}, batch {o.batch_size}, {cores} cores ({os.uname().nodename})")
+          f"{config.steps} steps, guidance {config.guidance:g}, batch {o.batch_size}, {cores} cores ({os.uname().nodename})")
     print("| how | torch threads per batch | batches at once | s | min / 10k samples |\n|---|---|---|---|---|")
     for label, threads, lanes in [("one batch at a time", 1, 1), ("one batch at a time", cores, 1),
                                   ("lanes (the default)", cores, cores)]:

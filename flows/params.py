@@ -158,17 +158,18 @@ class GenerateParams(StageSettings, GenerateConfig):
 
     def for_run(self, checkpoint: str, out_dir: str) -> GenerateParams:
         """This config with the model to sample (the campaign's trained model unless `model` names another), the
-        folder of its parts and the guidance weight the model recommends (unless one is given) set: the weight
-        sampled with is the one the stage records, so a changed recommendation is a changed setting."""
+        folder of its parts and the sampling settings the model recommends (unless given) set: the settings
+        sampled with are the ones the stage records, so a changed recommendation is a changed setting."""
         return self.model_copy(update={"checkpoint": self.model or checkpoint, "out_dir": out_dir}).for_model(
             self.model or checkpoint)
 
     def for_model(self, checkpoint: str | Path) -> GenerateParams:
-        """These settings with the guidance weight resolved for `checkpoint` (see sampling_defaults)."""
+        """These settings with what they leave unset (guidance, steps) as `checkpoint` recommends (see
+        unimat_core.model.sampling_defaults)."""
         from unimat_core.model.pretrained import checkpoint_file
-        from unimat_core.model.sampling_defaults import resolve_guidance
+        from unimat_core.model.sampling_defaults import read_sampling_defaults, with_recommended
 
-        return self.model_copy(update={"guidance": resolve_guidance(self.guidance, checkpoint_file(checkpoint))})
+        return with_recommended(self, read_sampling_defaults(checkpoint_file(checkpoint)))
 
 
 class RelaxParams(StageSettings, RelaxConfig):
@@ -268,7 +269,7 @@ class EvaluateParams(StageSettings, MetricsConfig):
     # the CSP settings are CSPConfig's declarations, reused (not copied)
     k: int = CSPConfig.model_fields["k"]
     csp_targets: int | None = CSPConfig.model_fields["n_targets"]
-    steps: int = CSPConfig.model_fields["steps"]
+    steps: int | None = CSPConfig.model_fields["steps"]
     csp_guidance: float | None = CSPConfig.model_fields["guidance"]
 
     @field_validator("dataset")
@@ -394,7 +395,7 @@ class CampaignParams(BaseModel):
 def stage_settings(stage: str, groups: dict, layout: RunLayout | None = None) -> dict:
     """The settings a stage's provenance record keeps; `groups` maps parameter group -> parameters
     (a CampaignParams' fields, or a stage flow's arguments). Score records the relax settings it relaxes
-    its reference with; generate the guidance weight its model (`layout`'s trained one by default) recommends."""
+    its reference with; generate the sampling settings its model (`layout`'s trained one by default) recommends."""
     if stage == "fetch":
         return groups["source"].settings()
     if stage == "score":

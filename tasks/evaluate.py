@@ -69,8 +69,9 @@ def evaluate_csp_task(checkpoint: str, reference_path: str, reference_split: str
     logger = get_run_logger()
     reference = _table(reference_path, reference_split)
     loaded = load_model(checkpoint, pick_device("auto"))
-    logger.info("csp: k=%d on %s of %d reference crystals, guidance %g", config.k, config.n_targets or "all",
-                len(reference), loaded.guidance(config.guidance))
+    config = loaded.recommended(config)
+    logger.info("csp: k=%d on %s of %d reference crystals, %d steps, guidance %g", config.k,
+                config.n_targets or "all", len(reference), config.steps, config.guidance)
     per_target, summary = evaluate_csp(loaded, reference, config)
     paths = write_csp(per_target, summary, out_dir, dataset)
     create_markdown_artifact(key=_artifact_key(out_dir), markdown=csp_markdown(summary, dataset),

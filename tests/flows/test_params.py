@@ -83,18 +83,19 @@ def test_a_bundled_source_with_a_shipped_model_fine_tunes_it_on_its_cropped_grid
     assert own.train.init_from is None  # no shipped model fits a user's data
 
 
-def test_generate_records_the_guidance_its_model_recommends_and_a_new_recommendation_is_a_change(tmp_path):
-    """Unset, the guidance is the model's (sampling.json beside its checkpoint): the record keeps the weight
-    sampled with, so earlier folders sampled at 1 still resume, and a changed recommendation stops the rerun."""
+def test_generate_records_the_settings_its_model_recommends_and_a_new_recommendation_is_a_change(tmp_path):
+    """Unset, guidance and steps are the model's (sampling.json beside its checkpoint): the record keeps what was
+    sampled with, so earlier folders sampled at 1 and 10 still resume, and a changed recommendation stops the rerun."""
     from flows.params import GenerateParams, RunParams, stage_settings
     from unimat_core.provenance import StageChanged, StageRecord, check_settings, write_record
 
     layout = RunParams(campaign="c", results_root=str(tmp_path)).layout()
     groups = {"generate": GenerateParams()}
-    assert stage_settings("generate", groups, layout)["guidance"] == 1.0  # no model yet, no recommendation
+    settings = stage_settings("generate", groups, layout)
+    assert (settings["guidance"], settings["steps"]) == (1.0, 10)  # no model yet, no recommendation
     layout.generated.mkdir(parents=True)
     (layout.generated / "part-00000.parquet").write_bytes(b"made at 1")
-    write_record(layout, StageRecord("generate", stage_settings("generate", groups, layout), {}, {}))
+    write_record(layout, StageRecord("generate", settings, {}, {}))
     check_settings(layout, "generate", stage_settings("generate", groups, layout))  # resumes
 
     layout.train_checkpoint.parent.mkdir(parents=True)
@@ -106,5 +107,5 @@ def test_generate_records_the_guidance_its_model_recommends_and_a_new_recommenda
 
     shipped = GenerateParams(model="pretrained:perov_5")
     assert stage_settings("generate", {"generate": shipped}, layout)["guidance"] == 0.0
-    assert shipped.for_run(str(layout.train_checkpoint), "out").guidance == 0.0
+    assert shipped.for_run(str(layout.train_checkpoint), "out").steps == 20
     assert GenerateParams(model="pretrained:carbon_24").for_run("unused", "out").guidance == 2.0

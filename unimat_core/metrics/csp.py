@@ -83,6 +83,7 @@ def predict_structures(loaded, targets: pd.DataFrame, config: CSPConfig, progres
     from unimat_core.representation import decode
     from unimat_core.structure_table import structure_from_json, structure_to_json
 
+    config = loaded.recommended(config)
     formulas = [structure_from_json(t).composition.formula for t in targets["structure"]]
     flat = [f for f in formulas for _ in range(config.k)]
     chunks = [flat[start : start + config.batch_size] for start in range(0, len(flat), config.batch_size)]
@@ -90,7 +91,7 @@ def predict_structures(loaded, targets: pd.DataFrame, config: CSPConfig, progres
     def predict_chunk(b: int) -> list[str | None]:
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + b)
         coords, lattice = sample_batch(loaded, chunks[b], sampler=config.sampler, steps=config.steps,
-                                       guidance=loaded.guidance(config.guidance), generator=generator)
+                                       guidance=config.guidance, generator=generator)
         return [structure_to_json(c.structure) if c.valid else None for c in decode(coords, lattice, loaded.spec)]
 
     out: list[str | None] = []
@@ -104,17 +105,20 @@ def predict_structures(loaded, targets: pd.DataFrame, config: CSPConfig, progres
 
 def evaluate_csp(loaded, reference: pd.DataFrame, config: CSPConfig, progress=None) -> tuple[pd.DataFrame, dict]:
     """Sample k structures per (seeded subset of the) reference crystals and match them; (per-target, summary)."""
+    config = loaded.recommended(config)
     targets = choose_targets(reference, config.n_targets, config.seed)
     samples = predict_structures(loaded, targets, config, progress)
     per_target = match_predictions(list(targets["structure"]), samples, config.n_workers)
     per_target.insert(0, "id", targets["id"].to_numpy())
     if "formula" in targets:
         per_target.insert(1, "formula", targets["formula"].to_numpy())
-    return per_target, {**summarise(per_target, config.k), "guidance": loaded.guidance(config.guidance)}
+    return per_target, {**summarise(per_target, config.k), "guidance": config.guidance, "steps": config.steps}
 
 
 def _guidance(summary: dict) -> str:
-    return f" (guidance {summary['guidance']:g})" if "guidance" in summary else ""
+    if "guidance" not in summary:
+        return ""
+    return f" ({summary['steps']} steps, guidance {summary['guidance']:g})"
 
 
 def markdown(summary: dict, dataset: str | None = None) -> str:

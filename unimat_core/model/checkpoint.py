@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from unimat_core import __version__
@@ -19,7 +20,7 @@ from unimat_core.model.config import DenoiserConfig, DiffusionConfig
 from unimat_core.model.denoiser import UniMatDenoiser
 from unimat_core.model.diffusion import GaussianDiffusion
 from unimat_core.model.pretrained import CHECKPOINT_FILE, checkpoint_file
-from unimat_core.model.sampling_defaults import FALLBACK_GUIDANCE, SamplingDefaults, read_sampling_defaults
+from unimat_core.model.sampling_defaults import SamplingDefaults, SamplingSettings, read_sampling_defaults, with_recommended
 from unimat_core.representation import UniMatSpec
 
 CHECKPOINT_NAME = CHECKPOINT_FILE
@@ -50,11 +51,10 @@ class LoadedModel:
     prior: CompositionPrior | None = None  # learned composition prior (checkpoints from before it have none)
     sampling: SamplingDefaults | None = None  # the model folder's recommended sampling settings (sampling.json)
 
-    def guidance(self, asked: float | None) -> float:
-        """The guidance weight to sample with: `asked`, else this model's recommendation, else the fallback."""
-        if asked is not None:
-            return asked
-        return self.sampling.guidance if self.sampling is not None else FALLBACK_GUIDANCE
+    def recommended(self, config: SamplingSettings) -> SamplingSettings:
+        """A sampling config (GenerateConfig, CSPConfig) with what it leaves unset (guidance, steps) taken from
+        this model's recommendation, else the fallback."""
+        return with_recommended(config, self.sampling)
 
     @property
     def device(self) -> torch.device:
@@ -78,5 +78,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", use_ema: bo
     if "composition_prior" in state:
         prior = CompositionPrior(spec, PriorConfig.from_dict(state["composition_prior"]["config"]))
         prior.load_state_dict(state["composition_prior"]["state"])
+        if "atom_counts" in state["composition_prior"]:  # checkpoints from before the histogram sample without it
+            prior.atom_counts = np.asarray(state["composition_prior"]["atom_counts"], dtype=np.int64)
         prior.to(device).eval()
     return LoadedModel(model, diffusion, spec, int(state["step"]), prior, sampling)

@@ -160,6 +160,7 @@ def part_path(out_dir: str | Path, batch: int) -> Path:
 def generate_part(config: GenerateConfig, batch: int, targets: Sequence[str | None], loaded: LoadedModel) -> dict:
     """Sample, decode and write one batch (skipped if its part exists); returns a small summary."""
     path = part_path(config.out_dir, batch)
+    config = loaded.recommended(config)
     if path.exists():
         valid = pq.read_table(path, columns=["valid"]).column("valid").to_pylist()
         return {"part": str(path), "n": len(valid), "n_valid": sum(valid), "skipped": True}
@@ -171,7 +172,7 @@ def generate_part(config: GenerateConfig, batch: int, targets: Sequence[str | No
         for i, formula in zip(free, prior_compositions(loaded, len(free), generator)):
             structure_targets[i] = formula
     coords, lattice = sample_batch(loaded, structure_targets, sampler=config.sampler, steps=config.steps,
-                                   guidance=loaded.guidance(config.guidance), generator=generator if device.type == "cpu" else None)
+                                   guidance=config.guidance, generator=generator if device.type == "cpu" else None)
     decoded = decode(coords, lattice, loaded.spec)
     ids = [f"gen-{batch:05d}-{i:05d}" for i in range(len(targets))]
     source = f"unimat:{Path(config.checkpoint).name}@step{loaded.step}"
@@ -188,6 +189,7 @@ def generate(config: GenerateConfig, loaded: LoadedModel | None = None,
         raise ValueError("GenerateConfig needs its checkpoint and out_dir")
     device = pick_device(config.device, config.cpu_threads)
     loaded = loaded or load_model(config.checkpoint, device, use_ema=config.use_ema)
+    config = loaded.recommended(config)
     batches = plan_batches(config, loaded.spec)
     summary = GenerateSummary(config.out_dir)
     start = time.perf_counter()

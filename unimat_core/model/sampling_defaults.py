@@ -1,18 +1,20 @@
 """A model's recommended sampling settings: `sampling.json` beside its checkpoint file.
 
-The best classifier-free guidance weight depends on the model: the shipped perov_5 model samples better without
-guidance (CSP k = 20 98.9 % against 98.0 % at weight 1), carbon_24 needs it (validity 47.5 % at 0, 62 % at 1;
-benchmarks/RESULTS.md "Guidance weight"). So a checkpoint folder may carry the weight measured best for it, and
-sampling that leaves `guidance` unset (None) uses it, or FALLBACK_GUIDANCE when the folder has no such file.
-A fine-tune inherits its parent's file (its weights start there); anyone can write one after their own sweep:
+The best classifier-free guidance weight and step count depend on the model: the shipped perov_5 model samples
+better without guidance and with 20 steps (CSP k = 20 98.9 % against 98.0 % at weight 1; COV-P 94.3 % at 20 steps
+against 93.2 % at 10), carbon_24 needs guidance (validity 47.5 % at 0, 62 % at 1; benchmarks/RESULTS.md "Guidance
+weight"). So a checkpoint folder may carry the settings measured best for it, and sampling that leaves a setting
+unset (None) uses them, or FALLBACK where the folder recommends nothing. A fine-tune inherits its parent's file
+(its weights start there); anyone can write one after their own sweep:
 
-    {"guidance": 0.0, "why": "CSP k = 20 98.9 % vs 98.0 % at 1 (benchmarks/RESULTS.md)"}
+    {"guidance": 0.0, "steps": 20, "why": "CSP k = 20 98.9 % vs 98.0 % at 1 (benchmarks/RESULTS.md)"}
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -20,7 +22,10 @@ from unimat_core import atomic
 from unimat_core.errors import UserInputError
 
 SAMPLING_FILE = "sampling.json"
-FALLBACK_GUIDANCE = 1.0  # where the model recommends nothing: the weight UniMat's paper and this package's tests use
+# Where the model recommends nothing: guidance 1 (UniMat's paper), 10 steps of the default stochastic solver.
+FALLBACK = {"guidance": 1.0, "steps": 10}
+
+SamplingSettings = TypeVar("SamplingSettings", bound=BaseModel)  # a config with `guidance` and `steps` fields
 
 
 class SamplingDefaultsError(UserInputError):
@@ -28,12 +33,20 @@ class SamplingDefaultsError(UserInputError):
 
 
 class SamplingDefaults(BaseModel):
-    """What a model folder recommends; `why` says where the numbers come from."""
+    """What a model folder recommends (unset: the fallback); `why` says where the numbers come from."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    guidance: float = Field(ge=0, description="classifier-free guidance weight measured best for this model")
+    guidance: float | None = Field(default=None, ge=0, description="classifier-free guidance weight")
+    steps: int | None = Field(default=None, ge=1, description="sampler steps")
     why: str = ""
+
+    def value(self, name: str) -> float | int:
+        recommended = getattr(self, name)
+        return FALLBACK[name] if recommended is None else recommended
+
+
+NONE = SamplingDefaults()
 
 
 def defaults_file(checkpoint_file: str | Path) -> Path:
@@ -52,12 +65,10 @@ def read_sampling_defaults(checkpoint_file: str | Path) -> SamplingDefaults | No
         raise SamplingDefaultsError(f"{path}: not a valid sampling recommendation ({detail}); fix or delete it") from None
 
 
-def resolve_guidance(guidance: float | None, checkpoint_file: str | Path) -> float:
-    """The weight to sample with: the one asked for, else the model's recommendation, else FALLBACK_GUIDANCE."""
-    if guidance is not None:
-        return guidance
-    recommended = read_sampling_defaults(checkpoint_file)
-    return recommended.guidance if recommended is not None else FALLBACK_GUIDANCE
+def with_recommended(config: SamplingSettings, recommended: SamplingDefaults | None) -> SamplingSettings:
+    """`config` with every sampling setting it leaves unset taken from `recommended` (else the fallback)."""
+    unset = {name: (recommended or NONE).value(name) for name in FALLBACK if getattr(config, name) is None}
+    return config.model_copy(update=unset) if unset else config
 
 
 def inherit_sampling_defaults(parent_checkpoint: str | Path, folder: str | Path) -> bool:
@@ -67,5 +78,6 @@ def inherit_sampling_defaults(parent_checkpoint: str | Path, folder: str | Path)
     if recommended is None or target.exists():
         return False
     why = f"inherited from {parent_checkpoint}" + (f": {recommended.why}" if recommended.why else "")
-    atomic.write_text(target, json.dumps({"guidance": recommended.guidance, "why": why}, indent=1) + "\n")
+    copy = recommended.model_dump(exclude={"why"}, exclude_none=True)
+    atomic.write_text(target, json.dumps({**copy, "why": why}, indent=1) + "\n")
     return True

@@ -86,7 +86,8 @@ def _fit_prior_state(data: TensorDataset, spec, config: TrainConfig) -> dict:
     counts = composition_grid(coords, spec).astype(np.int64)
     prior, stats = fit_prior(counts, spec, PriorConfig(seed=config.seed))
     log.info("composition prior: held-out NLL %.3f per token after %d epochs", stats["prior_nll"], stats["prior_epochs"])
-    return {"state": prior.state_dict(), "config": prior.config.as_dict(), "stats": stats}
+    return {"state": prior.state_dict(), "config": prior.config.as_dict(), "stats": stats,
+            "atom_counts": prior.atom_counts.tolist()}
 
 
 def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> TrainSummary:

@@ -50,3 +50,24 @@ def test_a_fitted_prior_learns_the_perovskite_pattern_and_proposes_new_compositi
     assert np.mean(pattern) > 0.8  # the data's ABX3 pattern (an untrained prior: ~0 %)
     seen = {Composition(f).reduced_formula for f in frame["formula"]}
     assert sum(Composition(f).reduced_formula not in seen for f in formulas) >= 40  # a model, not a lookup table
+
+
+def test_samples_add_up_to_an_atom_count_drawn_from_the_training_histogram(bundled_tables):
+    """Even an untrained prior, given the histogram, proposes only cells of the data's sizes, in its proportions;
+    without one (checkpoints from before it) the sizes are the GRU's alone."""
+    frame = bundled_tables["carbon_24"]
+    frame = frame[frame["split"] == "val"]
+    spec = UniMatSpec.fit(structures_of(frame.head(300)), crop_grid=True)
+    prior = CompositionPrior(spec)
+    assert prior.draw_atom_counts(3) is None
+    prior.atom_counts = np.bincount([6, 6, 6, 12])
+    sizes = [int(prior.counts(s, spec.grid.shape).sum()) for s in prior.sample(400, torch.Generator().manual_seed(0))]
+    assert set(sizes) == {6, 12} and 0.65 < sizes.count(6) / 400 < 0.85
+
+    perov = bundled_tables["perov_5"].head(200)
+    spec = UniMatSpec.fit(structures_of(perov), crop_grid=True)
+    fitted, _ = fit_prior(_counts(perov, spec), spec, PriorConfig(epochs=2))
+    assert fitted.atom_counts.tolist() == [0, 0, 0, 0, 0, 200]
+    for sequence in fitted.sample(300, torch.Generator().manual_seed(2)):
+        grid = fitted.counts(sequence, spec.grid.shape)
+        assert grid.sum() == 5 and (grid <= spec.max_atoms_per_element).all() and spec.grid.element_mask()[grid > 0].all()

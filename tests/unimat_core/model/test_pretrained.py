@@ -17,6 +17,7 @@ def test_shipped_models_load_by_name_offline(name):
     assert name in pretrained.available()
     loaded = load_model(f"pretrained:{name}")
     assert loaded.step > 0 and loaded.prior is not None
+    assert loaded.prior.atom_counts.sum() == {"perov_5": 3787, "carbon_24": 2032}[name]  # the val split's cells
     card = (pretrained.PRETRAINED_DIR / name / "MODEL_CARD.md").read_text()
     for heading in ("Data", "Command", "Steps", "CPU-hours", "Metrics"):
         assert heading in card

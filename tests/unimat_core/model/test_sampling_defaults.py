@@ -7,8 +7,9 @@ from unimat_core.model.checkpoint import load_model
 from unimat_core.model.config import GenerateConfig
 from unimat_core.model.generation import generate, read_generated
 from unimat_core.model.pretrained import checkpoint_file
-from unimat_core.model.sampling_defaults import (FALLBACK_GUIDANCE, SAMPLING_FILE, SamplingDefaultsError,
-                                                 read_sampling_defaults, resolve_guidance)
+from unimat_core.model.config import CSPConfig
+from unimat_core.model.sampling_defaults import (FALLBACK, SAMPLING_FILE, SamplingDefaultsError, read_sampling_defaults,
+                                                 with_recommended)
 from unimat_core.model.training import train
 from tests.unimat_core.conftest import overfit_config
 
@@ -27,39 +28,43 @@ def recommend(folder, **fields) -> None:
     (folder / SAMPLING_FILE).write_text(json.dumps(fields))
 
 
-@pytest.mark.parametrize(("name", "weight"), [("perov_5", 0.0), ("carbon_24", 2.0)])
-def test_shipped_models_recommend_the_guidance_measured_best_for_them(name, weight):
+@pytest.mark.parametrize(("name", "guidance", "steps"), [("perov_5", 0.0, 20), ("carbon_24", 2.0, 20)])
+def test_shipped_models_recommend_what_was_measured_best_for_them(name, guidance, steps):
     recommended = read_sampling_defaults(checkpoint_file(f"pretrained:{name}"))
-    assert recommended.guidance == weight and "RESULTS.md" in recommended.why
-    assert load_model(f"pretrained:{name}").guidance(None) == weight
+    assert (recommended.guidance, recommended.steps) == (guidance, steps) and "RESULTS.md" in recommended.why
+    config = load_model(f"pretrained:{name}").recommended(GenerateConfig())
+    assert (config.guidance, config.steps) == (guidance, steps)
 
 
-def test_an_asked_weight_wins_and_a_folder_without_recommendation_falls_back(model_folder):
-    assert resolve_guidance(None, model_folder / "last.pt") == FALLBACK_GUIDANCE == 1.0
+def test_what_is_asked_wins_and_a_folder_without_recommendation_falls_back(model_folder):
+    assert FALLBACK == {"guidance": 1.0, "steps": 10}
+    assert with_recommended(CSPConfig(), read_sampling_defaults(model_folder / "last.pt")).model_dump(
+        include={"guidance", "steps"}) == FALLBACK
     recommend(model_folder, guidance=0.5)
-    assert resolve_guidance(None, model_folder / "last.pt") == 0.5
-    assert resolve_guidance(0.0, model_folder / "last.pt") == 0.0
     loaded = load_model(model_folder / "last.pt")
-    assert loaded.guidance(None) == 0.5 and loaded.guidance(3.0) == 3.0
+    assert (loaded.recommended(CSPConfig()).guidance, loaded.recommended(CSPConfig()).steps) == (0.5, 10)
+    assert loaded.recommended(CSPConfig(guidance=3.0, steps=4)).model_dump(include={"guidance", "steps"}) == \
+        {"guidance": 3.0, "steps": 4}
 
 
-def test_unset_guidance_samples_exactly_as_the_recommended_weight(overfit_model, model_folder, tmp_path):
+def test_unset_settings_sample_exactly_as_the_recommended_ones(overfit_model, model_folder, tmp_path):
     frame, _ = overfit_model
-    recommend(model_folder, guidance=0.0)
+    recommend(model_folder, guidance=0.0, steps=3)
 
-    def draw(guidance, name):  # conditional samples: guidance weighs the composition against the unconditional branch
+    def draw(guidance, steps, name):  # conditional samples: guidance weighs the composition against no condition
         generate(GenerateConfig(checkpoint=str(model_folder / "last.pt"), out_dir=str(tmp_path / name),
                                 compositions=tuple(frame["formula"][:2]), samples_per_composition=2, batch_size=4,
-                                steps=4, guidance=guidance, device="cpu", cpu_threads=1))
+                                steps=steps, guidance=guidance, device="cpu", cpu_threads=1))
         return read_generated(tmp_path / name)["structure"].tolist()
 
-    unset = draw(None, "unset")
-    assert unset == draw(0.0, "zero")
-    assert unset != draw(1.0, "one")  # the weight changes the samples: the test can tell
+    unset = draw(None, None, "unset")
+    assert unset == draw(0.0, 3, "asked")
+    assert unset != draw(1.0, 3, "guided") and unset != draw(0.0, 4, "longer")  # each setting changes the samples
 
 
 @pytest.mark.parametrize(("text", "problem"), [("{not json", "Expecting property name"),
                                                ('{"guidance": -1}', "greater than or equal to 0"),
+                                               ('{"steps": 0}', "greater than or equal to 1"),
                                                ('{"guidance": 1, "stepz": 5}', "Extra inputs")])
 def test_a_malformed_recommendation_is_named_with_what_is_wrong(model_folder, text, problem):
     (model_folder / SAMPLING_FILE).write_text(text)
@@ -69,10 +74,11 @@ def test_a_malformed_recommendation_is_named_with_what_is_wrong(model_folder, te
 
 def test_a_fine_tune_inherits_its_parents_recommendation_unless_it_has_its_own(model_folder, handful, tmp_path):
     _, dataset = handful
-    recommend(model_folder, guidance=0.0, why="measured")
+    recommend(model_folder, guidance=0.0, steps=7, why="measured")
     tuned = train(overfit_config(dataset, tmp_path / "ft", init_from=str(model_folder / "last.pt"), max_steps=2))
     inherited = read_sampling_defaults(tuned.checkpoint)
-    assert inherited.guidance == 0.0 and inherited.why == f"inherited from {model_folder / 'last.pt'}: measured"
+    assert (inherited.guidance, inherited.steps) == (0.0, 7)
+    assert inherited.why == f"inherited from {model_folder / 'last.pt'}: measured"
 
     own = tmp_path / "own" / "checkpoints"
     own.mkdir(parents=True)

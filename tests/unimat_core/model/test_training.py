@@ -23,6 +23,7 @@ def test_overfit_model_reaches_low_loss(overfit_model):
     assert summary.last_loss < 0.2
     state = load_checkpoint(summary.checkpoint)
     assert {"model", "ema", "optimizer", "step", "spec", "model_config", "diffusion_config", "version"} <= set(state)
+    assert state["composition_prior"]["atom_counts"] == [0, 0, 0, 0, 0, 4]  # four 5-atom perovskites
 
 
 def _steps_logged(out: Path) -> list[int]:
