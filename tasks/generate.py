@@ -9,7 +9,8 @@ import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from unimat_core.model.checkpoint import LoadedModel, checkpoint_file, load_model
+from unimat_core.model.checkpoint import LoadedModel, load_model
+from unimat_core.model.pretrained import checkpoint_file
 from unimat_core.model.device import cpu_budget, pick_device
 from unimat_core.model.config import GenerateConfig
 from unimat_core.model.generation import generate_part, part_path, plan_batches

@@ -19,11 +19,10 @@ from unimat_core.model.composition_prior import CompositionPrior, PriorConfig
 from unimat_core.model.config import DenoiserConfig, DiffusionConfig
 from unimat_core.model.denoiser import UniMatDenoiser
 from unimat_core.model.diffusion import GaussianDiffusion
-from unimat_core.model.pretrained import CHECKPOINT_FILE, checkpoint_file
+from unimat_core.model.pretrained import checkpoint_file
 from unimat_core.model.sampling_defaults import SamplingDefaults, SamplingSettings, read_sampling_defaults, with_recommended
 from unimat_core.representation import UniMatSpec
 
-CHECKPOINT_NAME = CHECKPOINT_FILE
 
 
 def save_checkpoint(path: Path, state: dict) -> Path:

@@ -16,7 +16,7 @@ represent.
 The number of atoms in the cell is drawn first, from the training data's histogram (as CDVAE and DiffCSP
 sample N), and the tokens are then masked to add up to it. Why: the GRU alone put 3.2 % of perov_5 samples in
 cells of 3, 4, 6 or 7 atoms, a count no perov_5 crystal has, and those samples made 43 % of the invalid
-structures and a fifth of the COV-P misses (benchmarks/RESULTS.md, "Composition prior: atoms per cell").
+structures and a fifth of the COV-P misses (benchmarks/RESULTS.md, "Atoms per cell and steps").
 Checkpoints from before the histogram sample without it.
 """
 

@@ -26,7 +26,8 @@ import torch
 
 from unimat_core import atomic
 from unimat_core.augment import permute_slots, translate
-from unimat_core.model.checkpoint import CHECKPOINT_NAME, build_model, checkpoint_file, load_checkpoint, save_checkpoint
+from unimat_core.model.checkpoint import build_model, load_checkpoint, save_checkpoint
+from unimat_core.model.pretrained import CHECKPOINT_FILE, checkpoint_file
 from unimat_core.model.sampling_defaults import SAMPLING_FILE, inherit_sampling_defaults
 from unimat_core.model.composition_prior import PriorConfig, fit_prior
 from unimat_core.model.config import DenoiserConfig, DiffusionConfig, TrainConfig
@@ -95,7 +96,7 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
     if not config.dataset or not config.out_dir:
         raise ValueError("TrainConfig needs its dataset and out_dir folders")
     out = Path(config.out_dir)
-    ckpt_path = out / "checkpoints" / CHECKPOINT_NAME
+    ckpt_path = out / "checkpoints" / CHECKPOINT_FILE
     device = pick_device(config.device, config.cpu_threads)
     torch.manual_seed(config.seed)
     data = TensorDataset(config.dataset)
