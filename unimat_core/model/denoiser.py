@@ -64,9 +64,20 @@ class GridConv(nn.Module):
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         b, l, h, w, c = x.shape
-        y = F.silu(self.film(x, g)).reshape(b * l, h, w, c).permute(0, 3, 1, 2)
+        y = F.silu(self.film(x, g))
+        if h == w == 1:  # one grid cell (carbon_24's cropped grid): only the centre tap sees data
+            y = _centre_tap(self.conv2, self.dropout(F.silu(_centre_tap(self.conv1, y))))
+            return x + y
+        y = y.reshape(b * l, h, w, c).permute(0, 3, 1, 2)
         y = self.conv2(self.dropout(F.silu(self.conv1(y))))
         return x + y.permute(0, 2, 3, 1).reshape(b, l, h, w, c)
+
+
+def _centre_tap(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A padded 3x3 convolution of a 1x1 image, channels last: the centre weights as a linear map. The same
+    numbers as the convolution, and 3x cheaper to train on CPU, where a 1x1-image convolution's backward pass
+    took 43 % of a carbon_24 training step (benchmarks/RESULTS.md)."""
+    return F.linear(x, conv.weight[:, :, 1, 1], conv.bias)
 
 
 class AxisAttention(nn.Module):
@@ -86,6 +97,8 @@ class AxisAttention(nn.Module):
         """`bias` [B*H*W*heads, L, L] is added to the slot attention's scores (ignored across the grid)."""
         b, l, h, w, c = x.shape
         y = self.film(x, g)
+        if self.over == "grid" and h * w == 1:  # attention over one cell returns that cell's value vector
+            return x + self._value(y)
         if self.over == "slots":
             seq = y.permute(0, 2, 3, 1, 4).reshape(b * h * w, l, c)
         else:
@@ -96,6 +109,13 @@ class AxisAttention(nn.Module):
         else:
             out = out.reshape(b, l, h, w, c)
         return x + out
+
+    def _value(self, y: torch.Tensor) -> torch.Tensor:
+        """Attention's output when there is one key: out_proj(v), exactly, without the attention kernel."""
+        attention = self.attention
+        c = y.shape[-1]
+        v = F.linear(y, attention.in_proj_weight[2 * c:], attention.in_proj_bias[2 * c:])
+        return F.linear(v, attention.out_proj.weight, attention.out_proj.bias)
 
     def _attend(self, seq: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """nn.MultiheadAttention's math on its own weights through scaled_dot_product_attention: the same

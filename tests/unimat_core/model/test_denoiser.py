@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from unimat_core.model.config import PRESETS, DenoiserConfig, preset
-from unimat_core.model.denoiser import AxisAttention, UniMatDenoiser, timestep_embedding
+from unimat_core.model.denoiser import AxisAttention, GridConv, UniMatDenoiser, timestep_embedding
 
 
 @pytest.mark.parametrize("config", [DenoiserConfig(width=16, heads=2, time_dim=32),
@@ -189,3 +189,25 @@ def test_attention_matches_torch_multihead_attention_on_the_same_weights(with_bi
     bias = torch.randn(6 * 4, 3, 3) if with_bias else None
     expected, _ = layer.attention(seq, seq, seq, need_weights=False, attn_mask=bias)
     assert torch.allclose(layer._attend(seq, bias), expected, atol=1e-5)
+
+
+def test_one_cell_grid_takes_the_cheap_path_with_the_same_numbers():
+    """On a 1x1 grid (carbon_24's cropped grid) the 3x3 convolution is its centre tap and attention over the one
+    cell is its value vector: the shortcuts give what the general layers give, gradients included."""
+    torch.manual_seed(0)
+    conv, attention = GridConv(16, 8, 0.0), AxisAttention(channels=16, heads=4, global_dim=8, over="grid")
+    for layer in (conv.conv2, attention.attention.out_proj):  # both start at zero
+        torch.nn.init.normal_(layer.weight)
+    x, g = torch.randn(5, 24, 1, 1, 16), torch.randn(5, 8)
+
+    y = torch.nn.functional.silu(conv.film(x, g)).reshape(5 * 24, 1, 1, 16).permute(0, 3, 1, 2)
+    expected_conv = x + conv.conv2(torch.nn.functional.silu(conv.conv1(y))).permute(0, 2, 3, 1).reshape(x.shape)
+    assert torch.allclose(conv(x, g), expected_conv, atol=1e-5)
+
+    seq = attention.film(x, g).reshape(5 * 24, 1, 16)
+    expected_attention = x + attention.attention(seq, seq, seq, need_weights=False)[0].reshape(x.shape)
+    assert torch.allclose(attention(x, g), expected_attention, atol=1e-5)
+
+    conv(x, g).sum().backward()
+    assert conv.conv1.weight.grad[:, :, 1, 1].abs().sum() > 0  # the centre tap learns
+    assert conv.conv1.weight.grad[:, :, 0, 0].abs().sum() == 0  # the padding taps see zeros, as in a convolution
