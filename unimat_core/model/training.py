@@ -145,6 +145,10 @@ def train(config: TrainConfig, on_log: Callable[[dict], None] | None = None) -> 
             if inherit_sampling_defaults(checkpoint_file(config.init_from), ckpt_path.parent):
                 log.info("sampling defaults inherited from %s (%s)", config.init_from, SAMPLING_FILE)
         prior_state = _fit_prior_state(data, spec, config) if config.composition_prior else None
+        if prior_state is None and init is not None:
+            # a fine-tune that fits no prior of its own (a campaign round's) keeps its parent's, so unconditional
+            # sampling from it still draws compositions first instead of falling back to joint sampling
+            prior_state = init.get("composition_prior")
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_path, {

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from unimat_core.model import pretrained
 from unimat_core.model.checkpoint import load_checkpoint, load_model
@@ -62,6 +63,20 @@ def test_fine_tuning_starts_from_the_weights_and_resumes(overfit_model, handful,
     assert 0 < drift < 0.05  # started from the trained weights, moved a little
     again = train(overfit_config(dataset, tmp_path / "ft", init_from=summary.checkpoint, max_steps=5, preset="paper"))
     assert again.resumed_from == 3 and again.step == 5
+
+
+def test_a_fine_tune_without_its_own_prior_keeps_its_parents(overfit_model, handful, tmp_path):
+    """A campaign round fine-tunes with composition_prior=False: its model still samples compositions first."""
+    _, summary = overfit_model
+    _, dataset = handful
+    tuned = train(overfit_config(dataset, tmp_path / "ft", init_from=summary.checkpoint, max_steps=2,
+                                 composition_prior=False))
+    parent = load_checkpoint(summary.checkpoint)["composition_prior"]
+    kept = load_checkpoint(tuned.checkpoint)["composition_prior"]
+    assert kept["config"] == parent["config"] and kept["atom_counts"] == parent["atom_counts"]
+    assert all(torch.equal(kept["state"][name], weights) for name, weights in parent["state"].items())
+    scratch = train(overfit_config(dataset, tmp_path / "scratch", max_steps=2, composition_prior=False))
+    assert "composition_prior" not in load_checkpoint(scratch.checkpoint)
 
 
 def test_fine_tuning_on_data_of_another_grid_fails_clearly(overfit_model, bundled_tables, tmp_path):
