@@ -59,6 +59,13 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # ... and an EGNN-like coordinate output along the pairs' separations (DenoiserConfig.pair_displacement)
     "niggli-egnn": ({"model": {"pair_bias": 4, "pair_distances": 16, "pair_displacement": True,
                                "slot_embedding": False}}, {}),
+    # ... trained on timesteps drawn denser at low noise (DiffusionConfig.train_timesteps)
+    "niggli-egnn-lowt": ({"model": {"pair_bias": 4, "pair_distances": 16, "pair_displacement": True,
+                                    "slot_embedding": False}}, {"train_timesteps": "quadratic"}),
+    # ... and each crystal shifted by a random periodic translation (carbon has no canonical origin)
+    "niggli-egnn-lowt-translate": ({"augment_translate": True,
+                                    "model": {"pair_bias": 4, "pair_distances": 16, "pair_displacement": True,
+                                              "slot_embedding": False}}, {"train_timesteps": "quadratic"}),
     # ... and message passing between the slots in every block (DenoiserConfig.pair_messages, CSPNet-like)
     "niggli-mp": ({"model": {"pair_bias": 4, "pair_distances": 16, "pair_displacement": True, "pair_messages": True,
                              "slot_embedding": False}}, {}),

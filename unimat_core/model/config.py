@@ -93,6 +93,7 @@ class DiffusionConfig(Config):
     setting they were trained with (e.g. `slot_loss`)."""
 
     model_config = ConfigDict(frozen=True)
+    ADDED_LATER = frozenset({"train_timesteps"})
 
     timesteps: int = 1000
     schedule: Literal["cosine", "linear"] = "cosine"
@@ -112,6 +113,11 @@ class DiffusionConfig(Config):
     # estimate (0.99 and 0.01 are one place), so an atom on the cell face does not get two distant targets.
     periodic_loss: bool = Field(default=False, description="atom targets taken at the periodic image nearest the "
                                 "model's estimate (off: it did not help on perov_5, see benchmarks/RESULTS.md)")
+    # Which timesteps training draws: "uniform" (DDPM), or "quadratic", t = T u^2 for uniform u: half the draws
+    # below T/4, where the noise is smaller than a bond and the geometry of the neighbours fixes an atom's place
+    # (the training noise distribution of Karras et al. 2022 puts its weight there for the same reason).
+    train_timesteps: Literal["uniform", "quadratic"] = Field(
+        default="uniform", description="timesteps training draws: uniform, or quadratic (denser at low noise)")
 
 
 def preset(name: str, **overrides) -> DenoiserConfig:

@@ -118,11 +118,18 @@ class GaussianDiffusion(nn.Module):
         eps = (x_t - ab.sqrt() * image) / (1 - ab).sqrt()
         return eps if self.config.prediction == "eps" else ab.sqrt() * eps - (1 - ab).sqrt() * image
 
+    def _training_timesteps(self, batch: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+        """Uniform over 0..T-1, or t = floor(T u^2) (`train_timesteps="quadratic"`: denser at low noise)."""
+        if self.config.train_timesteps == "uniform":
+            return torch.randint(0, self.timesteps, (batch,), device=device, generator=generator)
+        u = torch.rand(batch, device=device, generator=generator)
+        return (self.timesteps * u**2).long().clamp(max=self.timesteps - 1)
+
     def loss(self, model: nn.Module, coords: torch.Tensor, lattice: torch.Tensor, cond: Condition,
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Denoising loss at uniformly drawn timesteps; returns (loss, parts for logging)."""
+        """Denoising loss at timesteps drawn per `config.train_timesteps`; returns (loss, parts for logging)."""
         b = coords.shape[0]
-        t = torch.randint(0, self.timesteps, (b,), device=coords.device, generator=generator)
+        t = self._training_timesteps(b, coords.device, generator)
         noise_c = torch.randn(coords.shape, device=coords.device, generator=generator)
         noise_l = torch.randn(lattice.shape, device=coords.device, generator=generator)
         x_c = self.q_sample(coords, t, noise_c)

@@ -214,3 +214,22 @@ def test_periodic_loss_targets_the_image_of_an_atom_nearest_the_model_estimate()
     target = diffusion._periodic_target(coords, x_t, pred_eps, atoms, t)
     image = (x_t - (1 - ab).sqrt() * target) / ab.sqrt()
     assert torch.allclose(image[0, :, 0, 0, 0], torch.tensor([1.02, -0.02, 0.5, -1.0]), atol=1e-4)
+
+
+def test_quadratic_training_timesteps_put_half_the_draws_below_a_quarter_of_the_schedule():
+    """t = T u^2: P(t < T/4) = 1/2 and P(t < T/100) = 1/10, against 1/4 and 1/100 for uniform draws."""
+    generator = torch.Generator().manual_seed(0)
+    for kind, below_quarter, below_hundredth in (("uniform", 0.25, 0.01), ("quadratic", 0.5, 0.1)):
+        diffusion = GaussianDiffusion(DiffusionConfig(train_timesteps=kind))
+        t = diffusion._training_timesteps(40_000, torch.device("cpu"), generator)
+        assert int(t.min()) >= 0 and int(t.max()) <= 999
+        assert (t < 250).float().mean().item() == pytest.approx(below_quarter, abs=0.01)
+        assert (t < 10).float().mean().item() == pytest.approx(below_hundredth, abs=0.005)
+
+
+def test_training_timesteps_setting_leaves_old_checkpoint_configs_unchanged():
+    """A config at the default writes no `train_timesteps` key, so checkpoints saved before it read and write
+    back the same; a quadratic one keeps it."""
+    assert "train_timesteps" not in DiffusionConfig().as_dict()
+    assert DiffusionConfig(train_timesteps="quadratic").as_dict()["train_timesteps"] == "quadratic"
+    assert DiffusionConfig.from_dict(DiffusionConfig(train_timesteps="quadratic").as_dict()).train_timesteps == "quadratic"
