@@ -64,7 +64,8 @@ def samplers(model: str, settings: list[str], samples: int) -> None:
         print(f"| {sampler} | {steps} | {guidance} | {100 * valid.mean():.1f} % | {np.median(shortest):.2f} |", flush=True)
 
 
-def noise_levels(model: str, dataset: str, crystals: int) -> None:
+def noise_levels(model: str, dataset: str, crystals: int, split: str = "test") -> None:
+    """Per-noise-level error on `split`; the training split (val) beside test tells under- from over-fitting."""
     import torch
 
     from unimat_core.datasets import load_bundled
@@ -75,14 +76,14 @@ def noise_levels(model: str, dataset: str, crystals: int) -> None:
 
     loaded = load_model(resolve(model), "cpu")
     tables = load_bundled(dataset).structures
-    test = tables[tables["split"] == "test"].sample(crystals, random_state=0)
+    test = tables[tables["split"] == split].sample(crystals, random_state=0)
     batch = encode(structures_of(test), loaded.spec, on_error="ignore")  # in the cells the model was trained on
     coords, lattice = torch.from_numpy(batch.coords), torch.from_numpy(batch.lattice)
     grid = torch.from_numpy(composition_grid(batch.coords, loaded.spec) / loaded.spec.max_atoms_per_element).float()
     flag = torch.ones(len(coords))
     diffusion, generator = loaded.diffusion, torch.Generator().manual_seed(0)
     atoms = (coords.mean(-1) > loaded.spec.null_value / 2).float()
-    print(f"{model} (step {loaded.step}) on {len(coords)} {dataset} test crystals, {'Niggli-reduced' if loaded.spec.niggli else 'as stored'}\n")
+    print(f"{model} (step {loaded.step}) on {len(coords)} {dataset} {split} crystals, {'Niggli-reduced' if loaded.spec.niggli else 'as stored'}\n")
     print("| timesteps | atom eps-MSE | lattice eps-MSE | x0 rms error (fractional) |\n|---|---|---|---|")
     for low, high in BANDS:
         t = torch.randint(low, high, (len(coords),), generator=generator)
@@ -133,6 +134,7 @@ def main() -> None:
     n.add_argument("--model", default="pretrained:carbon_24")
     n.add_argument("--dataset", default="carbon_24")
     n.add_argument("--crystals", type=int, default=512)
+    n.add_argument("--split", default="test", help="test, or val (the training split) to tell under- from over-fitting")
     f = sub.add_parser("fingerprints")
     f.add_argument("--dataset", default="carbon_24")
     f.add_argument("folders", nargs="*", help="generation folders (part-*.parquet)")
@@ -144,7 +146,7 @@ def main() -> None:
     if args.command == "samplers":
         samplers(args.model, args.settings.split(","), args.samples)
     elif args.command == "noise-levels":
-        noise_levels(args.model, args.dataset, args.crystals)
+        noise_levels(args.model, args.dataset, args.crystals, args.split)
     else:
         fingerprints(args.dataset, args.folders)
 
