@@ -48,6 +48,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "noslot": ({"model": {"slot_embedding": False}}, {}),
     "fourier8": ({"model": {"coord_fourier": 8}}, {}),
     "fourier8-noslot": ({"model": {"coord_fourier": 8, "slot_embedding": False}}, {}),
+    # the denoiser reads its previous clean estimate (DenoiserConfig.self_condition, Analog Bits)
+    "selfcond": ({"model": {"self_condition": True}}, {}),
     # the data in canonical cells (carbon_24's CIFs store arbitrary, often skewed cells; CDVAE's loader reduces them)
     "niggli": ({}, {}),
     "niggli-noslot": ({"model": {"slot_embedding": False}}, {}),

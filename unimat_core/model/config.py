@@ -26,7 +26,7 @@ class DenoiserConfig(Config):
 
     model_config = ConfigDict(frozen=True)
     ADDED_LATER = frozenset({"slot_embedding", "coord_fourier", "pair_bias", "pair_distances", "pair_displacement",
-                             "pair_messages"})
+                             "pair_messages", "self_condition"})
 
     width: int = 64
     channel_mults: tuple[int, ...] = (1,)
@@ -60,6 +60,12 @@ class DenoiserConfig(Config):
     # with a pair bias only reweights features that know nothing of the pair; a message carries the pair's
     # geometry itself into the atom's features, e.g. its neighbour-distance pattern (needs pair features).
     pair_messages: bool = False
+    # Self-conditioning (Chen, Zhang & Hinton, "Analog Bits", 2022): the denoiser also reads its own previous
+    # estimate of the clean crystal (coordinates and cell; zeros when there is none). Training feeds it a
+    # no-gradient first estimate on half the batches; samplers feed the last step's. Made for discrete-like
+    # choices, such as which of two cations takes perov_5's A corner and which its B centre, that a denoiser
+    # blind to its own last answer leaves undecided from step to step.
+    self_condition: bool = False
 
     @model_validator(mode="after")
     def _shape(self) -> DenoiserConfig:

@@ -321,7 +321,8 @@ class UniMatDenoiser(nn.Module):
         self.config = config
         self.slots, self.height, self.width = slots, height, width
         c0 = config.width
-        self.input = nn.Linear(3 * (1 + 2 * config.coord_fourier) + 2, c0)
+        coordinate_inputs = 3 * (1 + 2 * config.coord_fourier) * (2 if config.self_condition else 1)
+        self.input = nn.Linear(coordinate_inputs + 2, c0)
         self.cell_embedding = nn.Parameter(torch.randn(height, width, c0) * 0.02)
         if config.slot_embedding:
             self.slot_embedding = nn.Parameter(torch.randn(slots, 1, 1, c0) * 0.02)
@@ -333,7 +334,7 @@ class UniMatDenoiser(nn.Module):
                                           PAIR_HIDDEN) if paired else None
         g = config.time_dim
         self.time_mlp = nn.Sequential(nn.Linear(g, g), nn.SiLU(), nn.Linear(g, g))
-        self.lattice_mlp = nn.Sequential(nn.Linear(6, g), nn.SiLU(), nn.Linear(g, g))
+        self.lattice_mlp = nn.Sequential(nn.Linear(12 if config.self_condition else 6, g), nn.SiLU(), nn.Linear(g, g))
         self.cond_mlp = nn.Sequential(nn.Linear(height * width + 1, g), nn.SiLU(), nn.Linear(g, g))
 
         widths = [c0 * m for m in config.channel_mults]
@@ -365,19 +366,29 @@ class UniMatDenoiser(nn.Module):
         return torch.cat([coords, angles.sin(), angles.cos()], dim=-1)
 
     def forward(self, coords: torch.Tensor, lattice: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
-                cond_flag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                cond_flag: torch.Tensor, self_cond: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`self_cond`: the previous clean estimate (coords, lattice) for a self-conditioned model (zeros when
+        None); a model without self-conditioning ignores it."""
         b, l, h, w, _ = coords.shape
         flag = cond_flag.float()
         cond_in = (cond * flag[:, None, None]).to(coords.dtype)
         cond_channels = torch.stack(
             [cond_in[:, None].expand(b, l, h, w), flag[:, None, None, None].expand(b, l, h, w).to(coords.dtype)], dim=-1
         )
-        x = self.input(torch.cat([self._coordinate_features(coords), cond_channels], dim=-1)) + self.cell_embedding
+        coordinate_features = [self._coordinate_features(coords)]
+        lattice_in = lattice
+        if self.config.self_condition:
+            previous_c, previous_l = self_cond if self_cond is not None else (torch.zeros_like(coords),
+                                                                              torch.zeros_like(lattice))
+            coordinate_features.append(self._coordinate_features(previous_c.to(coords.dtype)))
+            lattice_in = torch.cat([lattice, previous_l.to(lattice.dtype)], dim=-1)
+        x = self.input(torch.cat([*coordinate_features, cond_channels], dim=-1)) + self.cell_embedding
         if self.config.slot_embedding:
             x = x + self.slot_embedding
 
         g = self.time_mlp(timestep_embedding(t, self.config.time_dim))
-        g = g + self.lattice_mlp(lattice) + self.cond_mlp(torch.cat([cond_in.reshape(b, -1), flag[:, None]], dim=-1))
+        g = g + self.lattice_mlp(lattice_in) + self.cond_mlp(torch.cat([cond_in.reshape(b, -1), flag[:, None]], dim=-1))
         g = F.silu(g)
 
         # pair features belong to the input's grid cells: the blocks at that resolution use them, the

@@ -10,7 +10,8 @@ good in ~15 model calls as DDIM in 50, which is what makes 10,000 samples cheap 
 is its stochastic twin (SDE-DPM-Solver++(2M), same paper): each step also forgets part of the sample and re-noises
 it, as ancestral DDPM does, so interchangeable slots started close together do not ride one deterministic path
 onto one site (what the deterministic samplers do to carbon_24), at a few dozen model calls instead of DDPM's 100+.
-Classifier-free guidance: eps = eps_c + w (eps_c - eps_u).
+Classifier-free guidance: eps = eps_c + w (eps_c - eps_u). A self-conditioned denoiser (DenoiserConfig.self_condition)
+also reads the previous step's clean estimate; training teaches it that on half the batches.
 Composition-conditioned sampling also pins slots that must be empty (inpainting): at every
 step they are reset to the null location noised to the current level, and at the end the
 requested number of atoms per element is enforced exactly.
@@ -69,6 +70,11 @@ class Pinned:
     atom_mask: torch.Tensor
     rows: torch.Tensor
     null_value: float
+
+
+def _self_conditioned(model: nn.Module) -> bool:
+    """Whether the denoiser reads its previous clean estimate (DenoiserConfig.self_condition)."""
+    return bool(getattr(getattr(model, "config", None), "self_condition", False))
 
 
 class GaussianDiffusion(nn.Module):
@@ -132,8 +138,11 @@ class GaussianDiffusion(nn.Module):
         t = self._training_timesteps(b, coords.device, generator)
         noise_c = torch.randn(coords.shape, device=coords.device, generator=generator)
         noise_l = torch.randn(lattice.shape, device=coords.device, generator=generator)
-        x_c = self.q_sample(coords, t, noise_c)
-        pred_c, pred_l = model(x_c, self.q_sample(lattice, t, noise_l), t, cond.grid, cond.flag)
+        x_c, x_l = self.q_sample(coords, t, noise_c), self.q_sample(lattice, t, noise_l)
+        extra = {}
+        if _self_conditioned(model):
+            extra["self_cond"] = self._first_estimate(model, x_c, x_l, t, cond, generator)
+        pred_c, pred_l = model(x_c, x_l, t, cond.grid, cond.flag, **extra)
         atoms = (coords.mean(dim=-1) > self.null_value / 2).float()
         if self.config.periodic_loss:
             target_c = self._periodic_target(coords, x_c, pred_c.detach().float(), atoms, t)
@@ -152,22 +161,48 @@ class GaussianDiffusion(nn.Module):
         return loss, {"loss": loss.item(), "loss_atoms": loss_atoms.item(), "loss_empty": loss_empty.item(),
                       "loss_lattice": loss_l.item()}
 
+    def _first_estimate(self, model: nn.Module, x_c: torch.Tensor, x_l: torch.Tensor, t: torch.Tensor,
+                        cond: Condition, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Self-conditioning's training input: on half the batches (a coin per batch, as Analog Bits) the model's
+        own clean estimate from a no-gradient pass, clipped as a sampler clips it; zeros on the others, so the
+        model also learns the first sampling step, where there is no previous estimate."""
+        zeros = (torch.zeros_like(x_c), torch.zeros_like(x_l))
+        if float(torch.rand((), device=x_c.device, generator=generator)) < 0.5:
+            return zeros
+        with torch.no_grad():
+            out_c, out_l = model(x_c, x_l, t, cond.grid, cond.flag, self_cond=zeros)
+        (low_c, high_c), (low_l, high_l) = self._clean_ranges()
+        return (self._x0_from(x_c, out_c.float(), t).clamp(low_c, high_c).detach(),
+                self._x0_from(x_l, out_l.float(), t).clamp(low_l, high_l).detach())
+
+    def _clean_ranges(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """Where clean coordinates and normalised cell parameters can lie; estimates are clipped to it."""
+        coord_high = 1.5 if self.config.periodic_loss else 1.0  # periodic images reach up to 1.5 (read mod 1)
+        return (-1.0, coord_high), (-6.0, 6.0)
+
     def _eps_x0(self, model: nn.Module, x_c: torch.Tensor, x_l: torch.Tensor, t: int, cond: Condition,
-                guidance: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                guidance: float, self_cond: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Noise and clipped clean estimates at step t; `self_cond`, the last step's clean estimates, reaches a
+        self-conditioned model only."""
         b = x_c.shape[0]
         tt = torch.full((b,), t, device=x_c.device, dtype=torch.long)
         guided = guidance != 0 and bool(cond.flag.any())
+        extra = {}
+        if _self_conditioned(model):
+            extra["self_cond"] = (tuple(torch.cat([s, s]) for s in self_cond) if guided and self_cond is not None
+                                  else self_cond)
         if guided:
             out_c, out_l = model(torch.cat([x_c, x_c]), torch.cat([x_l, x_l]), torch.cat([tt, tt]),
-                                 torch.cat([cond.grid, cond.grid]), torch.cat([cond.flag, torch.zeros_like(cond.flag)]))
+                                 torch.cat([cond.grid, cond.grid]), torch.cat([cond.flag, torch.zeros_like(cond.flag)]),
+                                 **extra)
             (c_c, u_c), (c_l, u_l) = out_c.float().chunk(2), out_l.float().chunk(2)
             out_c, out_l = c_c + guidance * (c_c - u_c), c_l + guidance * (c_l - u_l)
         else:
-            out_c, out_l = (o.float() for o in model(x_c, x_l, tt, cond.grid, cond.flag))
+            out_c, out_l = (o.float() for o in model(x_c, x_l, tt, cond.grid, cond.flag, **extra))
         ab = self.alpha_bar[t]
         results = []
-        coord_high = 1.5 if self.config.periodic_loss else 1.0  # periodic images reach up to 1.5 (read mod 1)
-        for x, out, (low, high) in ((x_c, out_c, (-1.0, coord_high)), (x_l, out_l, (-6.0, 6.0))):
+        for x, out, (low, high) in zip((x_c, x_l), (out_c, out_l), self._clean_ranges()):
             if self.config.prediction == "eps":
                 eps = out
                 x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
@@ -204,10 +239,12 @@ class GaussianDiffusion(nn.Module):
         x_c = torch.randn(shape, device=device, generator=generator)
         x_l = torch.randn((shape[0], 6), device=device, generator=generator)
         previous: tuple[torch.Tensor, torch.Tensor, float] | None = None  # (x0_c, x0_l, h) of the last step
+        estimate: tuple[torch.Tensor, torch.Tensor] | None = None  # the last step's clean estimate (self-conditioning)
         for i, t in enumerate(times):
             if pinned is not None:
                 x_c = self._pin(x_c, pinned, t, generator)
-            eps_c, x0_c, eps_l, x0_l = self._eps_x0(model, x_c, x_l, t, cond, guidance)
+            eps_c, x0_c, eps_l, x0_l = self._eps_x0(model, x_c, x_l, t, cond, guidance, estimate)
+            estimate = (x0_c, x0_l)
             t_next = times[i + 1] if i + 1 < len(times) else -1
             ab = self.alpha_bar[t]
             ab_next = self.alpha_bar[t_next] if t_next >= 0 else torch.tensor(1.0, device=device)

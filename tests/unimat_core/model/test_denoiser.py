@@ -211,3 +211,30 @@ def test_one_cell_grid_takes_the_cheap_path_with_the_same_numbers():
     conv(x, g).sum().backward()
     assert conv.conv1.weight.grad[:, :, 1, 1].abs().sum() > 0  # the centre tap learns
     assert conv.conv1.weight.grad[:, :, 0, 0].abs().sum() == 0  # the padding taps see zeros, as in a convolution
+
+
+def test_self_conditioned_denoiser_reads_its_previous_estimate():
+    torch.manual_seed(0)
+    config = DenoiserConfig(width=16, heads=2, time_dim=32, self_condition=True)
+    model = UniMatDenoiser(config, slots=2, height=3, width=4)
+    with torch.no_grad():  # make the residual branches live (they start at zero)
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    coords, lattice, t = torch.randn(2, 2, 3, 4, 3), torch.randn(2, 6), torch.tensor([5, 500])
+    args = (coords, lattice, t, torch.zeros(2, 3, 4), torch.ones(2))
+    zeros = (torch.zeros_like(coords), torch.zeros_like(lattice))
+    without = model(*args)
+    torch.testing.assert_close(without, model(*args, self_cond=zeros))  # no estimate yet = zeros
+    for changed in ((torch.rand_like(coords), zeros[1]), (zeros[0], torch.randn_like(lattice))):
+        with_estimate = model(*args, self_cond=changed)
+        assert not torch.allclose(without[0], with_estimate[0])
+    # written only when set: configs from before the option read back without it
+    assert "self_condition" not in preset("tiny").as_dict()
+    assert DenoiserConfig.from_dict(config.as_dict()).self_condition
+
+
+def test_a_denoiser_without_self_conditioning_ignores_an_estimate():
+    model = UniMatDenoiser(DenoiserConfig(width=16, heads=2, time_dim=32), slots=2, height=3, width=4)
+    coords, lattice = torch.randn(1, 2, 3, 4, 3), torch.randn(1, 6)
+    args = (coords, lattice, torch.tensor([10]), torch.zeros(1, 3, 4), torch.ones(1))
+    torch.testing.assert_close(model(*args), model(*args, self_cond=(torch.rand_like(coords), lattice)))

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from unimat_core.model.config import DiffusionConfig
+from unimat_core.model.config import DenoiserConfig, DiffusionConfig
 from unimat_core.model.diffusion import Condition, GaussianDiffusion, Pinned, cosine_alpha_bar
 
 
@@ -233,3 +233,49 @@ def test_training_timesteps_setting_leaves_old_checkpoint_configs_unchanged():
     assert "train_timesteps" not in DiffusionConfig().as_dict()
     assert DiffusionConfig(train_timesteps="quadratic").as_dict()["train_timesteps"] == "quadratic"
     assert DiffusionConfig.from_dict(DiffusionConfig(train_timesteps="quadratic").as_dict()).train_timesteps == "quadratic"
+
+
+class SelfConditionedOracle(Oracle):
+    """The oracle, declared self-conditioned; records the previous estimate each call receives."""
+
+    config = DenoiserConfig(width=8, heads=2, time_dim=8, self_condition=True)
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.received: list = []
+
+    def forward(self, x_c, x_l, t, cond, flag, self_cond=None):
+        self.received.append(self_cond)
+        return super().forward(x_c, x_l, t, cond, flag)
+
+
+def test_sampler_feeds_a_self_conditioned_model_the_last_clean_estimate():
+    diffusion = GaussianDiffusion(DiffusionConfig())
+    x0_c, x0_l = _example()
+    model = SelfConditionedOracle(diffusion, x0_c, x0_l)
+    cond = Condition(torch.zeros(1, 9, 18), torch.ones(1))
+    diffusion.sample(model, x0_c.shape, cond, steps=5, solver="dpm++2m-sde", guidance=1.0,
+                     generator=torch.Generator().manual_seed(0))
+    assert model.received[0] is None and len(model.received) == 5
+    # the oracle's estimate is the crystal, for both halves (to float32 rounding, amplified at high noise)
+    for previous_c, previous_l in model.received[1:]:
+        assert previous_c.shape[0] == 2  # guidance doubles the batch, the estimate with it
+        torch.testing.assert_close(previous_c, torch.cat([x0_c, x0_c]), atol=1e-2, rtol=0)
+        torch.testing.assert_close(previous_l, torch.cat([x0_l, x0_l]), atol=1e-2, rtol=0)
+
+
+def test_training_feeds_a_self_conditioned_model_its_own_estimate_on_about_half_the_batches():
+    diffusion = GaussianDiffusion(DiffusionConfig())
+    x0_c, x0_l = _example()
+    model = SelfConditionedOracle(diffusion, x0_c, x0_l)
+    generator = torch.Generator().manual_seed(0)
+    batches = 40
+    for _ in range(batches):
+        diffusion.loss(model, x0_c, x0_l, Condition.unconditional(1, 9, 18, torch.device("cpu")), generator=generator)
+    # per batch: either the zeros alone, or a no-gradient first pass (with zeros) then its estimate
+    graded = [received for received in model.received if received[0].abs().sum() > 0]
+    assert 10 <= len(graded) <= 30 and len(model.received) == batches + len(graded)
+    for previous_c, previous_l in graded:
+        assert not previous_c.requires_grad
+        torch.testing.assert_close(previous_c, x0_c, atol=1e-2, rtol=0)
+        torch.testing.assert_close(previous_l, x0_l, atol=1e-2, rtol=0)
