@@ -53,6 +53,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # the data in canonical cells (carbon_24's CIFs store arbitrary, often skewed cells; CDVAE's loader reduces them)
     "niggli": ({}, {}),
     "niggli-noslot": ({"model": {"slot_embedding": False}}, {}),
+    "niggli-selfcond": ({"model": {"self_condition": True}}, {}),
     "niggli-medium": ({"model": {"width": 96, "blocks_per_level": 3, "time_dim": 128}}, {}),
     # slot attention biased by the periodic separation of each pair of slots (DenoiserConfig.pair_bias)
     "niggli-pair4": ({"model": {"pair_bias": 4, "slot_embedding": False}}, {}),
