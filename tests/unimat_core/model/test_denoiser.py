@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from tests.unimat_core.model.conftest import live
 from unimat_core.model.config import PRESETS, DenoiserConfig, preset
 from unimat_core.model.denoiser import AxisAttention, GridConv, UniMatDenoiser, timestep_embedding
 
@@ -20,9 +21,7 @@ def test_shapes_and_gradients(config):
 def test_condition_and_flag_change_the_prediction():
     torch.manual_seed(0)
     model = UniMatDenoiser(DenoiserConfig(width=16, heads=2, time_dim=32), slots=2, height=9, width=18)
-    with torch.no_grad():  # make the residual branches live (they start at zero)
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    live(model)
     coords, lattice, t = torch.randn(1, 2, 9, 18, 3), torch.randn(1, 6), torch.tensor([10])
     grid = torch.zeros(1, 9, 18)
     grid[0, 2, 0] = 0.5
@@ -46,13 +45,6 @@ def test_timestep_embedding_distinguishes_steps():
     assert emb.shape == (3, 32) and not torch.allclose(emb[0], emb[1])
 
 
-def _live(model: UniMatDenoiser) -> UniMatDenoiser:
-    with torch.no_grad():  # make the residual branches live (they start at zero)
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
-
-
 @pytest.mark.parametrize("slot_embedding", [False, True])
 def test_without_slot_embedding_the_denoiser_is_equivariant_to_slot_order(slot_embedding):
     """Training shuffles the slots of every element, so the slot index is noise; without its embedding,
@@ -60,7 +52,7 @@ def test_without_slot_embedding_the_denoiser_is_equivariant_to_slot_order(slot_e
     torch.manual_seed(0)
     config = DenoiserConfig(width=16, heads=2, time_dim=32, slot_embedding=slot_embedding, coord_fourier=4, pair_bias=3,
                             pair_distances=4, pair_displacement=True, pair_messages=True)
-    model = _live(UniMatDenoiser(config, slots=4, height=3, width=4)).eval()
+    model = live(UniMatDenoiser(config, slots=4, height=3, width=4)).eval()
     coords, lattice, t = torch.randn(2, 4, 3, 4, 3), torch.randn(2, 6), torch.tensor([10, 500])
     cond, flag = torch.rand(2, 3, 4), torch.ones(2)
     order = torch.tensor([2, 0, 3, 1])
@@ -99,7 +91,7 @@ def test_pair_bias_reads_the_periodic_separation_of_slots(mults):
     changes nothing it sees), and every slot-attention layer at the input's resolution uses it."""
     torch.manual_seed(0)
     config = DenoiserConfig(width=16, heads=2, time_dim=32, channel_mults=mults, slot_embedding=False, pair_bias=3)
-    model = _live(UniMatDenoiser(config, slots=4, height=3, width=4)).eval()
+    model = live(UniMatDenoiser(config, slots=4, height=3, width=4)).eval()
     coords, lattice, t = torch.rand(2, 4, 3, 4, 3), torch.randn(2, 6), torch.tensor([10, 500])
     cond, flag = torch.rand(2, 3, 4), torch.ones(2)
     with torch.no_grad():
@@ -173,7 +165,7 @@ def test_pair_messages_carry_a_neighbours_geometry_into_the_atom():
     for messages in (False, True):
         config = DenoiserConfig(width=16, heads=2, time_dim=32, slot_attention=False, slot_embedding=False,
                                 pair_bias=2, pair_messages=messages)
-        model = _live(UniMatDenoiser(config, slots=2, height=1, width=1)).eval()
+        model = live(UniMatDenoiser(config, slots=2, height=1, width=1)).eval()
         with torch.no_grad():
             predictions.append(model(coords, lattice, t, cond, flag)[0][:, 0])
     assert torch.allclose(predictions[0][0], predictions[0][1], atol=1e-6)
@@ -217,9 +209,7 @@ def test_self_conditioned_denoiser_reads_its_previous_estimate():
     torch.manual_seed(0)
     config = DenoiserConfig(width=16, heads=2, time_dim=32, self_condition=True)
     model = UniMatDenoiser(config, slots=2, height=3, width=4)
-    with torch.no_grad():  # make the residual branches live (they start at zero)
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    live(model)
     coords, lattice, t = torch.randn(2, 2, 3, 4, 3), torch.randn(2, 6), torch.tensor([5, 500])
     args = (coords, lattice, t, torch.zeros(2, 3, 4), torch.ones(2))
     zeros = (torch.zeros_like(coords), torch.zeros_like(lattice))

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from tests.unimat_core.model.conftest import live
 from unimat_core.model.config import DenoiserConfig
 from unimat_core.model.denoiser import UniMatDenoiser
 from unimat_core.model.self_conditioning import add_self_conditioning
@@ -11,9 +12,7 @@ def test_a_widened_checkpoint_computes_what_the_original_did_whatever_estimate_i
     torch.manual_seed(0)
     config = DenoiserConfig(width=16, heads=2, time_dim=32, coord_fourier=coord_fourier)
     original = UniMatDenoiser(config, slots=2, height=3, width=4)
-    with torch.no_grad():  # make the residual branches live (they start at zero)
-        for p in original.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    live(original)
     state = {"model": original.state_dict(), "ema": original.state_dict(), "model_config": config.as_dict(),
              "optimizer": {}, "step": 7}
     widened_state = add_self_conditioning(state)
