@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections import Counter
@@ -96,6 +97,7 @@ def score_arm(arm: str, samples: int, threads: int, lr: float) -> None:
     folder = WORK / arm if arm == "shipped" else arm_folder(arm, lr)
     checkpoint = SHIPPED if arm == "shipped" else str(folder / "train" / "checkpoints")
     out = folder / f"samples-{samples}"
+    shutil.rmtree(out, ignore_errors=True)  # the arm may have trained on since: never score its old samples
     start = time.perf_counter()
     generate(GenerateConfig(checkpoint=checkpoint, out_dir=str(out), num_samples=samples, batch_size=100, seed=0,
                             device="cpu", cpu_threads=threads))

@@ -80,6 +80,11 @@ class DenoiserConfig(Config):
         return self
 
     @property
+    def coordinate_features(self) -> int:
+        """Input features per slot read off one set of coordinates: x and its sin/cos Fourier features."""
+        return 3 * (1 + 2 * self.coord_fourier)
+
+    @property
     def uses_pairs(self) -> bool:
         """Whether the denoiser builds slot-pair features (Fourier features or distances of slot pairs)."""
         return bool(self.pair_bias or self.pair_distances)

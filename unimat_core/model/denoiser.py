@@ -321,7 +321,7 @@ class UniMatDenoiser(nn.Module):
         self.config = config
         self.slots, self.height, self.width = slots, height, width
         c0 = config.width
-        coordinate_inputs = 3 * (1 + 2 * config.coord_fourier) * (2 if config.self_condition else 1)
+        coordinate_inputs = config.coordinate_features * (2 if config.self_condition else 1)
         self.input = nn.Linear(coordinate_inputs + 2, c0)
         self.cell_embedding = nn.Parameter(torch.randn(height, width, c0) * 0.02)
         if config.slot_embedding:

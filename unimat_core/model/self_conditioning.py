@@ -18,7 +18,7 @@ def add_self_conditioning(state: dict) -> dict:
     config = DenoiserConfig.from_dict(state["model_config"])
     if config.self_condition:
         raise ValueError("the checkpoint is self-conditioned already")
-    coordinate_inputs = 3 * (1 + 2 * config.coord_fourier)
+    coordinate_inputs = config.coordinate_features
     widened = dict(state)
     for key in ("model", "ema"):
         weights = dict(state[key])
