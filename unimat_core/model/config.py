@@ -169,8 +169,8 @@ class TrainConfig(Config):
                                     "slowed learning on perov_5, see benchmarks/RESULTS.md)")
     seed: int = option("--train-seed", "training seed", default=0)
     device: str = Field(default="auto", description="auto (cuda if available), cuda or cpu")
-    cpu_threads: int = option("--threads", "torch threads on CPU (0 = every core; lower it when the machine is "
-                              "shared)", default=0, ge=0)
+    cpu_threads: int = option("--threads", "torch threads on CPU (0 = every core, or OMP_NUM_THREADS where set; "
+                              "lower it when the machine is shared)", default=0, ge=0)
     composition_prior: bool = option("--no-composition-prior", "also fit the learned composition prior (seconds) "
                                      "that unconditional sampling uses", default=True)
     init_from: str | None = Field(default=None, description="fine-tune from a checkpoint path or a shipped model, "
@@ -212,8 +212,8 @@ class GenerateConfig(Config):
     seed: int = Field(default=0, description="sampling seed")
     use_ema: bool = option("--no-ema", "sample with the EMA weights", default=True)
     device: str = Field(default="auto", description="auto, cuda or cpu")
-    cpu_threads: int = option("--threads", "CPU cores to sample on, one batch per core at once (0 = every core; "
-                              "lower it when the machine is shared)", default=0, ge=0)
+    cpu_threads: int = option("--threads", "CPU cores to sample on, one batch per core at once (0 = every core, "
+                              "or OMP_NUM_THREADS where set; lower it when the machine is shared)", default=0, ge=0)
     unconditional: Unconditional = Field(
         default="composition-first", description="unconditional samples: a composition from the model's learned "
         "prior, then the structure (default), or both at once (joint; checkpoints without a prior fall back to it)")
