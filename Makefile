@@ -22,10 +22,13 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/unimat campaign --campaign demo --source perov_5 --profile demo
 
-# the tests keep their Prefect runs in .prefect-test (tests/conftest.py), away from the demo's .prefect;
+# the tests keep their Prefect runs in .prefect-test-gw<N> (tests/conftest.py), away from the demo's .prefect;
+# two xdist workers, one per core, the server and cluster tests together on one of them (tests/conftest.py);
 # the slowest tests are listed at the end: the suite must stay under 15 minutes on 2 cores
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	PREFECT_HOME=$(CURDIR)/.prefect-test $(BIN)/python -m pytest -q -rs --durations=15
+	PREFECT_HOME=$(CURDIR)/.prefect-test $(BIN)/python -m pytest -q -rs --durations=15 \
+	  --numprocesses $(TEST_WORKERS) --dist loadgroup
 
 # Prefect server + UI on loopback (SQLite under $(PREFECT_HOME)); `make ui UI_PORT=4300` for another port.
 # Remote users: an SSH tunnel (ssh -L 4200:127.0.0.1:4200 host); a shared server: deployments/README.md.

@@ -57,6 +57,9 @@ def machine_size() -> tuple[int, int]:
     return len(os.sched_getaffinity(0)), int(mem_mb * 0.9)
 
 
+SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes, the last a NUL
+
+
 @dataclass
 class SlurmCluster:
     root: Path
@@ -86,6 +89,14 @@ class SlurmCluster:
         return proc
 
     # --- configuration -------------------------------------------------------------------------------
+
+    def check_socket_paths(self) -> None:
+        """slurmd puts each job step's Unix socket in its spool folder (`<node>_<job>.<step>`, ~30 characters);
+        a socket path has at most 107, and past it jobs hang PENDING with the reason only in slurmd's log."""
+        longest = self.root.resolve() / "spool" / f"{NODE}_{'9' * 8}.4294967291"
+        if len(str(longest)) > SOCKET_PATH_MAX:
+            raise RuntimeError(f"cluster folder {self.root} is too deep for slurmd's job sockets ({len(str(longest))} "
+                               f"> {SOCKET_PATH_MAX} characters): choose a shorter path")
 
     def write_config(self, cpus: int | None = None, memory_mb: int | None = None) -> None:
         cores, mem = machine_size()
@@ -179,6 +190,7 @@ PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
             raise RuntimeError("slurmd must run as root (it starts jobs as their owner): use sudo")
         if any(self._alive(d) for d in DAEMONS):
             raise RuntimeError(f"a cluster is already running in {self.root}: stop it first")
+        self.check_socket_paths()
         self.write_config(cpus, memory_mb)
         munge = self.root / "munge"
         self._spawn("munged", ["munged", "--foreground", "--force", f"--socket={munge}/munge.socket",

@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.cluster.conftest import require_slurm, slurm_cluster
 from tests.cluster.jobs import completed_jobs, job_info, submit, wait_job
 
@@ -16,6 +18,14 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def test_a_folder_too_deep_for_the_job_sockets_fails_before_starting(tmp_path):
+    """slurmd's job-step sockets live in the cluster folder: past 107 characters jobs would hang PENDING."""
+    deep = slurm_cluster.SlurmCluster(tmp_path / ("x" * 100))
+    with pytest.raises(RuntimeError, match="too deep for slurmd's job sockets"):
+        deep.check_socket_paths()
+    slurm_cluster.SlurmCluster(Path("/tmp/c")).check_socket_paths()
 
 
 def test_one_node_with_this_machines_cores_in_one_partition(slurm):
@@ -40,10 +50,10 @@ def test_a_batch_job_runs_niced_and_is_recorded(slurm, tmp_path):
     assert any(j["JobId"] == str(job) and j["JobState"] == "COMPLETED" for j in completed_jobs(slurm))
 
 
-def test_stop_cancels_running_jobs_and_leaves_no_process(tmp_path):
+def test_stop_cancels_running_jobs_and_leaves_no_process(tmp_path, tmp_path_factory):
     """The fixture's teardown, on a cluster of its own: a job still running when a test ends dies with the cluster."""
     require_slurm()
-    cluster = slurm_cluster.SlurmCluster(tmp_path / "cluster")
+    cluster = slurm_cluster.SlurmCluster(tmp_path_factory.mktemp("stop"))  # short: its job sockets live in it
     try:
         cluster.start()
         job = submit(cluster, f"--output={tmp_path}/%j.out", "--wrap", "sleep 300", cwd=tmp_path)

@@ -16,9 +16,9 @@ def sh(script: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", f"set -euo pipefail\n{script}"], capture_output=True, text=True, timeout=timeout)
 
 
-def test_slurm_cluster_script_starts_runs_a_job_and_stops(tmp_path):
+def test_slurm_cluster_script_starts_runs_a_job_and_stops(tmp_path, tmp_path_factory):
     require_slurm()
-    root = tmp_path / "slurm"
+    root = tmp_path_factory.mktemp("slurm-tool")  # short: slurmd's job sockets live in it
     proc = sh(f'''
         trap 'python3 {TOOLS}/slurm_cluster.py stop {root}' EXIT
         eval "$(python3 {TOOLS}/slurm_cluster.py start {root})"

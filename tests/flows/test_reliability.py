@@ -450,6 +450,7 @@ def test_tests_keep_their_own_prefect_home(tmp_path):
     env = {**os.environ, "PREFECT_HOME": str(demo), "PREFECT_API_URL": "http://127.0.0.1:4200/api",
            "PYTHONPATH": str(REPO)}
     env.pop("UNIMAT_TEST_PREFECT_HOME", None)
+    env.pop("PYTEST_XDIST_WORKER", None)  # outside xdist: the one home, not a worker's
     code = "import os, tests.conftest; print(os.environ['PREFECT_HOME'], os.environ.get('PREFECT_API_URL'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert out.stdout.split() == [str(REPO / ".prefect-test"), "None"], out.stderr
