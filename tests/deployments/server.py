@@ -108,7 +108,9 @@ def prefect_server(root: Path, timeout: float = 180, **database: str) -> Iterato
                       PREFECT_SERVER_UI_API_URL=f"http://127.0.0.1:{port}/api",  # the UI's JS calls this, not :4200
                       PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
                       PREFECT_SERVER_SERVICES_FOREMAN_ENABLED="false", PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
-                      PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED="false", **database)
+                      PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED="false",
+                      PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",  # schedules become runs within seconds
+                      **database)
     proc = start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log)
     try:
         server = PrefectServer(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/api", home, log)

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import time
+from datetime import datetime, timedelta
 
 import pytest
 import yaml
@@ -96,6 +97,21 @@ def read_structures_parts(folder) -> list[str]:
     return pd.read_parquet(folder)["structure"].dropna().tolist()
 
 
+def assert_schedule_makes_runs(server, deployment_id: str, timeout: float = 90) -> None:
+    """The server's scheduler turns the weekly cron schedule into scheduled runs, each a Monday 03:00 UTC. A stored
+    schedule is not enough: with SQLAlchemy 2.1 Prefect 3.8 stores it and silently never schedules a run
+    (constraints.txt pins 2.0)."""
+    deadline, runs = time.monotonic() + timeout, []
+    while time.monotonic() < deadline and not runs:
+        runs = server.post("/flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}},
+                                                  "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}
+                           ).raise_for_status().json()
+        time.sleep(1)
+    assert runs, f"no run scheduled for the weekly deployment after {timeout:.0f} s:\n{tail(server.log)}"
+    starts = [datetime.fromisoformat(r["expected_start_time"].replace("Z", "+00:00")) for r in runs]
+    assert all((t.weekday(), t.hour, t.minute, t.utcoffset()) == (0, 3, 0, timedelta(0)) for t in starts), starts
+
+
 def run_fetch_deployment(server, tmp_path, tiny_csv, then=None) -> dict:
     """deployments/README.md's commands against `server`: work pool, `prefect deploy --all`, a worker, a deployment
     run of the fetch stage that completes and writes its table. Returns the flow run (as the API shows it).
@@ -122,6 +138,8 @@ def run_fetch_deployment(server, tmp_path, tiny_csv, then=None) -> dict:
         assert by_name["fetch"]["pull_steps"] == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
         assert by_name["weekly"]["schedules"][0]["schedule"]["cron"] == "0 3 * * 1"
+        assert_schedule_makes_runs(server, by_name["weekly"]["id"])
+        lap("schedule")
 
         params = {"run": {"campaign": "deployed", "results_root": str(results_root)},
                   "source": {"kind": "csv", "name": "tiny", "csv_paths": [str(tiny_csv)]}}
