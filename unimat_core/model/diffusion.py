@@ -203,13 +203,7 @@ class GaussianDiffusion(nn.Module):
         ab = self.alpha_bar[t]
         results = []
         for x, out, (low, high) in zip((x_c, x_l), (out_c, out_l), self._clean_ranges()):
-            if self.config.prediction == "eps":
-                eps = out
-                x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-            else:
-                x0 = ab.sqrt() * x - (1 - ab).sqrt() * out
-                eps = (1 - ab).sqrt() * x + ab.sqrt() * out
-            x0 = x0.clamp(low, high)
+            x0 = self._x0_from(x, out, tt).clamp(low, high)
             eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()  # consistent with the clipped x0
             results += [eps, x0]
         return results[0], results[1], results[2], results[3]
