@@ -58,6 +58,8 @@ def test_run_campaign_sbatch_completes_a_tiny_campaign(slurm, pg_prefect, tmp_pa
     runs = pg_prefect.post("/flow_runs/filter").raise_for_status().json()
     outer = [r for r in runs if flows[r["flow_id"]] == "campaign-on-dask"]
     assert len(outer) == 1 and outer[0]["state"]["type"] == "COMPLETED"
+    threads = {stage: outer[0]["parameters"]["params"][stage]["cpu_threads"] for stage in ("train", "generate")}
+    assert threads == {"train": 1, "generate": 1}, threads  # the allocation's cores (--cpus-per-task=1)
     inner = {flows[r["flow_id"]] for r in runs if r["start_time"] and r["start_time"] >= outer[0]["start_time"]}
     assert {"discovery-campaign", "relax", "score", "evaluate"} <= inner, inner
 
