@@ -12,7 +12,7 @@ from tests.conftest import xdist_group_of
 def test_grouped_tests_carry_their_group_to_the_scheduler(request):
     if not getattr(request.config.option, "loadgroup", False):
         pytest.skip("not under `pytest -n N --dist loadgroup` (make test)")
-    grouped = [(item, xdist_group_of(item)) for item in request.session.items if xdist_group_of(item)]
+    grouped = [(item, group) for item in request.session.items if (group := xdist_group_of(item))]
     if not grouped:
         pytest.skip("no grouped test collected in this run")
     wrong = [item.nodeid for item, group in grouped if not item.nodeid.endswith(f"@{group}")]

@@ -101,11 +101,13 @@ def assert_schedule_makes_runs(server, deployment_id: str, timeout: float = 90) 
     """The server's scheduler turns the weekly cron schedule into scheduled runs, each a Monday 03:00 UTC. A stored
     schedule is not enough: with SQLAlchemy 2.1 Prefect 3.8 stores it and silently never schedules a run
     (constraints.txt pins 2.0)."""
-    deadline, runs = time.monotonic() + timeout, []
-    while time.monotonic() < deadline and not runs:
+    deadline = time.monotonic() + timeout
+    while True:
         runs = server.post("/flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}},
                                                   "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}
                            ).raise_for_status().json()
+        if runs or time.monotonic() > deadline:
+            break
         time.sleep(1)
     assert runs, f"no run scheduled for the weekly deployment after {timeout:.0f} s:\n{tail(server.log)}"
     starts = [datetime.fromisoformat(r["expected_start_time"].replace("Z", "+00:00")) for r in runs]
