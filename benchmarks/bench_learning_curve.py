@@ -185,7 +185,8 @@ def evaluate_snapshots(dataset: str, variant: str, csp_targets: int, samples: in
         loaded = load_model(path, "cpu")
         _, csp = evaluate_csp(loaded, reference, CSPConfig(k=1, n_targets=csp_targets, seed=0, steps=steps,
                                                            n_workers=workers, sampler=sampler, guidance=guidance))
-        gen_dir = folder / "samples" / row["snapshot"].removesuffix(".pt")
+        # a labelled curve keeps its own samples: the same snapshot sampled another way must not overwrite them
+        gen_dir = folder / (f"samples-{label}" if label else "samples") / row["snapshot"].removesuffix(".pt")
         shutil.rmtree(gen_dir, ignore_errors=True)
         generate(GenerateConfig(checkpoint=str(path), out_dir=str(gen_dir), num_samples=samples, batch_size=128,
                                 sampler=sampler, steps=steps, guidance=guidance, device="cpu", cpu_threads=threads),
