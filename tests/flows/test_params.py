@@ -22,7 +22,7 @@ def _formulas(split: str) -> set[str]:
 
 def test_demo_defaults():
     params = CampaignParams()
-    assert params.source.name == "perov_5" and params.train.preset == "tiny" and params.train.max_minutes <= 10
+    assert params.source.name == "perov_5" and params.train.preset == "tiny" and params.train.max_steps <= 1000
     assert params.relax.calculator == "chgnet" and params.score.reference == "offline"
     assert params.stop_after == "evaluate"
     assert len(params.generate.compositions) * params.generate.samples_per_composition == 32

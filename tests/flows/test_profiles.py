@@ -36,7 +36,7 @@ def test_stages_profile_is_the_declared_defaults_and_given_groups_win():
     assert demo.profile == "demo" and demo.relax.max_steps == PROFILES["demo"]["relax"]["max_steps"]
     given = CampaignParams(relax={"calculator": "emt"})  # a group given is taken as given, over the profile
     assert given.relax.calculator == "emt" and given.relax.max_steps == STAGE_MODELS["relax"]().max_steps
-    assert given.train.max_minutes == PROFILES["demo"]["train"]["max_minutes"]
+    assert given.train.max_steps == PROFILES["demo"]["train"]["max_steps"] and given.train.max_minutes is None
 
 
 def test_the_command_line_applies_its_profile_under_the_options_given(tmp_path):
