@@ -87,8 +87,8 @@ def main() -> None:
     samples = (f"{len(gen.compositions) * gen.samples_per_composition} samples for {len(gen.compositions)} compositions"
                if gen.compositions else f"{gen.num_samples} unconditional samples")
     print(f"Demo parameters (profile {params.profile}, torch threads {params.train.cpu_threads or 'all'}): train "
-          f"{params.train.max_minutes} min / "
-          f"{params.train.max_steps} steps, batch "
+          + (f"{params.train.max_minutes} min / " if params.train.max_minutes else "")
+          + f"{params.train.max_steps} steps, batch "
           f"{params.train.batch_size}; {samples}; {params.relax.calculator} + {params.relax.optimizer} relax "
           f"{params.relax.max_steps} steps / {params.relax.time_limit_s:g} s, chunks of {params.relax.chunk_size}; "
           f"reference {params.score.reference} (prototypes + <= {params.score.reference_size} dataset structures); "
