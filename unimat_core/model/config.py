@@ -157,9 +157,9 @@ class TrainConfig(Config):
     grad_clip: float = Field(default=1.0, gt=0, description="gradient norm clip")
     ema_decay: float = Field(default=0.999, ge=0, le=1, description="EMA decay of the sampling weights")
     max_steps: int = Field(default=1500, ge=1, description="training steps (the run stops at this or at "
-                           "--max-minutes, whichever comes first; the learning rate decays over it)")
+                           "--max-minutes, whichever comes first)")
     max_minutes: float | None = Field(default=None, gt=0, description="wall-clock budget; stops cleanly with a "
-                                      "checkpoint (raise --max-steps too: its default ends a run in ~10 CPU-minutes)")
+                                      "checkpoint (raise --max-steps too for a long budget: it may end the run first)")
     checkpoint_every: int = Field(default=100, ge=1, description="steps between checkpoints")
     keep_every: int | None = Field(default=None, ge=1, description="also keep checkpoints/step-N.pt every N steps "
                                    "(a learning curve reads them)")
