@@ -222,8 +222,6 @@ class GaussianDiffusion(nn.Module):
         pinned: Pinned | None = None,
         generator: torch.Generator | None = None,
         progress: Callable[[int, int], None] | None = None,
-        corrector: int = 0,
-        corrector_snr: float = 0.1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw coords [B, L, H, W, 3] and lattice [B, 6] with `steps` DDIM/DDPM (or DPM-Solver++ 2M) updates."""
         if solver not in SOLVERS:
@@ -261,38 +259,11 @@ class GaussianDiffusion(nn.Module):
                 if t_next >= 0 and eta > 0:
                     x_c = x_c + sigma * torch.randn(x_c.shape, device=device, generator=generator)
                     x_l = x_l + sigma * torch.randn(x_l.shape, device=device, generator=generator)
-            if corrector and t_next >= 0 and i + 1 >= len(times) - corrector:
-                x_c, x_l, estimate = self._langevin(model, x_c, x_l, t_next, cond, guidance, estimate, pinned,
-                                                    corrector_snr, generator)
             if progress is not None:
                 progress(i + 1, len(times))
         if pinned is not None:
             x_c = self._finalise(x_c, pinned)
         return x_c, x_l
-
-    def _langevin(self, model: nn.Module, x_c: torch.Tensor, x_l: torch.Tensor, t: int, cond: Condition,
-                  guidance: float, estimate: tuple[torch.Tensor, torch.Tensor] | None, pinned: Pinned | None,
-                  snr: float, generator: torch.Generator | None
-                  ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """One Langevin corrector step at noise level t (Song et al., 2021, predictor-corrector sampling, VP form):
-        x moves along the model's score -eps / sigma with a step sized so the update's signal-to-noise is `snr`
-        per sample, then gets fresh noise; it pulls a sample toward the modes of p_t where a predictor step left
-        it off them, at one model call (two with guidance)."""
-        if pinned is not None:
-            x_c = self._pin(x_c, pinned, t, generator)
-        eps_c, x0_c, eps_l, x0_l = self._eps_x0(model, x_c, x_l, t, cond, guidance, estimate)
-        ab = self.alpha_bar[t]
-        alpha = ab / self.alpha_bar[t - 1] if t > 0 else ab
-        sigma = (1 - ab).sqrt()
-        moved = []
-        for x, eps in ((x_c, eps_c), (x_l, eps_l)):
-            score = -eps / sigma
-            z = torch.randn(x.shape, device=x.device, generator=generator)
-            dims = tuple(range(1, x.ndim))
-            ratio = z.flatten(1).norm(dim=1) / score.flatten(1).norm(dim=1).clamp(min=1e-12)
-            step = (2 * alpha * (snr * ratio) ** 2).view(-1, *([1] * len(dims)))
-            moved.append(x + step * score + (2 * step).sqrt() * z)
-        return moved[0], moved[1], (x0_c, x0_l)
 
     def sampling_times(self, steps: int, spacing: str = "uniform") -> list[int]:
         """The `steps` timesteps a sampler visits, from T-1 down to 0: evenly spaced, or quadratic (denser near
