@@ -206,8 +206,9 @@ class GenerateConfig(Config):
     # validity on carbon_24, whose interchangeable slots a deterministic sampler merges (benchmarks/RESULTS.md)
     sampler: Sampler = Field(default=DEFAULT_SAMPLER, description="dpm++2m-sde (stochastic DPM-Solver++, see "
                              "benchmarks/RESULTS.md 'Sampler'), dpm++2m (deterministic), ddim, or ddpm")
-    steps: int | None = Field(default=None, ge=1, description="sampling steps (default: the model's recommended count, "
-                              "its sampling.json, else 10; DDIM: 50; DDPM: 1000 for the exact sampler)")
+    steps: int | None = Field(default=None, ge=1, description="sampling steps (default: the model's recommended count "
+                              "for the sampler it names, its sampling.json, else 10; DDIM 50; DDPM 100, 1000 for the "
+                              "exact sampler)")
     guidance: float | None = Field(default=None, ge=0, description="classifier-free guidance weight (default: the "
                                    "model's recommended weight, its sampling.json, else 1)")
     seed: int = Field(default=0, description="sampling seed")
@@ -230,8 +231,8 @@ class CSPConfig(Config):
     n_targets: int | None = option("--csp-targets", "csp: seeded subset of reference crystals", default=None, ge=1)
     seed: int = 0
     sampler: Sampler = DEFAULT_SAMPLER
-    steps: int | None = option("--csp-steps", "csp: sampler steps (default: the model's recommended count, its "
-                               "sampling.json, else 10)", default=None, ge=1)
+    steps: int | None = option("--csp-steps", "csp: sampler steps (default: the model's recommended count for the "
+                               "sampler it names, its sampling.json, else 10)", default=None, ge=1)
     guidance: float | None = option("--csp-guidance", "csp: classifier-free guidance weight (default: the model's "
                                     "recommended weight, its sampling.json, else 1)", default=None, ge=0)
     batch_size: int = 256

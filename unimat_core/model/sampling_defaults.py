@@ -4,10 +4,13 @@ The best classifier-free guidance weight and step count depend on the model: the
 better without guidance and with 20 steps (CSP k = 20 98.9 % against 98.0 % at weight 1; COV-P 94.3 % at 20 steps
 against 93.2 % at 10), carbon_24 needs guidance (validity 47.5 % at 0, 62 % at 1; benchmarks/RESULTS.md "Guidance
 weight"). So a checkpoint folder may carry the settings measured best for it, and sampling that leaves a setting
-unset (None) uses them, or FALLBACK where the folder recommends nothing. A fine-tune inherits its parent's file
+unset (None) uses them, or the fallback where the folder recommends nothing. A step count is a property of the
+sampler it was measured with (20 steps of the stochastic DPM-Solver++ are not 20 of DDPM), so the file names that
+sampler and its steps apply to it only; sampling with another takes that sampler's own fallback count. Guidance
+applies to every sampler (it is the model's: carbon_24 wants it with each). A fine-tune inherits its parent's file
 (its weights start there); anyone can write one after their own sweep:
 
-    {"guidance": 0.0, "steps": 20, "why": "CSP k = 20 98.9 % vs 98.0 % at 1 (benchmarks/RESULTS.md)"}
+    {"sampler": "dpm++2m-sde", "guidance": 0.0, "steps": 20, "why": "CSP k = 20 98.9 % vs 98.0 % at 1 (RESULTS.md)"}
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unimat_core import atomic
 from unimat_core.errors import UserInputError
+from unimat_core.model.config import Sampler
 
 SAMPLING_FILE = "sampling.json"
-# Where the model recommends nothing: guidance 1 (UniMat's paper), 10 steps of the default stochastic solver.
-FALLBACK = {"guidance": 1.0, "steps": 10}
+# Where the model recommends nothing: guidance 1 (UniMat's paper) and each sampler's step count measured adequate
+# (benchmarks/RESULTS.md "Sampler"): 10 for the DPM-Solver++ pair, 50 for DDIM (10 lost 13 points of COV-P), 100 for
+# ancestral DDPM (as valid as 1,000 on carbon_24).
+FALLBACK_GUIDANCE = 1.0
+FALLBACK_STEPS: dict[str, int] = {"dpm++2m-sde": 10, "dpm++2m": 10, "ddim": 50, "ddpm": 100}
+SETTINGS = ("guidance", "steps")  # what a recommendation fills in
 
-SamplingSettings = TypeVar("SamplingSettings", bound=BaseModel)  # a config with `guidance` and `steps` fields
+SamplingSettings = TypeVar("SamplingSettings", bound=BaseModel)  # a config with `sampler`, `guidance` and `steps`
 
 
 class SamplingDefaultsError(UserInputError):
@@ -37,13 +45,18 @@ class SamplingDefaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    sampler: Sampler | None = Field(default=None, description="the sampler the steps were measured with (unset: "
+                                   "they apply to any)")
     guidance: float | None = Field(default=None, ge=0, description="classifier-free guidance weight")
     steps: int | None = Field(default=None, ge=1, description="sampler steps")
     why: str = ""
 
-    def value(self, name: str) -> float | int:
-        recommended = getattr(self, name)
-        return FALLBACK[name] if recommended is None else recommended
+    def value(self, name: str, sampler: Sampler) -> float | int:
+        """The recommended `name` ("guidance" or "steps") for sampling with `sampler`, else the fallback."""
+        if name == "guidance":
+            return FALLBACK_GUIDANCE if self.guidance is None else self.guidance
+        applies = self.steps is not None and self.sampler in (None, sampler)
+        return self.steps if applies else FALLBACK_STEPS[sampler]
 
 
 NONE = SamplingDefaults()
@@ -61,13 +74,21 @@ def read_sampling_defaults(checkpoint_file: str | Path) -> SamplingDefaults | No
     try:
         return SamplingDefaults.model_validate(json.loads(path.read_text()))
     except (json.JSONDecodeError, ValidationError) as exc:
-        detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        detail = _first_error(exc) if isinstance(exc, ValidationError) else str(exc)
         raise SamplingDefaultsError(f"{path}: not a valid sampling recommendation ({detail}); fix or delete it") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    """'steps: Input should be greater than or equal to 1': the field named, as the user wrote it in the file."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]
 
 
 def with_recommended(config: SamplingSettings, recommended: SamplingDefaults | None) -> SamplingSettings:
     """`config` with every sampling setting it leaves unset taken from `recommended` (else the fallback)."""
-    unset = {name: (recommended or NONE).value(name) for name in FALLBACK if getattr(config, name) is None}
+    unset = {name: (recommended or NONE).value(name, config.sampler) for name in SETTINGS
+             if getattr(config, name) is None}
     return config.model_copy(update=unset) if unset else config
 
 

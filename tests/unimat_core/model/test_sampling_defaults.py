@@ -8,8 +8,8 @@ from unimat_core.model.config import GenerateConfig
 from unimat_core.model.generation import generate, read_generated
 from unimat_core.model.pretrained import checkpoint_file
 from unimat_core.model.config import CSPConfig
-from unimat_core.model.sampling_defaults import (FALLBACK, SAMPLING_FILE, SamplingDefaultsError, read_sampling_defaults,
-                                                 with_recommended)
+from unimat_core.model.sampling_defaults import (FALLBACK_GUIDANCE, FALLBACK_STEPS, SAMPLING_FILE, SamplingDefaultsError,
+                                                 read_sampling_defaults, with_recommended)
 from unimat_core.model.training import train
 from tests.unimat_core.conftest import overfit_config
 
@@ -32,14 +32,15 @@ def recommend(folder, **fields) -> None:
 def test_shipped_models_recommend_what_was_measured_best_for_them(name, guidance, steps):
     recommended = read_sampling_defaults(checkpoint_file(f"pretrained:{name}"))
     assert (recommended.guidance, recommended.steps) == (guidance, steps) and "RESULTS.md" in recommended.why
+    assert recommended.sampler == "dpm++2m-sde"  # what the steps were measured with, and the default sampler
     config = load_model(f"pretrained:{name}").recommended(GenerateConfig())
     assert (config.guidance, config.steps) == (guidance, steps)
 
 
 def test_what_is_asked_wins_and_a_folder_without_recommendation_falls_back(model_folder):
-    assert FALLBACK == {"guidance": 1.0, "steps": 10}
+    assert (FALLBACK_GUIDANCE, FALLBACK_STEPS["dpm++2m-sde"]) == (1.0, 10)
     assert with_recommended(CSPConfig(), read_sampling_defaults(model_folder / "last.pt")).model_dump(
-        include={"guidance", "steps"}) == FALLBACK
+        include={"guidance", "steps"}) == {"guidance": 1.0, "steps": 10}
     recommend(model_folder, guidance=0.5)
     loaded = load_model(model_folder / "last.pt")
     assert (loaded.recommended(CSPConfig()).guidance, loaded.recommended(CSPConfig()).steps) == (0.5, 10)
@@ -65,7 +66,7 @@ def test_unset_settings_sample_exactly_as_the_recommended_ones(overfit_model, mo
 @pytest.mark.parametrize(("text", "problem"), [("{not json", "Expecting property name"),
                                                ('{"guidance": -1}', "greater than or equal to 0"),
                                                ('{"steps": 0}', "greater than or equal to 1"),
-                                               ('{"guidance": 1, "stepz": 5}', "Extra inputs")])
+                                               ('{"guidance": 1, "stepz": 5}', "stepz: Extra inputs")])
 def test_a_malformed_recommendation_is_named_with_what_is_wrong(model_folder, text, problem):
     (model_folder / SAMPLING_FILE).write_text(text)
     with pytest.raises(SamplingDefaultsError, match=rf"{SAMPLING_FILE}: not a valid sampling recommendation \(.*{problem}"):
@@ -85,3 +86,25 @@ def test_a_fine_tune_inherits_its_parents_recommendation_unless_it_has_its_own(m
     recommend(own, guidance=1.5)
     train(overfit_config(dataset, tmp_path / "own", init_from=str(model_folder / "last.pt"), max_steps=2))
     assert read_sampling_defaults(own / "last.pt").guidance == 1.5
+
+
+@pytest.mark.parametrize(("sampler", "steps"), [("dpm++2m-sde", 20), ("dpm++2m", 10), ("ddim", 50), ("ddpm", 100)])
+def test_recommended_steps_apply_to_the_sampler_they_were_measured_with_only(model_folder, sampler, steps):
+    """20 steps of the stochastic solver are not 20 of DDPM: another sampler takes its own fallback count, while
+    the guidance weight (the model's) applies to all."""
+    recommend(model_folder, sampler="dpm++2m-sde", guidance=2.0, steps=20)
+    config = load_model(model_folder / "last.pt").recommended(GenerateConfig(sampler=sampler))
+    assert (config.guidance, config.steps) == (2.0, steps)
+    assert load_model(model_folder / "last.pt").recommended(GenerateConfig(sampler=sampler, steps=7)).steps == 7
+
+
+def test_a_recommendation_naming_no_sampler_applies_to_any(model_folder):
+    """Files written before recommendations named their sampler keep meaning what they meant."""
+    recommend(model_folder, steps=12)
+    assert load_model(model_folder / "last.pt").recommended(CSPConfig(sampler="ddim")).steps == 12
+
+
+def test_an_unknown_sampler_in_a_recommendation_is_named(model_folder):
+    recommend(model_folder, sampler="euler", steps=12)
+    with pytest.raises(SamplingDefaultsError, match=r"\(sampler: Input should be .ddim."):
+        load_model(model_folder / "last.pt")
