@@ -26,7 +26,8 @@ from tasks.train import train_model
 from unimat_core.datasets.source import DatasetSource
 from unimat_core.model.pretrained import resolve
 from unimat_core.parts import set_aside_damaged
-from unimat_core.provenance import StageRecord, checkpoint_identity, reconcile, update_about, upstream_fingerprint
+from unimat_core.provenance import (StageRecord, checkpoint_identity, reconcile, software_versions, update_about,
+                                    upstream_fingerprint)
 from unimat_core.run_layout import RunLayout
 
 # Two chunks at a time locally: one per core of a small machine (relaxations use one torch thread each).
@@ -36,7 +37,8 @@ LOCAL_RUNNER = ThreadPoolTaskRunner(max_workers=2)
 def begin_stage(run: RunParams, stage: str, settings: dict, inputs: dict[str, str], about: dict | None = None) -> None:
     """Record what this run of `stage` is made from; outputs made from other inputs (or, with --overwrite,
     other settings) are set aside first, and other settings alone stop the run (unimat_core.provenance)."""
-    message = reconcile(run.layout(), StageRecord(stage, settings, inputs, about or {}), overwrite=stage in run.overwrite)
+    about = {**(about or {}), "software": software_versions()}
+    message = reconcile(run.layout(), StageRecord(stage, settings, inputs, about), overwrite=stage in run.overwrite)
     if message:
         get_run_logger().warning(message)
 

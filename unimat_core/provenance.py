@@ -14,6 +14,10 @@ A rerun compares what it is asked to do with the record (`reconcile`):
   output whole on every run anyway (`REBUILT_EACH_RUN`);
 - outputs without a record (made before records existed): stop as for changed settings.
 
+The record's `about` also names the software that made the output (`software_versions`): a resume under other
+versions of it (a new CHGNet or torch can move energies and samples) goes on, as the settings are the same, but
+says, on every rerun until the stage is redone, which versions changed and how to redo it with the new ones.
+
 Nothing is deleted: superseded outputs keep their files and a `reason.txt`.
 """
 
@@ -35,6 +39,9 @@ SUPERSEDED = "superseded"
 UNRECORDED = "unrecorded"  # fingerprint of an upstream output that has no record
 # Stages whose outputs are rebuilt whole on every run: new settings rebuild them instead of stopping.
 REBUILT_EACH_RUN = frozenset({"score", "evaluate"})
+# The distributions whose version can change a stage's numbers: this package, the model and structure code, the
+# calculators (those not installed are left out of a record).
+SOFTWARE = ("unimat-discovery", "torch", "numpy", "pymatgen", "ase", "chgnet", "sevenn", "gpaw")
 
 
 class StageChanged(UserInputError):
@@ -85,6 +92,29 @@ def checkpoint_identity(path: str | Path, ignore: Iterable[str] = ("optimizer", 
     feed(state)
     step = state.get("step") if isinstance(state, dict) else None
     return digest.hexdigest()[:16], int(step) if step is not None else None
+
+
+def software_versions() -> dict[str, str]:
+    """{distribution: version} of the installed SOFTWARE (and Python), for a record's `about`."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in SOFTWARE:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def software_changes(old: dict, new: dict) -> str:
+    """'torch 2.12.0 -> 2.13.0, chgnet 0.3.0 -> (none)': the versions in `old` (a record's) that `new` differs in;
+    '' when either names none (records from before versions were kept)."""
+    if not old or not new:
+        return ""
+    names = [n for n in sorted(set(old) | set(new)) if old.get(n) != new.get(n)]
+    return ", ".join(f"{n} {old.get(n, '(none)')} -> {new.get(n, '(none)')}" for n in names)
 
 
 def _plain(data: dict) -> dict:
@@ -223,8 +253,14 @@ def reconcile(layout: RunLayout, wanted: StageRecord, *, overwrite: bool = False
         return ""
     same = old is not None and (old.settings, old.inputs) == (wanted.settings, wanted.inputs)
     if same and not overwrite:
-        write_record(layout, StageRecord(stage, wanted.settings, wanted.inputs, {**old.about, **wanted.about}))
-        return ""
+        made_with = old.about.get("software") or wanted.about.get("software")  # what made the output first
+        about = {**old.about, **wanted.about, **({"software": made_with} if made_with else {})}
+        write_record(layout, StageRecord(stage, wanted.settings, wanted.inputs, about))
+        changed = software_changes(old.about.get("software", {}), wanted.about.get("software", {}))
+        if not changed or stage in REBUILT_EACH_RUN:
+            return ""
+        return (f"{stage}: resuming output made with other software ({changed}); its finished parts are kept. To "
+                f"redo it with this software: add --overwrite {stage}")
     if same:
         why = "asked to redo it"
     elif old is None:
@@ -232,7 +268,9 @@ def reconcile(layout: RunLayout, wanted: StageRecord, *, overwrite: bool = False
     elif old.inputs != wanted.inputs:
         changed = [name for name in sorted(set(old.inputs) | set(wanted.inputs))
                    if old.inputs.get(name) != wanted.inputs.get(name)]
-        about = f" ({describe_changes(old.about, wanted.about)})" if old.about != wanted.about and wanted.about else ""
+        known = {key: value for key, value in wanted.about.items() if key != "software"}  # e.g. the model's step
+        before = {key: old.about.get(key) for key in known}
+        about = f" ({describe_changes(before, known)})" if before != known else ""
         why = f"its input {', '.join(changed)} changed{about}"
     else:
         why = f"its settings changed: {describe_changes(old.settings, wanted.settings)}"
