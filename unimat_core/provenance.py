@@ -253,8 +253,9 @@ def reconcile(layout: RunLayout, wanted: StageRecord, *, overwrite: bool = False
         return ""
     same = old is not None and (old.settings, old.inputs) == (wanted.settings, wanted.inputs)
     if same and not overwrite:
-        made_with = old.about.get("software") or wanted.about.get("software")  # what made the output first
-        about = {**old.about, **wanted.about, **({"software": made_with} if made_with else {})}
+        about = {**old.about, **wanted.about}
+        if old.about.get("software"):  # the software that made the output first stays its record
+            about["software"] = old.about["software"]
         write_record(layout, StageRecord(stage, wanted.settings, wanted.inputs, about))
         changed = software_changes(old.about.get("software", {}), wanted.about.get("software", {}))
         if not changed or stage in REBUILT_EACH_RUN:

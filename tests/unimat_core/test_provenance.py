@@ -10,9 +10,9 @@ def _layout(tmp_path) -> RunLayout:
     return RunLayout(tmp_path / "runs", "c")
 
 
-def _made(layout: RunLayout, stage: str, software: dict, settings: dict | None = None) -> None:
+def _made(layout: RunLayout, stage: str, software: dict) -> None:
     """A stage run once with `software`, with one output file."""
-    reconcile(layout, StageRecord(stage, settings or {"fmax": 0.05}, {"upstream": "abc"}, {"software": software}))
+    reconcile(layout, StageRecord(stage, {"fmax": 0.05}, {"upstream": "abc"}, {"software": software}))
     (layout.stage_dir(stage) / "part-00000.parquet").write_bytes(b"output")
 
 

@@ -31,7 +31,6 @@ SAMPLING_FILE = "sampling.json"
 # ancestral DDPM (as valid as 1,000 on carbon_24).
 FALLBACK_GUIDANCE = 1.0
 FALLBACK_STEPS: dict[str, int] = {"dpm++2m-sde": 10, "dpm++2m": 10, "ddim": 50, "ddpm": 100}
-SETTINGS = ("guidance", "steps")  # what a recommendation fills in
 
 SamplingSettings = TypeVar("SamplingSettings", bound=BaseModel)  # a config with `sampler`, `guidance` and `steps`
 
@@ -51,12 +50,11 @@ class SamplingDefaults(BaseModel):
     steps: int | None = Field(default=None, ge=1, description="sampler steps")
     why: str = ""
 
-    def value(self, name: str, sampler: Sampler) -> float | int:
-        """The recommended `name` ("guidance" or "steps") for sampling with `sampler`, else the fallback."""
-        if name == "guidance":
-            return FALLBACK_GUIDANCE if self.guidance is None else self.guidance
-        applies = self.steps is not None and self.sampler in (None, sampler)
-        return self.steps if applies else FALLBACK_STEPS[sampler]
+    def for_sampler(self, sampler: Sampler) -> dict[str, float | int]:
+        """The guidance and steps to sample with `sampler`: the recommended ones, else the fallback."""
+        steps_apply = self.steps is not None and self.sampler in (None, sampler)
+        return {"guidance": FALLBACK_GUIDANCE if self.guidance is None else self.guidance,
+                "steps": self.steps if steps_apply else FALLBACK_STEPS[sampler]}
 
 
 NONE = SamplingDefaults()
@@ -87,8 +85,8 @@ def _first_error(exc: ValidationError) -> str:
 
 def with_recommended(config: SamplingSettings, recommended: SamplingDefaults | None) -> SamplingSettings:
     """`config` with every sampling setting it leaves unset taken from `recommended` (else the fallback)."""
-    unset = {name: (recommended or NONE).value(name, config.sampler) for name in SETTINGS
-             if getattr(config, name) is None}
+    values = (recommended or NONE).for_sampler(config.sampler)
+    unset = {name: value for name, value in values.items() if getattr(config, name) is None}
     return config.model_copy(update=unset) if unset else config
 
 
