@@ -21,12 +21,13 @@ ROOT = Path(__file__).resolve().parent
 RUNS = ROOT / "runs" / "sampler"
 
 
-def parse_setting(text: str) -> tuple[str, int, float]:
-    sampler, steps, guidance = text.split(":")
-    return sampler, int(steps), float(guidance)
+def parse_setting(text: str) -> tuple[str, int, float, float]:
+    """'sampler:steps:guidance[:noise_scale]' (noise scale 1 when left out)."""
+    sampler, steps, guidance, *noise = text.split(":")
+    return sampler, int(steps), float(guidance), float(noise[0]) if noise else 1.0
 
 
-def measure(model: str, dataset: str, settings: list[tuple[str, int, float]], samples: int, csp_targets: int,
+def measure(model: str, dataset: str, settings: list[tuple[str, int, float, float]], samples: int, csp_targets: int,
             reference_limit: int, threads: int, batch_size: int, csp_k: int = 1, metric_workers: int = 1) -> list[dict]:
     """Sample and score each setting; 0 for samples, csp_targets or reference_limit means none, all, all."""
     from unimat_core.datasets import load_bundled
@@ -43,17 +44,19 @@ def measure(model: str, dataset: str, settings: list[tuple[str, int, float]], sa
     tables = load_bundled(dataset).structures
     reference = tables[tables["split"] == "test"].reset_index(drop=True)
     rows = []
-    for sampler, steps, guidance in settings:
-        name = f"{sampler}-{steps}-g{guidance:g}"
+    for sampler, steps, guidance, noise_scale in settings:
+        name = f"{sampler}-{steps}-g{guidance:g}" + (f"-s{noise_scale:g}" if noise_scale != 1 else "")
         out_dir = RUNS / dataset / f"{name}-n{samples}"
         calls = steps * (2 if guidance else 1)  # guidance runs the model with and without the condition
         row: dict = {"model": model, "step": loaded.step, "sampler": sampler, "steps": steps, "guidance": guidance,
-                     "calls": calls, "samples": samples, "reference": reference_limit or len(reference)}
+                     "noise_scale": noise_scale, "calls": calls, "samples": samples,
+                     "reference": reference_limit or len(reference)}
         if samples:
             shutil.rmtree(out_dir, ignore_errors=True)
             start = time.perf_counter()
             generate(GenerateConfig(checkpoint=str(path), out_dir=str(out_dir), num_samples=samples,
-                                    batch_size=batch_size, sampler=sampler, steps=steps, guidance=guidance, device="cpu",
+                                    batch_size=batch_size, sampler=sampler, steps=steps, guidance=guidance,
+                                    noise_scale=noise_scale, device="cpu",
                                     cpu_threads=threads), loaded=loaded)
             per_sample = (time.perf_counter() - start) / samples
             start = time.perf_counter()
@@ -68,7 +71,8 @@ def measure(model: str, dataset: str, settings: list[tuple[str, int, float]], sa
             start = time.perf_counter()
             _, csp = evaluate_csp(loaded, reference, CSPConfig(k=csp_k, n_targets=csp_targets or None, seed=0,
                                                                sampler=sampler, steps=steps, guidance=guidance,
-                                                               batch_size=batch_size, n_workers=metric_workers))
+                                                               noise_scale=noise_scale, batch_size=batch_size,
+                                                               n_workers=metric_workers))
             row.update(csp_k=csp_k, csp_targets=csp["n_targets"], csp_match=round(csp["match_rate"], 4),
                        csp_rmse=round(csp["rmse"], 4), csp_s=round(time.perf_counter() - start))
         print(json.dumps(row), flush=True)
@@ -81,12 +85,13 @@ def measure(model: str, dataset: str, settings: list[tuple[str, int, float]], sa
 
 def table(rows: list[dict]) -> str:
     k = next((r["csp_k"] for r in rows if "csp_k" in r), 1)
-    head = ("| sampler | steps | guidance | model calls | min / 10k samples | struct. valid | comp. valid | COV-R | COV-P "
-            f"| CSP k={k} | RMSE |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| sampler | steps | guidance | noise scale | model calls | min / 10k samples | struct. valid | comp. valid "
+            f"| COV-R | COV-P | CSP k={k} | RMSE |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     def pct(row: dict, key: str) -> str:
         return f"{100 * row[key]:.1f} %" if key in row else "-"
 
-    lines = [f"| {r['sampler']} | {r['steps']} | {r['guidance']:g} | {r['calls']} | {r.get('min_per_10k', '-')} "
+    lines = [f"| {r['sampler']} | {r['steps']} | {r['guidance']:g} | {r.get('noise_scale', 1):g} | {r['calls']} "
+             f"| {r.get('min_per_10k', '-')} "
              f"| {pct(r, 'struct_validity')} | {pct(r, 'comp_validity')} | {pct(r, 'cov_recall')} "
              f"| {pct(r, 'cov_precision')} | {pct(r, 'csp_match')} | {r.get('csp_rmse', '-')} |" for r in rows]
     return "\n".join([head, *lines])
@@ -97,7 +102,7 @@ def main() -> None:
     parser.add_argument("--model", default="pretrained:perov_5")
     parser.add_argument("--dataset", default="perov_5")
     parser.add_argument("--settings", default="ddim:50:1,ddim:50:0,dpm++2m:20:0,dpm++2m:10:0",
-                        help="comma-separated sampler:steps:guidance")
+                        help="comma-separated sampler:steps:guidance[:noise_scale]")
     parser.add_argument("--samples", type=int, default=200, help="unconditional samples (0: none)")
     parser.add_argument("--csp-targets", type=int, default=100, help="CSP test crystals (0: all, -1: no CSP)")
     parser.add_argument("--csp-k", type=int, default=1)

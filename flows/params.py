@@ -36,17 +36,19 @@ def default_results_root() -> str:
 class StageSettings(BaseModel):
     """Parameters of one stage. `settings()` is what its provenance record keeps: every field that can change
     the stage's results, i.e. all but `RUN_ONLY` (how the work is spread or where it runs). `RECORDED_IF_SET`:
-    fields that became options after records existed, kept out of the record while at their default so that
-    earlier run folders still resume."""
+    fields that became options after records existed, kept out of the record while at the value earlier runs
+    used (their default, or `VALUE_BEFORE`'s for a setting resolved before it is recorded) so that earlier run
+    folders still resume."""
 
     model_config = ConfigDict(extra="forbid")
     RUN_ONLY: ClassVar[frozenset[str]] = frozenset()
     RECORDED_IF_SET: ClassVar[frozenset[str]] = frozenset()
+    VALUE_BEFORE: ClassVar[dict[str, object]] = {}
 
     def settings(self) -> dict:
         data = self.model_dump(mode="json", exclude=set(self.RUN_ONLY))
         for name in self.RECORDED_IF_SET:
-            if getattr(self, name) == type(self).model_fields[name].default:
+            if getattr(self, name) == self.VALUE_BEFORE.get(name, type(self).model_fields[name].default):
                 data.pop(name, None)
         return data
 
@@ -136,6 +138,9 @@ class GenerateParams(StageSettings, GenerateConfig):
     there once; `model` picks another checkpoint than the campaign's trained model, which the stage sets."""
 
     RUN_ONLY = frozenset({"device", "cpu_threads", "checkpoint", "out_dir"})
+    # recorded resolved (the model's recommendation filled in); every run before the option sampled at 1
+    RECORDED_IF_SET = frozenset({"noise_scale"})
+    VALUE_BEFORE = {"noise_scale": 1.0}
 
     model: str | None = Field(default=None, description="checkpoint path or shipped model, e.g. pretrained:perov_5 "
                               "(default: the campaign's trained model)")
@@ -164,7 +169,7 @@ class GenerateParams(StageSettings, GenerateConfig):
             self.model or checkpoint)
 
     def for_model(self, checkpoint: str | Path) -> GenerateParams:
-        """These settings with what they leave unset (guidance, steps) as `checkpoint` recommends (see
+        """These settings with what they leave unset (guidance, steps, noise scale) as `checkpoint` recommends (see
         unimat_core.model.sampling_defaults)."""
         from unimat_core.model.pretrained import checkpoint_file
         from unimat_core.model.sampling_defaults import read_sampling_defaults, with_recommended
@@ -260,7 +265,7 @@ class EvaluateParams(StageSettings, MetricsConfig):
 
     RUN_ONLY = frozenset({"n_workers", "cache_dir"})
     # fields of MetricsConfig that are no options: earlier records hold none of them
-    RECORDED_IF_SET = frozenset({"ltol", "stol", "angle_tol", "csp_guidance"})
+    RECORDED_IF_SET = frozenset({"ltol", "stol", "angle_tol", "csp_guidance", "csp_noise_scale"})
 
     task: Literal["generation", "csp"] = Field(
         default="generation", description="generation: CDVAE metrics of the generated samples; csp: crystal "
@@ -271,6 +276,7 @@ class EvaluateParams(StageSettings, MetricsConfig):
     csp_targets: int | None = CSPConfig.model_fields["n_targets"]
     steps: int | None = CSPConfig.model_fields["steps"]
     csp_guidance: float | None = CSPConfig.model_fields["guidance"]
+    csp_noise_scale: float | None = CSPConfig.model_fields["noise_scale"]
 
     @field_validator("dataset")
     @classmethod
@@ -292,7 +298,8 @@ class EvaluateParams(StageSettings, MetricsConfig):
     def csp_config(self) -> CSPConfig:
         """The config `unimat_core.metrics.csp.evaluate_csp` reads."""
         return CSPConfig(k=self.k, n_targets=self.csp_targets, seed=self.seed, steps=self.steps,
-                         guidance=self.csp_guidance, n_workers=self.n_workers)
+                         guidance=self.csp_guidance, noise_scale=self.csp_noise_scale,
+                         n_workers=self.n_workers)
 
 
 class RoundParams(StageSettings):

@@ -84,7 +84,7 @@ def generate_flow(run: RunParams = RunParams(), generate: GenerateParams = Gener
     layout = run.layout()
     checkpoint = generate.model or layout.require(layout.train_checkpoint, made_by="train")
     model, step = checkpoint_identity(resolve(checkpoint))
-    config = generate.for_run(str(checkpoint), str(layout.generated))  # unset guidance/steps: the model's recommendation
+    config = generate.for_run(str(checkpoint), str(layout.generated))  # unset sampling settings: the model's recommendation
     begin_stage(run, "generate", config.settings(), {"checkpoint": model}, about={"checkpoint_step": step})
     batches = plan_generation(config)
     progress = start_progress(run.campaign, len(batches))

@@ -70,8 +70,8 @@ def evaluate_csp_task(checkpoint: str, reference_path: str, reference_split: str
     reference = _table(reference_path, reference_split)
     loaded = load_model(checkpoint, pick_device("auto"))
     config = loaded.recommended(config)
-    logger.info("csp: k=%d on %s of %d reference crystals, %d steps, guidance %g", config.k,
-                config.n_targets or "all", len(reference), config.steps, config.guidance)
+    logger.info("csp: k=%d on %s of %d reference crystals, %d steps, guidance %g, noise scale %g", config.k,
+                config.n_targets or "all", len(reference), config.steps, config.guidance, config.noise_scale)
     per_target, summary = evaluate_csp(loaded, reference, config)
     paths = write_csp(per_target, summary, out_dir, dataset)
     create_markdown_artifact(key=_artifact_key(out_dir), markdown=csp_markdown(summary, dataset),

@@ -104,6 +104,11 @@ def test_generate_records_the_settings_its_model_recommends_and_a_new_recommenda
     with pytest.raises(StageChanged, match=r"guidance 1.0 -> 0.25"):
         check_settings(layout, "generate", stage_settings("generate", groups, layout))
     check_settings(layout, "generate", stage_settings("generate", {"generate": GenerateParams(guidance=1)}, layout))
+    assert "noise_scale" not in settings  # at 1, as every run sampled before the option: out of the record
+    (layout.train_checkpoint.parent / "sampling.json").write_text('{"noise_scale": 0.5}')
+    with pytest.raises(StageChanged, match=r"noise_scale"):
+        check_settings(layout, "generate", stage_settings("generate", groups, layout))
+    check_settings(layout, "generate", stage_settings("generate", {"generate": GenerateParams(noise_scale=1)}, layout))
 
     shipped = GenerateParams(model="pretrained:perov_5")
     assert stage_settings("generate", {"generate": shipped}, layout)["guidance"] == 0.0

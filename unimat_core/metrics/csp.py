@@ -91,7 +91,7 @@ def predict_structures(loaded, targets: pd.DataFrame, config: CSPConfig, progres
     def predict_chunk(b: int) -> list[str | None]:
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + b)
         coords, lattice = sample_batch(loaded, chunks[b], sampler=config.sampler, steps=config.steps,
-                                       guidance=config.guidance, generator=generator)
+                                       guidance=config.guidance, noise_scale=config.noise_scale, generator=generator)
         return [structure_to_json(c.structure) if c.valid else None for c in decode(coords, lattice, loaded.spec)]
 
     out: list[str | None] = []
@@ -112,13 +112,16 @@ def evaluate_csp(loaded, reference: pd.DataFrame, config: CSPConfig, progress=No
     per_target.insert(0, "id", targets["id"].to_numpy())
     if "formula" in targets:
         per_target.insert(1, "formula", targets["formula"].to_numpy())
-    return per_target, {**summarise(per_target, config.k), "guidance": config.guidance, "steps": config.steps}
+    return per_target, {**summarise(per_target, config.k), "guidance": config.guidance, "steps": config.steps,
+                        "noise_scale": config.noise_scale}
 
 
 def _guidance(summary: dict) -> str:
     if "guidance" not in summary:
         return ""
-    return f" ({summary['steps']} steps, guidance {summary['guidance']:g})"
+    noise = summary.get("noise_scale", 1.0)
+    noise_note = f", noise scale {noise:g}" if noise != 1 else ""
+    return f" ({summary['steps']} steps, guidance {summary['guidance']:g}{noise_note})"
 
 
 def markdown(summary: dict, dataset: str | None = None) -> str:

@@ -51,8 +51,8 @@ class LoadedModel:
     sampling: SamplingDefaults | None = None  # the model folder's recommended sampling settings (sampling.json)
 
     def recommended(self, config: SamplingSettings) -> SamplingSettings:
-        """A sampling config (GenerateConfig, CSPConfig) with what it leaves unset (guidance, steps) taken from
-        this model's recommendation, else the fallback."""
+        """A sampling config (GenerateConfig, CSPConfig) with what it leaves unset (guidance, steps, noise scale)
+        taken from this model's recommendation, else the fallback."""
         return with_recommended(config, self.sampling)
 
     @property

@@ -211,6 +211,9 @@ class GenerateConfig(Config):
                               "exact sampler)")
     guidance: float | None = Field(default=None, ge=0, description="classifier-free guidance weight (default: the "
                                    "model's recommended weight, its sampling.json, else 1)")
+    noise_scale: float | None = Field(default=None, ge=0, description="scale of the fresh noise a stochastic sampler "
+                                      "(dpm++2m-sde, ddpm) adds each step: below 1 samples sharper and less diverse "
+                                      "(default: the model's recommendation for the sampler it names, else 1)")
     seed: int = Field(default=0, description="sampling seed")
     use_ema: bool = option("--no-ema", "sample with the EMA weights", default=True)
     device: str = Field(default="auto", description="auto, cuda or cpu")
@@ -235,6 +238,8 @@ class CSPConfig(Config):
                                "sampler it names, its sampling.json, else 10)", default=None, ge=1)
     guidance: float | None = option("--csp-guidance", "csp: classifier-free guidance weight (default: the model's "
                                     "recommended weight, its sampling.json, else 1)", default=None, ge=0)
+    noise_scale: float | None = option("--csp-noise-scale", "csp: scale of the stochastic sampler's fresh noise "
+                                       "(default: the model's recommendation, else 1)", default=None, ge=0)
     batch_size: int = 256
     n_workers: int = 1  # processes for StructureMatcher
 

@@ -10,6 +10,9 @@ good in ~15 model calls as DDIM in 50, which is what makes 10,000 samples cheap 
 is its stochastic twin (SDE-DPM-Solver++(2M), same paper): each step also forgets part of the sample and re-noises
 it, as ancestral DDPM does, so interchangeable slots started close together do not ride one deterministic path
 onto one site (what the deterministic samplers do to carbon_24), at a few dozen model calls instead of DDPM's 100+.
+`noise_scale` scales the fresh noise a stochastic sampler injects at each step (not the starting noise): 1 samples
+the model's distribution, below 1 at a lower temperature that stays closer to the denoiser's estimate (sharper, less
+diverse samples; the shipped models sample best at 0.6 and 0.4, benchmarks/RESULTS.md "Low-temperature sampling").
 Classifier-free guidance: eps = eps_c + w (eps_c - eps_u). A self-conditioned denoiser (DenoiserConfig.self_condition)
 also reads the previous step's clean estimate; training teaches it that on half the batches.
 Composition-conditioned sampling also pins slots that must be empty (inpainting): at every
@@ -219,6 +222,7 @@ class GaussianDiffusion(nn.Module):
         eta: float = 0.0,
         solver: str = "ddim",
         guidance: float = 0.0,
+        noise_scale: float = 1.0,
         pinned: Pinned | None = None,
         generator: torch.Generator | None = None,
         progress: Callable[[int, int], None] | None = None,
@@ -246,8 +250,8 @@ class GaussianDiffusion(nn.Module):
                 # the step into the last time (t = 0, where log-SNR jumps) is first order: the 2M extrapolation
                 # across a step many times longer than the one before it overshoots (DPM-Solver's lower-order final)
                 last = i + 2 >= len(times)
-                noise = (torch.randn(x_c.shape, device=device, generator=generator),
-                         torch.randn(x_l.shape, device=device, generator=generator)
+                noise = (noise_scale * torch.randn(x_c.shape, device=device, generator=generator),
+                         noise_scale * torch.randn(x_l.shape, device=device, generator=generator)
                          ) if solver == "dpm++2m-sde" and t_next >= 0 else None
                 x_c, x_l, previous = self._dpm_step(x_c, x_l, x0_c, x0_l, ab, ab_next, None if last else previous,
                                                     noise)
@@ -257,8 +261,8 @@ class GaussianDiffusion(nn.Module):
                 x_c = ab_next.sqrt() * x0_c + direction * eps_c
                 x_l = ab_next.sqrt() * x0_l + direction * eps_l
                 if t_next >= 0 and eta > 0:
-                    x_c = x_c + sigma * torch.randn(x_c.shape, device=device, generator=generator)
-                    x_l = x_l + sigma * torch.randn(x_l.shape, device=device, generator=generator)
+                    x_c = x_c + noise_scale * sigma * torch.randn(x_c.shape, device=device, generator=generator)
+                    x_l = x_l + noise_scale * sigma * torch.randn(x_l.shape, device=device, generator=generator)
             if progress is not None:
                 progress(i + 1, len(times))
         if pinned is not None:

@@ -96,7 +96,7 @@ def _condition(targets: Sequence[str | None], spec: UniMatSpec, device: torch.de
 
 
 def sample_batch(loaded: LoadedModel, targets: Sequence[str | None], *, sampler: Sampler, steps: int, guidance: float,
-                 generator: torch.Generator | None = None,
+                 noise_scale: float = 1.0, generator: torch.Generator | None = None,
                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Raw samples (coords [B, L, H, W, 3], lattice [B, 6]) for a list of targets; the sampling settings come from
     the caller's config (GenerateConfig, CSPConfig), which holds their defaults."""
@@ -107,8 +107,8 @@ def sample_batch(loaded: LoadedModel, targets: Sequence[str | None], *, sampler:
     solver = sampler if sampler.startswith("dpm++") else "ddim"
     with autocast(device):
         coords, lattice = loaded.diffusion.sample(loaded.model, (len(targets), *spec.shape), cond, steps=steps, eta=eta,
-                                                  solver=solver,
-                                                  guidance=guidance, pinned=pinned, generator=generator, progress=progress)
+                                                  solver=solver, guidance=guidance, noise_scale=noise_scale,
+                                                  pinned=pinned, generator=generator, progress=progress)
     return coords.float().cpu().numpy(), lattice.float().cpu().numpy()
 
 
@@ -172,7 +172,8 @@ def generate_part(config: GenerateConfig, batch: int, targets: Sequence[str | No
         for i, formula in zip(free, prior_compositions(loaded, len(free), generator)):
             structure_targets[i] = formula
     coords, lattice = sample_batch(loaded, structure_targets, sampler=config.sampler, steps=config.steps,
-                                   guidance=config.guidance, generator=generator if device.type == "cpu" else None)
+                                   guidance=config.guidance, noise_scale=config.noise_scale,
+                                   generator=generator if device.type == "cpu" else None)
     decoded = decode(coords, lattice, loaded.spec)
     ids = [f"gen-{batch:05d}-{i:05d}" for i in range(len(targets))]
     source = f"unimat:{Path(config.checkpoint).name}@step{loaded.step}"

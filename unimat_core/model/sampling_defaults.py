@@ -6,11 +6,13 @@ against 93.2 % at 10), carbon_24 needs guidance (validity 47.5 % at 0, 62 % at 1
 weight"). So a checkpoint folder may carry the settings measured best for it, and sampling that leaves a setting
 unset (None) uses them, or the fallback where the folder recommends nothing. A step count is a property of the
 sampler it was measured with (20 steps of the stochastic DPM-Solver++ are not 20 of DDPM), so the file names that
-sampler and its steps apply to it only; sampling with another takes that sampler's own fallback count. Guidance
-applies to every sampler (it is the model's: carbon_24 wants it with each). A fine-tune inherits its parent's file
-(its weights start there); anyone can write one after their own sweep:
+sampler and its steps apply to it only; sampling with another takes that sampler's own fallback count. So does
+the noise scale (the share of a stochastic sampler's fresh noise kept each step; 0.4 of the stochastic
+DPM-Solver++'s noise is not 0.4 of DDPM's). Guidance applies to every sampler (it is the model's: carbon_24 wants it
+with each). A fine-tune inherits its parent's file (its weights start there); anyone can write one after their
+own sweep:
 
-    {"sampler": "dpm++2m-sde", "guidance": 0.0, "steps": 20, "why": "CSP k = 20 98.9 % vs 98.0 % at 1 (RESULTS.md)"}
+    {"sampler": "dpm++2m-sde", "guidance": 0.0, "steps": 20, "noise_scale": 0.4, "why": "... (RESULTS.md)"}
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ SAMPLING_FILE = "sampling.json"
 # ancestral DDPM (as valid as 1,000 on carbon_24).
 FALLBACK_GUIDANCE = 1.0
 FALLBACK_STEPS: dict[str, int] = {"dpm++2m-sde": 10, "dpm++2m": 10, "ddim": 50, "ddpm": 100}
+FALLBACK_NOISE_SCALE = 1.0  # the sampler as derived: the model's own distribution
 
-SamplingSettings = TypeVar("SamplingSettings", bound=BaseModel)  # a config with `sampler`, `guidance` and `steps`
+SamplingSettings = TypeVar("SamplingSettings", bound=BaseModel)  # has `sampler`, `guidance`, `steps`, `noise_scale`
 
 
 class SamplingDefaultsError(UserInputError):
@@ -48,13 +51,16 @@ class SamplingDefaults(BaseModel):
                                    "they apply to any)")
     guidance: float | None = Field(default=None, ge=0, description="classifier-free guidance weight")
     steps: int | None = Field(default=None, ge=1, description="sampler steps")
+    noise_scale: float | None = Field(default=None, ge=0, description="scale of the sampler's fresh noise")
     why: str = ""
 
     def for_sampler(self, sampler: Sampler) -> dict[str, float | int]:
-        """The guidance and steps to sample with `sampler`: the recommended ones, else the fallback."""
-        steps_apply = self.steps is not None and self.sampler in (None, sampler)
+        """The guidance, steps and noise scale to sample with `sampler`: the recommended ones, else the fallback."""
+        measured_with = self.sampler in (None, sampler)
         return {"guidance": FALLBACK_GUIDANCE if self.guidance is None else self.guidance,
-                "steps": self.steps if steps_apply else FALLBACK_STEPS[sampler]}
+                "steps": self.steps if measured_with and self.steps is not None else FALLBACK_STEPS[sampler],
+                "noise_scale": self.noise_scale if measured_with and self.noise_scale is not None
+                else FALLBACK_NOISE_SCALE}
 
 
 NONE = SamplingDefaults()

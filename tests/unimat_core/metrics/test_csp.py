@@ -43,7 +43,8 @@ def test_an_overfit_model_predicts_its_training_crystals(overfit_model):
     frame, summary = overfit_model
     loaded = load_model(summary.checkpoint)
     per_target, result = evaluate_csp(loaded, frame, CSPConfig(k=2, steps=50, guidance=0.0))
-    assert result["n_targets"] == 4 and result["k"] == 2 and (result["guidance"], result["steps"]) == (0.0, 50)
+    assert result["n_targets"] == 4 and result["k"] == 2
+    assert (result["guidance"], result["steps"], result["noise_scale"]) == (0.0, 50, 1.0)
     assert result["match_rate"] == 1.0 and result["rmse"] < 0.1
     assert per_target["id"].tolist() == frame["id"].tolist()
 
@@ -54,4 +55,6 @@ def test_report_names_the_published_anchors():
     text = markdown({"k": 1, "n_targets": 100, "match_rate": 0.4, "rmse": 0.3}, "perov_5")
     assert "| this model | 40.00 % | 0.3000 |" in text and "| DiffCSP (published) | 52.02 % | 0.076 |" in text
     assert "| this model (20 steps, guidance 0) | 40.00 % |" in markdown(
-        {"k": 1, "n_targets": 100, "match_rate": 0.4, "rmse": 0.3, "guidance": 0.0, "steps": 20})
+        {"k": 1, "n_targets": 100, "match_rate": 0.4, "rmse": 0.3, "guidance": 0.0, "steps": 20, "noise_scale": 1.0})
+    assert "| this model (20 steps, guidance 0, noise scale 0.4) | 40.00 % |" in markdown(
+        {"k": 1, "n_targets": 100, "match_rate": 0.4, "rmse": 0.3, "guidance": 0.0, "steps": 20, "noise_scale": 0.4})
