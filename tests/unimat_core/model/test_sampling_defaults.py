@@ -29,14 +29,14 @@ def recommend(folder, **fields) -> None:
 
 
 @pytest.mark.parametrize(("name", "guidance", "steps", "noise_scale"),
-                         [("perov_5", 0.0, 20, None), ("carbon_24", 2.0, 20, None)])
+                         [("perov_5", 0.0, 20, 0.6), ("carbon_24", 2.0, 20, 0.4)])
 def test_shipped_models_recommend_what_was_measured_best_for_them(name, guidance, steps, noise_scale):
     recommended = read_sampling_defaults(checkpoint_file(f"pretrained:{name}"))
     assert (recommended.guidance, recommended.steps, recommended.noise_scale) == (guidance, steps, noise_scale)
     assert "RESULTS.md" in recommended.why
     assert recommended.sampler == "dpm++2m-sde"  # what the steps were measured with, and the default sampler
     config = load_model(f"pretrained:{name}").recommended(GenerateConfig())
-    assert (config.guidance, config.steps, config.noise_scale) == (guidance, steps, noise_scale or 1.0)
+    assert (config.guidance, config.steps, config.noise_scale) == (guidance, steps, noise_scale)
     assert load_model(f"pretrained:{name}").recommended(GenerateConfig(sampler="ddim")).noise_scale == 1.0
 
 
