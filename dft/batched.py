@@ -8,7 +8,8 @@ on atoms and cell rows below `fmax`), reaches its step or time limit, or blows u
 take its place while the batch holds fewer than `batch_atoms` atoms.
 
 Blow-ups are caught per crystal and per step (non-finite or huge forces, atoms collapsing onto each
-other, the cell inverting or collapsing) and recorded as that crystal's `error`; the rest go on.
+other, the cell inverting or collapsing) and recorded as that crystal's `error`; the rest go on. A collapsed
+geometry is caught before the potential call, which it would make the batch's most expensive.
 Time: each batched call's wall time is shared among the crystals in it by atom count, plus each
 crystal's own optimiser time; that share is its `wall_time_s` and what `time_limit_s` limits.
 """
@@ -32,7 +33,10 @@ from dft.relax import RelaxConfig, RelaxResult, record_outcome
 
 BLOWUP_FORCE = 1000.0  # eV/A on one atom: far beyond any starting geometry we relax; a diverging model
 MIN_DISTANCE = 0.3  # A: shorter than any bond (H2 0.74 A); machine-learned potentials have no data there
-MIN_VOLUME_PER_ATOM = 1.0  # A^3: denser than any solid (diamond 5.7); an inverted cell has a negative volume
+# A^3: about half the densest solids' (diamond 5.7, c-BN 5.9); an inverted cell has a negative volume. Solid
+# prototypes of molecular elements (F, O, N) collapse below it under cell relaxation, where CHGNet's three-body
+# graph grows with the square of ~150 neighbours per atom (GiBs, minutes: benchmarks/RESULTS.md, "Campaign")
+MIN_VOLUME_PER_ATOM = 3.0
 
 
 @dataclass
@@ -67,13 +71,19 @@ def blow_up(snapshot: Snapshot, evaluation: Evaluation) -> str:
     if not (np.isfinite(evaluation.energy) and np.isfinite(evaluation.forces).all()
             and np.isfinite(evaluation.stress).all()):
         return "non-finite energy, forces or stress"
+    largest = float(np.linalg.norm(evaluation.forces, axis=1).max())
+    if largest > BLOWUP_FORCE:
+        return f"force {largest:.3g} eV/A > {BLOWUP_FORCE:g}"
+    return collapsed(snapshot)
+
+
+def collapsed(snapshot: Snapshot) -> str:
+    """Why this geometry is no solid (cell inverted or too dense, atoms on top of each other), or "". Checked
+    before the potential sees it too: a collapsed cell is the most expensive input a graph potential can get."""
     n_atoms = len(snapshot.numbers)
     volume = float(np.linalg.det(snapshot.cell))
     if volume < MIN_VOLUME_PER_ATOM * n_atoms:
         return f"cell inverted or collapsed (volume {volume:.3g} A^3 for {n_atoms} atoms)"
-    largest = float(np.linalg.norm(evaluation.forces, axis=1).max())
-    if largest > BLOWUP_FORCE:
-        return f"force {largest:.3g} eV/A > {BLOWUP_FORCE:g}"
     positions = np.ascontiguousarray(snapshot.positions, dtype=float)
     centers, neighbors, images, distances = find_points_in_spheres(
         positions, positions, r=MIN_DISTANCE, pbc=np.array([1, 1, 1], dtype=np.int64),
@@ -136,7 +146,20 @@ def relax_batched(structures: Sequence[Structure], potential: BatchedPotential, 
                 failed(index, exc)
         if not active:
             continue
-        snapshots = [c.snapshot() for c in active]
+        kept = []
+        for crystal in active:
+            snapshot = crystal.snapshot()
+            reason = collapsed(snapshot)
+            if reason:  # caught before the potential call it would make expensive
+                results[crystal.index] = RelaxResult(structure=crystal.structure, calculator=calculator,
+                                                     calculator_version=version,
+                                                     error=f"blow-up at step {crystal.steps}: {reason}")
+            else:
+                kept.append((crystal, snapshot))
+        active, snapshots = [c for c, _ in kept], [s for _, s in kept]
+        if not active:
+            continue
+        in_flight = sum(len(c.numbers) for c in active)
         start = time.perf_counter()
         outcomes = potential.evaluate(snapshots)
         per_atom = (time.perf_counter() - start) / in_flight

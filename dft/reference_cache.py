@@ -36,7 +36,7 @@ from dft.relax import RelaxConfig, RelaxResult
 from unimat_core.structure_table import records_to_frame
 from unimat_core import atomic
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: collapsed cells (dft.batched.MIN_VOLUME_PER_ATOM 3 A^3) stop as blow-up rows
 SOURCE = "reference-prototypes"
 
 

@@ -109,6 +109,18 @@ def test_blow_up_and_bad_crystals_leave_the_batch_with_their_reason(chgnet):
         assert ours.energy == pytest.approx(reference.energy, abs=1e-9)
 
 
+
+def test_a_collapsed_cell_never_reaches_the_potential():
+    """Denser than any solid (a molecular element's solid prototype after collapse, e.g. fcc F at 0.7 A^3 per
+    atom): a row with its reason, never a potential call (a graph potential's costliest input)."""
+    good = cu_cells(1, seed=4)[0]
+    dense = Structure(Lattice.cubic(1.9), ["Cu"] * 4, [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    potential = CountingPotential()
+    results = relax_batched([dense, good], potential, RelaxConfig(fmax=0.01, max_steps=300), calculator="emt")
+    assert results[0].error.startswith("blow-up at step 0: cell inverted or collapsed (volume 6.86 A^3 for 4 atoms)")
+    assert results[0].structure == dense and np.isnan(results[0].energy)
+    assert results[1].converged and all(call == [4] for call in potential.calls)
+
 def test_structures_the_engine_cannot_start_are_rows_with_a_reason():
     emt = build_calculator(CalculatorConfig("emt"))
     good = cu_cells(1, seed=6)[0]
@@ -132,6 +144,8 @@ def test_blow_up_reasons():
     assert blow_up(crystal, huge).startswith("force 2e+03 eV/A")
     inverted = Snapshot(crystal.species, crystal.numbers, crystal.positions, np.diag([3.0, 3.0, -3.0]))
     assert blow_up(inverted, calm).startswith("cell inverted or collapsed")
+    too_dense = Snapshot(crystal.species, crystal.numbers, np.array([[0, 0, 0], [0.8, 0.8, 0.0]]), np.eye(3) * 1.6)
+    assert blow_up(too_dense, calm) == "cell inverted or collapsed (volume 4.1 A^3 for 2 atoms)"
     across_the_boundary = Snapshot(crystal.species, crystal.numbers, np.array([[0, 0, 0], [2.9, 0, 0]]), cell)
     assert blow_up(across_the_boundary, calm) == "atoms 0 and 1 collapsed to 0.10 A"
 
