@@ -66,20 +66,21 @@ class _Crystal:
         return Snapshot(self.species, self.numbers, positions, cell)
 
 
-def blow_up(snapshot: Snapshot, evaluation: Evaluation) -> str:
-    """Why this geometry and its evaluation cannot be trusted, or "" when they can."""
+def bad_evaluation(evaluation: Evaluation) -> str:
+    """Why the potential's answer cannot be trusted, or "" when it can (the geometry was checked before the call,
+    `collapsed`)."""
     if not (np.isfinite(evaluation.energy) and np.isfinite(evaluation.forces).all()
             and np.isfinite(evaluation.stress).all()):
         return "non-finite energy, forces or stress"
     largest = float(np.linalg.norm(evaluation.forces, axis=1).max())
     if largest > BLOWUP_FORCE:
         return f"force {largest:.3g} eV/A > {BLOWUP_FORCE:g}"
-    return collapsed(snapshot)
+    return ""
 
 
 def collapsed(snapshot: Snapshot) -> str:
     """Why this geometry is no solid (cell inverted or too dense, atoms on top of each other), or "". Checked
-    before the potential sees it too: a collapsed cell is the most expensive input a graph potential can get."""
+    before the potential sees it: a collapsed cell is the most expensive input a graph potential can get."""
     n_atoms = len(snapshot.numbers)
     volume = float(np.linalg.det(snapshot.cell))
     if volume < MIN_VOLUME_PER_ATOM * n_atoms:
@@ -104,7 +105,7 @@ def _advance(crystal: _Crystal, snapshot: Snapshot, outcome: Outcome, config: Re
     if isinstance(outcome, str):
         result.error = outcome
         return result
-    reason = blow_up(snapshot, outcome)
+    reason = bad_evaluation(outcome)
     if reason:
         result.error = f"blow-up at step {crystal.steps}: {reason}"
         return result
